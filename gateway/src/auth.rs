@@ -1,0 +1,165 @@
+//! Authenticate: the API key in the request names the tenant.
+//!
+//! The tenant always comes from the key, never from the body. Keys are kept
+//! only as SHA-256 hashes; the key's hash is looked up and then compared in
+//! constant time. Looking up by hash leaks nothing usable about the key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::batch::Tenant;
+use crate::config::Config;
+use crate::respond::Reject;
+
+/// The header that may carry the key instead of `Authorization: Bearer`.
+pub const KEY_HEADER: &str = "x-weir-key";
+
+/// Every tenant of the node, by the hash of each of its keys.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    by_key_hash: HashMap<[u8; 32], Arc<Tenant>>,
+}
+
+impl Tenants {
+    /// Builds the registry from a validated config.
+    pub fn from_config(config: &Config) -> Tenants {
+        let mut by_key_hash = HashMap::new();
+        for t in &config.tenants {
+            let tenant = Arc::new(Tenant {
+                name: t.name.as_str().into(),
+                categories: t.categories.clone(),
+                limits: t.limits(&config.defaults),
+            });
+            for hash in &t.keys_sha256 {
+                // Validated by Config::validate: 32 bytes of hex.
+                if let Some(hash) = hex::decode(hash).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                    by_key_hash.insert(hash, tenant.clone());
+                }
+            }
+        }
+        Tenants { by_key_hash }
+    }
+
+    /// Finds the tenant of the request's key: 401 when the key is missing or unknown.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, Reject> {
+        let key = key_of(headers)?;
+        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        match self.by_key_hash.get_key_value(&hash) {
+            Some((stored, tenant)) if bool::from(stored.ct_eq(&hash)) => Ok(tenant.clone()),
+            _ => Err(unauthorized("unknown API key")),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key_hash.is_empty()
+    }
+}
+
+/// Checks that the tenant may post to the category: 403 otherwise.
+pub fn authorize(tenant: &Tenant, category: &str) -> Result<(), Reject> {
+    if tenant.allows(category) {
+        Ok(())
+    } else {
+        Err(Reject::new(
+            StatusCode::FORBIDDEN,
+            "category_not_allowed",
+            format!(
+                "meta.category: tenant '{}' may not post to category '{category}'",
+                tenant.name
+            ),
+        ))
+    }
+}
+
+fn key_of(headers: &HeaderMap) -> Result<&str, Reject> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("Authorization: not a valid header value"))?;
+        return match value.split_once(' ') {
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
+                Ok(key.trim())
+            }
+            _ => Err(unauthorized("Authorization: expected `Bearer <API key>`")),
+        };
+    }
+    match headers.get(KEY_HEADER) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| unauthorized("X-Weir-Key: empty or not a valid header value")),
+        None => Err(unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` or `X-Weir-Key: <key>`",
+        )),
+    }
+}
+
+fn unauthorized(message: &str) -> Reject {
+    Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        .with_header("www-authenticate", "Bearer realm=\"weir\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenants() -> Tenants {
+        let hash = hex::encode(Sha256::digest(b"secret"));
+        let config = Config::parse(&format!(
+            "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
+        ))
+        .unwrap();
+        Tenants::from_config(&config)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_names_the_tenant() {
+        let t = tenants();
+        for h in [
+            headers(&[("authorization", "Bearer secret")]),
+            headers(&[("authorization", "bearer  secret ")]),
+            headers(&[("x-weir-key", "secret")]),
+        ] {
+            assert_eq!(&*t.authenticate(&h).unwrap().name, "acme");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_wrong_key_is_401_with_a_reason() {
+        let t = tenants();
+        for (h, message) in [
+            (headers(&[]), "missing API key: send `Authorization: Bearer <key>` or `X-Weir-Key: <key>`"),
+            (headers(&[("authorization", "Bearer nope")]), "unknown API key"),
+            (headers(&[("authorization", "Basic abc")]), "Authorization: expected `Bearer <API key>`"),
+            (headers(&[("x-weir-key", "")]), "X-Weir-Key: empty or not a valid header value"),
+        ] {
+            let r = t.authenticate(&h).unwrap_err();
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(r.message, message);
+        }
+    }
+
+    #[test]
+    fn categories_are_authorized_by_glob() {
+        let t = tenants();
+        let tenant = t.authenticate(&headers(&[("x-weir-key", "secret")])).unwrap();
+        assert!(authorize(&tenant, "app_start").is_ok());
+        let r = authorize(&tenant, "PERF").unwrap_err();
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.message, "meta.category: tenant 'acme' may not post to category 'PERF'");
+    }
+}

@@ -1,0 +1,214 @@
+//! Read the body: content type and encoding checked, size capped before and
+//! after decompression, and a client that stalls gets 408.
+//!
+//! Decompression streams into a buffer that stops one byte past the
+//! tenant's `max_decompressed_bytes`, so a bomb is refused without its full
+//! output ever being allocated.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use crate::config::Limits;
+use crate::respond::Reject;
+
+/// The encodings a client may use for the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// Checks the headers that say what the body is: 415 for anything but JSON
+/// in a supported encoding.
+pub fn check_headers(headers: &HeaderMap) -> Result<Encoding, Reject> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            format!(
+                "Content-Type: '{}' is not supported, send application/json",
+                content_type.escape_debug()
+            ),
+        ));
+    }
+    let encoding = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("identity");
+    match encoding.to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "zstd" => Ok(Encoding::Zstd),
+        other => Err(Reject::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_encoding",
+            format!(
+                "Content-Encoding: '{}' is not supported, use gzip, zstd or identity",
+                other.escape_debug()
+            ),
+        )
+        .with_header("accept-encoding", "gzip, zstd, identity")),
+    }
+}
+
+/// Reads the whole body within the limits and the stall timeout, then decodes it.
+pub async fn read<B>(
+    body: B,
+    headers: &HeaderMap,
+    encoding: Encoding,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<Bytes, Reject>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let max = limits.max_body_bytes;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&n| n > max as u64) {
+        return Err(too_large(format!(
+            "body: {length} bytes, the limit is {max}"
+        )));
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            Reject::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "body: not received within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        })?;
+    let raw = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(too_large(format!("body: larger than the limit of {max} bytes")))
+        }
+        Err(e) => {
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("body: could not be read: {e}"),
+            ))
+        }
+    };
+    decompress(raw, encoding, limits.max_decompressed_bytes)
+}
+
+/// Decodes a gzip or zstd body, refusing output beyond `max` bytes.
+pub fn decompress(raw: Bytes, encoding: Encoding, max: usize) -> Result<Bytes, Reject> {
+    let name = match encoding {
+        Encoding::Identity => return Ok(raw),
+        Encoding::Gzip => "gzip",
+        Encoding::Zstd => "zstd",
+    };
+    let reader: Box<dyn Read> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
+        _ => Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| corrupt(name, e))?),
+    };
+    // Start small: the output size is unknown and may be a bomb.
+    let mut out = Vec::with_capacity((raw.len() * 4).min(max));
+    reader
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| corrupt(name, e))?;
+    if out.len() > max {
+        return Err(too_large(format!(
+            "body: decompresses to more than the limit of {max} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn corrupt(name: &str, e: std::io::Error) -> Reject {
+    Reject::new(
+        StatusCode::BAD_REQUEST,
+        "bad_encoding",
+        format!("body: not valid {name} data: {e}"),
+    )
+}
+
+fn too_large(message: String) -> Reject {
+    Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn only_json_in_known_encodings() {
+        let ok = headers(&[("content-type", "application/json; charset=utf-8")]);
+        assert_eq!(check_headers(&ok).unwrap(), Encoding::Identity);
+        let gz = headers(&[("content-type", "application/json"), ("content-encoding", "gzip")]);
+        assert_eq!(check_headers(&gz).unwrap(), Encoding::Gzip);
+        let r = check_headers(&headers(&[("content-type", "text/plain")])).unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (415, "Content-Type: 'text/plain' is not supported, send application/json"));
+        let r = check_headers(&headers(&[])).unwrap_err();
+        assert_eq!(r.status.as_u16(), 415);
+        let br = headers(&[("content-type", "application/json"), ("content-encoding", "br")]);
+        let r = check_headers(&br).unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (415, "Content-Encoding: 'br' is not supported, use gzip, zstd or identity"));
+    }
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        Bytes::from(e.finish().unwrap())
+    }
+
+    #[test]
+    fn gzip_and_zstd_decode() {
+        let data = b"{\"meta\":{}}".repeat(10);
+        assert_eq!(&decompress(gzip(&data), Encoding::Gzip, 1000).unwrap()[..], &data[..]);
+        let z = Bytes::from(zstd::encode_all(&data[..], 3).unwrap());
+        assert_eq!(&decompress(z, Encoding::Zstd, 1000).unwrap()[..], &data[..]);
+    }
+
+    #[test]
+    fn a_bomb_is_refused_at_the_cap() {
+        let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
+        assert!(bomb.len() < 100 * 1024);
+        let r = decompress(bomb, Encoding::Gzip, 1024 * 1024).unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: decompresses to more than the limit of 1048576 bytes"));
+        let r = decompress(Bytes::from_static(b"not gzip"), Encoding::Gzip, 100).unwrap_err();
+        assert_eq!(r.status.as_u16(), 400);
+        assert!(r.message.starts_with("body: not valid gzip data"), "{}", r.message);
+    }
+
+    #[tokio::test]
+    async fn the_body_limit_applies_before_and_while_reading() {
+        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
+        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789abc"));
+        let r = read(body.clone(), &headers(&[("content-length", "13")]), Encoding::Identity, &limits, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: 13 bytes, the limit is 10"));
+        let r = read(body, &headers(&[]), Encoding::Identity, &limits, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: larger than the limit of 10 bytes"));
+    }
+}

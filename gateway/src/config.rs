@@ -1,0 +1,558 @@
+//! Configuration: one TOML file plus `WEIR_*` environment overrides.
+//!
+//! The file is parsed strictly (an unknown key is an error, so a typo never
+//! silently falls back to a default), the environment is applied on top, and
+//! [`Config::validate`] checks every value. Every error names the key it is
+//! about, so an operator can fix the file without reading the code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// A configuration problem, always naming the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub kafka: KafkaConfig,
+    pub geoip: GeoIpConfig,
+    pub log: LogConfig,
+    /// Limits that every tenant gets unless it sets its own.
+    pub defaults: Limits,
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// Listeners and client-address handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Plain HTTP listener (`WEIR_LISTEN`); empty disables it.
+    pub listen: String,
+    /// HTTPS listener (`WEIR_TLS_LISTEN`); empty disables it.
+    pub tls_listen: String,
+    /// Admin listener for health and operations (`WEIR_ADMIN_LISTEN`); empty disables it.
+    pub admin_listen: String,
+    /// Proxies whose `X-Forwarded-For` is believed (`WEIR_TRUSTED_PROXIES`, comma-separated CIDRs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a client may take to send the whole body before it gets 408.
+    pub body_timeout_ms: u64,
+    /// How long a connection may take to send its request headers.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            tls_listen: "127.0.0.1:8443".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            trusted_proxies: Vec::new(),
+            body_timeout_ms: 10_000,
+            header_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Certificate and key of the HTTPS listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (`WEIR_TLS_CERT`). With neither file set, the
+    /// node makes a self-signed certificate for localhost (for trying Weir only).
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (`WEIR_TLS_KEY`).
+    pub key_path: Option<PathBuf>,
+}
+
+/// Where and how events are produced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`WEIR_KAFKA_BROKERS`); empty starts the embedded,
+    /// non-durable in-process broker.
+    pub brokers: String,
+    /// Topic of an event; `{category}` and `{tenant}` are replaced (`WEIR_KAFKA_TOPIC_TEMPLATE`).
+    pub topic_template: String,
+    /// Record key; `{tenant}`, `{category}`, `{device_id}`, `{app}` are replaced.
+    /// When a placeholder has no value the key is the event's backend id.
+    pub key_template: String,
+    /// How long librdkafka tries to deliver an event before it is reported
+    /// `delivery_failed` (librdkafka's `message.timeout.ms`).
+    pub delivery_timeout_ms: u64,
+    /// librdkafka settings that override Weir's producer defaults.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topic_template: "events.{category}".into(),
+            key_template: "{tenant}:{device_id}".into(),
+            delivery_timeout_ms: 30_000,
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+/// The GeoIP database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// A `.mmdb` file of a City or Country layout (`WEIR_GEOIP_PATH`); none: `geo` is null.
+    pub path: Option<PathBuf>,
+    /// Read the file into memory instead of mapping it.
+    pub in_memory: bool,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `weir=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `json` (one object per line) or `pretty`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+/// Size limits of one upload (design §2). Every field may be set in
+/// `[defaults]` and overridden per tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_events_per_batch: usize,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_event_bytes: usize,
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_events_per_batch: 1000,
+            max_body_bytes: 1024 * 1024,
+            max_decompressed_bytes: 10 * 1024 * 1024,
+            max_event_bytes: 64 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+/// A tenant as written in the file. Limits left out come from `[defaults]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Hex SHA-256 of each API key; never the key itself.
+    pub keys_sha256: Vec<String>,
+    /// Glob patterns of the categories the tenant may post; `*` allows any.
+    #[serde(default = "any_category")]
+    pub categories: Vec<String>,
+    pub max_events_per_batch: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_decompressed_bytes: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub max_depth: Option<usize>,
+}
+
+fn any_category() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl TenantConfig {
+    /// The tenant's limits: its own where set, else the defaults.
+    pub fn limits(&self, defaults: &Limits) -> Limits {
+        Limits {
+            max_events_per_batch: self
+                .max_events_per_batch
+                .unwrap_or(defaults.max_events_per_batch),
+            max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            max_decompressed_bytes: self
+                .max_decompressed_bytes
+                .unwrap_or(defaults.max_decompressed_bytes),
+            max_event_bytes: self.max_event_bytes.unwrap_or(defaults.max_event_bytes),
+            max_depth: self.max_depth.unwrap_or(defaults.max_depth),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            kafka: KafkaConfig::default(),
+            geoip: GeoIpConfig::default(),
+            log: LogConfig::default(),
+            defaults: Limits::default(),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// The environment variables Weir reads, with the key each one overrides.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("WEIR_LISTEN", "server.listen"),
+    ("WEIR_TLS_LISTEN", "server.tls_listen"),
+    ("WEIR_ADMIN_LISTEN", "server.admin_listen"),
+    ("WEIR_TRUSTED_PROXIES", "server.trusted_proxies"),
+    ("WEIR_TLS_CERT", "tls.cert_path"),
+    ("WEIR_TLS_KEY", "tls.key_path"),
+    ("WEIR_KAFKA_BROKERS", "kafka.brokers"),
+    ("WEIR_KAFKA_TOPIC_TEMPLATE", "kafka.topic_template"),
+    ("WEIR_GEOIP_PATH", "geoip.path"),
+    ("WEIR_LOG_LEVEL", "log.level"),
+    ("WEIR_LOG_FORMAT", "log.format"),
+];
+
+impl Config {
+    /// Reads the file at `path` (if any), applies the environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with the environment given as a function (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error is toml's own, which names the key and line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let optional_path = |v: String| (!v.is_empty()).then(|| PathBuf::from(v));
+        for (name, _) in ENV_OVERRIDES {
+            let Some(value) = env(name) else { continue };
+            match *name {
+                "WEIR_LISTEN" => self.server.listen = value,
+                "WEIR_TLS_LISTEN" => self.server.tls_listen = value,
+                "WEIR_ADMIN_LISTEN" => self.server.admin_listen = value,
+                "WEIR_TRUSTED_PROXIES" => {
+                    self.server.trusted_proxies = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            s.parse().map_err(|_| {
+                                invalid(
+                                    "WEIR_TRUSTED_PROXIES",
+                                    format!("'{s}' is not a CIDR such as 10.0.0.0/8"),
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "WEIR_TLS_CERT" => self.tls.cert_path = optional_path(value),
+                "WEIR_TLS_KEY" => self.tls.key_path = optional_path(value),
+                "WEIR_KAFKA_BROKERS" => self.kafka.brokers = value,
+                "WEIR_KAFKA_TOPIC_TEMPLATE" => self.kafka.topic_template = value,
+                "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
+                "WEIR_LOG_LEVEL" => self.log.level = value,
+                "WEIR_LOG_FORMAT" => self.log.format = value,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("server.listen", &self.server.listen),
+            ("server.tls_listen", &self.server.tls_listen),
+            ("server.admin_listen", &self.server.admin_listen),
+        ] {
+            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("'{value}' is not an address such as 127.0.0.1:8080"),
+                ));
+            }
+        }
+        if self.server.listen.is_empty() && self.server.tls_listen.is_empty() {
+            return Err(invalid(
+                "server.listen",
+                "both server.listen and server.tls_listen are empty: no listener would accept events",
+            ));
+        }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return Err(invalid(
+                "tls.cert_path",
+                "tls.cert_path and tls.key_path must be set together",
+            ));
+        }
+        for (key, value) in [
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("kafka.delivery_timeout_ms", self.kafka.delivery_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        crate::produce::check_topic_template(&self.kafka.topic_template)
+            .map_err(|p| invalid("kafka.topic_template", p))?;
+        crate::produce::check_key_template(&self.kafka.key_template)
+            .map_err(|p| invalid("kafka.key_template", p))?;
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            return Err(invalid(
+                "log.format",
+                format!("'{}' is not one of json, pretty", self.log.format),
+            ));
+        }
+        validate_limits("defaults", &self.defaults)?;
+
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            if tenant.name.is_empty() || !tenant.name.bytes().all(crate::batch::is_name_byte) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!(
+                        "'{}' must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                        tenant.name
+                    ),
+                ));
+            }
+            if tenant.name.len() > 64 {
+                return Err(invalid(format!("{at}.name"), "longer than 64 characters"));
+            }
+            if !names.insert(tenant.name.as_str()) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("tenant '{}' is declared twice", tenant.name),
+                ));
+            }
+            if tenant.keys_sha256.is_empty() {
+                return Err(invalid(
+                    format!("{at}.keys_sha256"),
+                    "at least one key hash is required",
+                ));
+            }
+            for (k, hash) in tenant.keys_sha256.iter().enumerate() {
+                let key = format!("{at}.keys_sha256[{k}]");
+                let bytes = hex::decode(hash)
+                    .ok()
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| {
+                        invalid(&key, "must be 64 hex digits (the SHA-256 of the API key)")
+                    })?;
+                if let Some(other) = hashes.insert(bytes, tenant.name.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!("the same key is already given to tenant '{other}'"),
+                    ));
+                }
+            }
+            if tenant.categories.is_empty() {
+                return Err(invalid(
+                    format!("{at}.categories"),
+                    "empty: the tenant could post nothing (use [\"*\"] for any category)",
+                ));
+            }
+            for (c, pattern) in tenant.categories.iter().enumerate() {
+                if pattern.is_empty()
+                    || !pattern
+                        .bytes()
+                        .all(|b| b == b'*' || crate::batch::is_name_byte(b))
+                {
+                    return Err(invalid(
+                        format!("{at}.categories[{c}]"),
+                        format!("'{pattern}' may hold only A-Z a-z 0-9 _ . - and the wildcard *"),
+                    ));
+                }
+            }
+            validate_limits(&at, &tenant.limits(&self.defaults))?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("max_events_per_batch", limits.max_events_per_batch),
+        ("max_body_bytes", limits.max_body_bytes),
+        ("max_decompressed_bytes", limits.max_decompressed_bytes),
+        ("max_event_bytes", limits.max_event_bytes),
+        ("max_depth", limits.max_depth),
+    ] {
+        if value == 0 {
+            return Err(invalid(format!("{at}.{key}"), "must be greater than 0"));
+        }
+    }
+    if limits.max_depth > 512 {
+        return Err(invalid(format!("{at}.max_depth"), "must be at most 512"));
+    }
+    if limits.max_decompressed_bytes < limits.max_body_bytes {
+        return Err(invalid(
+            format!("{at}.max_decompressed_bytes"),
+            "must be at least max_body_bytes",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(Some(&path), |name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    const KEY_HASH: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    #[test]
+    fn defaults_are_complete_and_valid() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert_eq!(config.kafka.topic_template, "events.{category}");
+        assert_eq!(config.defaults.max_events_per_batch, 1000);
+        assert!(config.kafka.brokers.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[kafka]\nbrokers = \"a:1\"\n",
+            &[
+                ("WEIR_LISTEN", "127.0.0.1:2"),
+                ("WEIR_KAFKA_BROKERS", "b:2"),
+                ("WEIR_TLS_LISTEN", ""),
+                ("WEIR_TRUSTED_PROXIES", "10.0.0.0/8, ::1/128"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:2");
+        assert_eq!(config.kafka.brokers, "b:2");
+        assert_eq!(config.server.tls_listen, "");
+        assert_eq!(config.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn tenant_limits_fall_back_to_defaults() {
+        let config = load(
+            &format!(
+                "[defaults]\nmax_event_bytes = 1000\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{KEY_HASH}\"]\nmax_events_per_batch = 5\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let limits = config.tenants[0].limits(&config.defaults);
+        assert_eq!(limits.max_events_per_batch, 5);
+        assert_eq!(limits.max_event_bytes, 1000);
+        assert_eq!(config.tenants[0].categories, vec!["*"]);
+    }
+
+    fn problem(text: &str, env: &[(&str, &str)]) -> String {
+        load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        assert!(problem("[server]\nlisen = \"x\"\n", &[]).contains("unknown field `lisen`"));
+        assert_eq!(
+            problem("", &[("WEIR_LISTEN", "nowhere")]),
+            "server.listen: 'nowhere' is not an address such as 127.0.0.1:8080"
+        );
+        assert_eq!(
+            problem("[[tenants]]\nname = \"a\"\nkeys_sha256 = [\"abc\"]\n", &[]),
+            "tenants[0].keys_sha256[0]: must be 64 hex digits (the SHA-256 of the API key)"
+        );
+        assert!(problem(
+            &format!("[[tenants]]\nname = \"a\"\nkeys_sha256 = [\"{KEY_HASH}\"]\n[[tenants]]\nname = \"b\"\nkeys_sha256 = [\"{KEY_HASH}\"]\n"),
+            &[]
+        )
+        .starts_with("tenants[1].keys_sha256[0]: the same key is already given to tenant 'a'"));
+        assert_eq!(
+            problem(
+                &format!("[[tenants]]\nname = \"a\"\nkeys_sha256 = [\"{KEY_HASH}\"]\ncategories = [\"a/b\"]\n"),
+                &[]
+            ),
+            "tenants[0].categories[0]: 'a/b' may hold only A-Z a-z 0-9 _ . - and the wildcard *"
+        );
+        assert_eq!(
+            problem("[defaults]\nmax_event_bytes = 0\n", &[]),
+            "defaults.max_event_bytes: must be greater than 0"
+        );
+        assert!(problem("[kafka]\ntopic_template = \"x/{category}\"\n", &[])
+            .starts_with("kafka.topic_template:"));
+        assert_eq!(
+            problem("", &[("WEIR_TRUSTED_PROXIES", "nope")]),
+            "WEIR_TRUSTED_PROXIES: 'nope' is not a CIDR such as 10.0.0.0/8"
+        );
+        assert!(problem("", &[("WEIR_CONFIG_UNUSED", "x"), ("WEIR_LISTEN", ""), ("WEIR_TLS_LISTEN", "")])
+            .starts_with("server.listen: both"));
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/weir.toml")), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot read config file /nonexistent/weir.toml"));
+    }
+}

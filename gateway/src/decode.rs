@@ -1,0 +1,522 @@
+//! Decode, validate and split: the body becomes a [`Batch`] of events.
+//!
+//! Problems with the upload as a whole (not JSON, no `meta`, too many events)
+//! reject the request with a [`Reject`]. Problems with one event (no `id`,
+//! not an object, too large) become that event's own `invalid`/`too_large`
+//! part, and the other events go on: a client loses only what was wrong.
+//!
+//! The parse is lazy (sonic-rs iterators): the top-level keys and each event's
+//! `id`, `ts` and `ip` are read, and everything else stays the raw text the
+//! client sent, which `produce` copies into the record as it is. The iterators
+//! validate what they skip, so the whole body is still checked to be JSON.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use http::StatusCode;
+use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
+
+use crate::batch::{is_valid_category, Batch, Event, Meta, Part, PartCode};
+use crate::config::Limits;
+use crate::respond::Reject;
+
+/// Longest event `id` accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// An upload after decode: its meta object, and the `data` array not yet split.
+#[derive(Debug)]
+pub struct Upload<'a> {
+    pub meta: Meta<'a>,
+    /// The raw text of the `data` array.
+    pub data: &'a str,
+}
+
+/// Decodes `body`: checks it is UTF-8 JSON within the depth limit, and reads
+/// and validates `meta`. Splitting `data` is [`split`]'s job.
+pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        bad_request(
+            "invalid_utf8",
+            format!("body: invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let start = text.trim_start();
+    if start.is_empty() {
+        return Err(bad_request("empty_body", "body: empty"));
+    }
+    if !start.starts_with('{') {
+        return Err(bad_request(
+            "malformed_json",
+            "body: must be a JSON object with `meta` and `data`",
+        ));
+    }
+    if let Err(at) = check_depth(text.as_bytes(), limits.max_depth) {
+        return Err(bad_request(
+            "too_deep",
+            format!(
+                "body: JSON nested deeper than {} levels at byte {at}",
+                limits.max_depth
+            ),
+        ));
+    }
+
+    let (mut meta, mut data) = (None, None);
+    for entry in sonic_rs::to_object_iter(text) {
+        let (key, value) = entry.map_err(malformed)?;
+        match key.as_ref() {
+            "meta" => meta = Some(value),
+            "data" => data = Some(value),
+            _ => {}
+        }
+    }
+    let meta = decode_meta(meta.ok_or_else(|| bad_request("invalid_meta", "meta: missing"))?)?;
+    let data = data.ok_or_else(|| bad_request("invalid_data", "data: missing"))?;
+    if data.get_type() != JsonType::Array {
+        return Err(bad_request(
+            "invalid_data",
+            "data: must be an array of event objects",
+        ));
+    }
+    Ok(Upload {
+        meta,
+        data: raw_text(&data)?,
+    })
+}
+
+/// Splits the upload's `data` array into events, validating each on its own.
+pub fn split<'a>(upload: Upload<'a>, limits: &Limits, received_at: i64) -> Result<Batch<'a>, Reject> {
+    Ok(Batch {
+        meta: upload.meta,
+        events: split_events(upload.data, limits)?,
+        received_at,
+    })
+}
+
+/// Decode and split in one call.
+pub fn decode_and_split<'a>(body: &'a [u8], limits: &Limits, received_at: i64) -> Result<Batch<'a>, Reject> {
+    split(decode(body, limits)?, limits, received_at)
+}
+
+fn decode_meta(value: LazyValue<'_>) -> Result<Meta<'_>, Reject> {
+    if value.get_type() != JsonType::Object {
+        return Err(bad_request("invalid_meta", "meta: must be an object"));
+    }
+    let raw = raw_text(&value)?;
+    let (mut category, mut device_id, mut app) = (None, None, None);
+    for entry in sonic_rs::to_object_iter(raw) {
+        let (key, value) = entry.map_err(malformed)?;
+        let slot = match key.as_ref() {
+            "category" => &mut category,
+            "device_id" => &mut device_id,
+            "app" => &mut app,
+            _ => continue,
+        };
+        let Some(s) = value.as_str() else {
+            return Err(bad_request(
+                "invalid_meta",
+                format!("meta.{key}: must be a string"),
+            ));
+        };
+        *slot = Some(s.to_owned());
+    }
+    let category =
+        category.ok_or_else(|| bad_request("invalid_meta", "meta.category: missing"))?;
+    if !is_valid_category(&category) {
+        return Err(bad_request(
+            "invalid_category",
+            format!(
+                "meta.category: '{}' is not a valid category (1 to 64 characters of A-Z a-z 0-9 _ . -)",
+                category.escape_debug()
+            ),
+        ));
+    }
+    Ok(Meta {
+        category,
+        device_id,
+        app,
+        raw,
+    })
+}
+
+/// The raw text of a lazy value, with the body's lifetime. Parsing a `&str`
+/// always borrows; the owned case cannot happen but is an error, not a panic.
+fn raw_text<'a>(value: &LazyValue<'a>) -> Result<&'a str, Reject> {
+    match value.as_raw_cow() {
+        Cow::Borrowed(text) => Ok(text),
+        Cow::Owned(_) => Err(bad_request("malformed_json", "body: unexpected JSON layout")),
+    }
+}
+
+fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Reject> {
+    let mut events = Vec::new();
+    let mut ids: HashMap<Cow<'a, str>, usize> = HashMap::new();
+    for (index, item) in sonic_rs::to_array_iter(data).enumerate() {
+        let item = item.map_err(malformed)?;
+        if index >= limits.max_events_per_batch {
+            return Err(Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                format!(
+                    "data: more than {} events (the batch limit)",
+                    limits.max_events_per_batch
+                ),
+            ));
+        }
+        let raw = raw_text(&item)?;
+        let mut event = Event {
+            id: None,
+            raw,
+            ts: None,
+            ip: None,
+            enrichment: None,
+            part: None,
+        };
+        match check_event(index, raw, limits) {
+            Ok(head) => {
+                event.id = Some(head.id.to_string());
+                if let Some(&first) = ids.get(&head.id) {
+                    event.part = Some(Part::failed(
+                        event.id.clone(),
+                        PartCode::Invalid,
+                        format!(
+                            "data[{index}].id: '{}' is a duplicate of data[{first}].id",
+                            head.id.escape_debug()
+                        ),
+                        false,
+                    ));
+                } else {
+                    ids.insert(head.id, index);
+                    event.ts = head.ts;
+                    event.ip = head.ip;
+                }
+            }
+            Err(failure) => event.part = Some(failure),
+        }
+        events.push(event);
+    }
+    if events.is_empty() {
+        return Err(bad_request(
+            "empty_batch",
+            "data: empty, at least one event is required",
+        ));
+    }
+    Ok(events)
+}
+
+/// The fields of an event the gateway reads.
+struct Head<'a> {
+    /// Borrowed from the body unless it has escapes.
+    id: Cow<'a, str>,
+    ts: Option<i64>,
+    ip: Option<IpAddr>,
+}
+
+/// Validates one event; a failure is the event's part.
+fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'a>, Part> {
+    if !raw.starts_with('{') {
+        return Err(invalid(None, format!("data[{index}]: must be an object")));
+    }
+    // The id is read even for an oversized event, so the client can tell which one it was.
+    let (mut id, mut ts, mut ip) = (None, None, None);
+    for entry in sonic_rs::to_object_iter(raw) {
+        // The array iterator already validated this text.
+        let Ok((key, value)) = entry else {
+            return Err(invalid(None, format!("data[{index}]: malformed object")));
+        };
+        match key.as_ref() {
+            "id" => id = Some(value),
+            "ts" => ts = Some(value),
+            "ip" => ip = Some(value),
+            _ => {}
+        }
+    }
+    let id = match &id {
+        None => return Err(invalid(None, format!("data[{index}].id: missing"))),
+        Some(v) => match string_of(v) {
+            None => {
+                return Err(invalid(
+                    None,
+                    format!("data[{index}].id: must be a string"),
+                ))
+            }
+            Some(s) if s.is_empty() => {
+                return Err(invalid(None, format!("data[{index}].id: empty")))
+            }
+            Some(s) if s.len() > MAX_ID_BYTES => {
+                return Err(invalid(
+                    None,
+                    format!("data[{index}].id: longer than {MAX_ID_BYTES} bytes"),
+                ))
+            }
+            Some(s) => s,
+        },
+    };
+    let owned_id = || Some(id.to_string());
+    if raw.len() > limits.max_event_bytes {
+        return Err(Part::failed(
+            owned_id(),
+            PartCode::TooLarge,
+            format!(
+                "data[{index}]: {} bytes, the event limit is {}",
+                raw.len(),
+                limits.max_event_bytes
+            ),
+            false,
+        ));
+    }
+    let ts = match ts {
+        None => None,
+        Some(v) if v.is_null() => None,
+        Some(v) => match v.as_i64().filter(|t| *t >= 0) {
+            Some(t) => Some(t),
+            None => {
+                return Err(invalid(
+                    owned_id(),
+                    format!("data[{index}].ts: must be milliseconds since the epoch (a non-negative integer)"),
+                ))
+            }
+        },
+    };
+    let ip = match ip {
+        None => None,
+        Some(v) if v.is_null() => None,
+        Some(v) => match v.as_str().map(|s| s.parse::<IpAddr>()) {
+            Some(Ok(ip)) => Some(ip),
+            _ => {
+                return Err(invalid(
+                    owned_id(),
+                    format!(
+                        "data[{index}].ip: {} is not an IP address",
+                        v.as_raw_str().chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(Head { id, ts, ip })
+}
+
+/// A JSON string's contents, borrowed from the body when it has no escapes
+/// (ids almost never do), so split allocates nothing to check duplicates.
+fn string_of<'a>(value: &LazyValue<'a>) -> Option<Cow<'a, str>> {
+    if value.get_type() != JsonType::String {
+        return None;
+    }
+    match value.as_raw_cow() {
+        Cow::Borrowed(text) if !text.contains('\\') => text.get(1..text.len() - 1).map(Cow::Borrowed),
+        _ => value.as_str().map(|s| Cow::Owned(s.to_owned())),
+    }
+}
+
+fn invalid(id: Option<String>, message: String) -> Part {
+    Part::failed(id, PartCode::Invalid, message, false)
+}
+
+fn bad_request(error: &'static str, message: impl Into<String>) -> Reject {
+    Reject::new(StatusCode::BAD_REQUEST, error, message)
+}
+
+fn malformed(e: sonic_rs::Error) -> Reject {
+    bad_request("malformed_json", format!("body: invalid JSON: {e}"))
+}
+
+/// Checks that no object or array nests deeper than `max`; the error is the
+/// byte offset of the first bracket too deep. Runs before the parser so that
+/// hostile nesting is refused in one linear pass, never by deep recursion.
+pub fn check_depth(text: &[u8], max: usize) -> Result<(), usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                // Skip the string: jump from quote or backslash to the next one.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &text[i..]) {
+                        Some(n) if text[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n;
+                            break;
+                        }
+                        None => return Ok(()), // unterminated: the parser reports it
+                    }
+                    if i >= text.len() {
+                        return Ok(());
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn reject(body: &str) -> (u16, String) {
+        let r = decode_and_split(body.as_bytes(), &limits(), 0).unwrap_err();
+        (r.status.as_u16(), r.message)
+    }
+
+    fn messages(body: &str) -> Vec<Option<String>> {
+        decode_and_split(body.as_bytes(), &limits(), 0)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.part.as_ref().and_then(|p| p.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn splits_a_valid_batch_keeping_raw_text() {
+        let body = r#"{"meta":{"category":"PERF_CRASH","device_id":"d-42","app":"shop"},
+            "data":[{"id":"ev-1","ts":1763780000000,"ip":"81.2.69.142","props":{"cold":true}},
+                    {"id":"ev-2","name":"x"}]}"#;
+        let batch = decode_and_split(body.as_bytes(), &limits(), 7).unwrap();
+        assert_eq!(batch.meta.category, "PERF_CRASH");
+        assert_eq!(batch.meta.device_id.as_deref(), Some("d-42"));
+        assert_eq!(batch.meta.app.as_deref(), Some("shop"));
+        assert!(batch.meta.raw.starts_with("{\"category\""));
+        assert_eq!(batch.events.len(), 2);
+        let e = &batch.events[0];
+        assert_eq!(e.id.as_deref(), Some("ev-1"));
+        assert_eq!(e.ts, Some(1763780000000));
+        assert_eq!(e.ip, Some("81.2.69.142".parse().unwrap()));
+        assert_eq!(
+            e.raw,
+            r#"{"id":"ev-1","ts":1763780000000,"ip":"81.2.69.142","props":{"cold":true}}"#
+        );
+        assert!(batch.events.iter().all(|e| e.part.is_none()));
+        assert_eq!(batch.received_at, 7);
+    }
+
+    #[test]
+    fn whole_request_problems_are_rejected_with_their_place() {
+        let cases = [
+            ("", (400, "body: empty")),
+            ("[1]", (400, "body: must be a JSON object with `meta` and `data`")),
+            (r#"{"data":[]}"#, (400, "meta: missing")),
+            (r#"{"meta":1,"data":[]}"#, (400, "meta: must be an object")),
+            (r#"{"meta":{},"data":[]}"#, (400, "meta.category: missing")),
+            (r#"{"meta":{"category":3},"data":[]}"#, (400, "meta.category: must be a string")),
+            (r#"{"meta":{"category":"a/b"},"data":[]}"#, (400, "meta.category: 'a/b' is not a valid category (1 to 64 characters of A-Z a-z 0-9 _ . -)")),
+            (r#"{"meta":{"category":"c","device_id":5},"data":[]}"#, (400, "meta.device_id: must be a string")),
+            (r#"{"meta":{"category":"c"}}"#, (400, "data: missing")),
+            (r#"{"meta":{"category":"c"},"data":{}}"#, (400, "data: must be an array of event objects")),
+            (r#"{"meta":{"category":"c"},"data":[]}"#, (400, "data: empty, at least one event is required")),
+        ];
+        for (body, (status, message)) in cases {
+            assert_eq!(reject(body), (status, message.to_owned()), "{body}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_rejected_anywhere_in_the_body() {
+        for body in [
+            r#"{"meta":{"category":"c"},"data":[{"id":"a"}"#,
+            r#"{"meta":{"category":"c"},"data":[{"id":"a","x":[1,}]}"#,
+            r#"{"meta":{"category":"c"},"data":[{"id":"a"}],}"#,
+            r#"{"meta":{"category":"c"} "data":[]}"#,
+        ] {
+            let (status, message) = reject(body);
+            assert_eq!(status, 400, "{body}");
+            assert!(message.starts_with("body: invalid JSON: "), "{body}: {message}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_byte() {
+        let mut body = br#"{"meta":{"category":"c"},"data":[{"id":""#.to_vec();
+        body.extend_from_slice(&[0xff, b'"', b'}', b']', b'}']);
+        let r = decode_and_split(&body, &limits(), 0).unwrap_err();
+        assert_eq!(r.message, "body: invalid UTF-8 at byte 40");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let body = format!(
+            r#"{{"meta":{{"category":"c"}},"data":[{{"id":"a","x":{}{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let (status, message) = reject(&body);
+        assert_eq!(status, 400);
+        assert!(message.starts_with("body: JSON nested deeper than 64 levels at byte "), "{message}");
+        // Brackets inside strings do not count.
+        let ok = format!(
+            r#"{{"meta":{{"category":"c"}},"data":[{{"id":"a","x":"{}\"\\"}}]}}"#,
+            "[".repeat(1000)
+        );
+        assert!(decode_and_split(ok.as_bytes(), &limits(), 0).is_ok());
+    }
+
+    #[test]
+    fn each_bad_event_gets_its_own_message_and_the_rest_go_on() {
+        let body = r#"{"meta":{"category":"c"},"data":[
+            {"id":"a"}, 5, {"x":1}, {"id":7}, {"id":""}, {"id":"a"},
+            {"id":"t","ts":"yesterday"}, {"id":"i","ip":"not-an-ip"}, {"id":"b","ts":null,"ip":"::1"}]}"#;
+        let got = messages(body);
+        let expected: Vec<Option<String>> = vec![
+            None,
+            Some("data[1]: must be an object".into()),
+            Some("data[2].id: missing".into()),
+            Some("data[3].id: must be a string".into()),
+            Some("data[4].id: empty".into()),
+            Some("data[5].id: 'a' is a duplicate of data[0].id".into()),
+            Some("data[6].ts: must be milliseconds since the epoch (a non-negative integer)".into()),
+            Some("data[7].ip: \"not-an-ip\" is not an IP address".into()),
+            None,
+        ];
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn limits_apply_per_batch_and_per_event() {
+        let small = Limits {
+            max_events_per_batch: 2,
+            max_event_bytes: 40,
+            ..Limits::default()
+        };
+        let three = r#"{"meta":{"category":"c"},"data":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#;
+        let r = decode_and_split(three.as_bytes(), &small, 0).unwrap_err();
+        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "data: more than 2 events (the batch limit)"));
+
+        let big = format!(r#"{{"meta":{{"category":"c"}},"data":[{{"id":"big","pad":"{}"}},{{"id":"ok"}}]}}"#, "x".repeat(100));
+        let batch = decode_and_split(big.as_bytes(), &small, 0).unwrap();
+        let part = batch.events[0].part.as_ref().unwrap();
+        assert_eq!(part.code, PartCode::TooLarge);
+        assert_eq!(part.id.as_deref(), Some("big"));
+        assert_eq!(part.message.as_deref(), Some("data[0]: 121 bytes, the event limit is 40"));
+        assert!(batch.events[1].part.is_none());
+    }
+
+    #[test]
+    fn long_and_escaped_ids() {
+        let long = format!(r#"{{"meta":{{"category":"c"}},"data":[{{"id":"{}"}}]}}"#, "x".repeat(129));
+        assert_eq!(messages(&long), vec![Some("data[0].id: longer than 128 bytes".into())]);
+        let escaped = r#"{"meta":{"category":"c"},"data":[{"id":"a\"b"},{"id":"a\u0022b"}]}"#;
+        let batch = decode_and_split(escaped.as_bytes(), &limits(), 0).unwrap();
+        assert_eq!(batch.events[0].id.as_deref(), Some("a\"b"));
+        assert!(batch.events[0].part.is_none());
+        // The same id spelled with another escape is still a duplicate.
+        assert_eq!(
+            batch.events[1].part.as_ref().and_then(|p| p.message.as_deref()),
+            Some("data[1].id: 'a\\\"b' is a duplicate of data[0].id")
+        );
+    }
+}

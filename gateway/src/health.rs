@@ -1,0 +1,45 @@
+//! `GET /healthz` (the process answers) and `GET /readyz` (Kafka answers a
+//! metadata request and the GeoIP database is loaded): what a load balancer
+//! and an orchestrator ask before sending traffic.
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::respond::{self, Body};
+use crate::server::Gateway;
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'a str,
+}
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    status: &'a str,
+    kafka: String,
+    geoip: &'a str,
+    tenants: usize,
+}
+
+pub fn healthz(request_id: &str) -> Response<Body> {
+    respond::json(StatusCode::OK, &Health { status: "ok" }, request_id)
+}
+
+pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
+    let (ready, kafka) = match gateway.producer.check().await {
+        Ok(brokers) => (true, format!("ok: {brokers} broker(s)")),
+        Err(e) => (false, format!("unavailable: {e}")),
+    };
+    let geoip = gateway
+        .geoip
+        .as_ref()
+        .map_or("not configured", |g| g.description.as_str());
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        kafka,
+        geoip,
+        tenants: gateway.tenant_count,
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    respond::json(status, &body, request_id)
+}

@@ -1,0 +1,96 @@
+//! `POST /v1/batch`: the path of one upload, stage by stage, in order.
+//!
+//! authenticate → read body → decode → authorize category → validate and
+//! split → enrich → produce → answer. Each stage is a function in its own
+//! module and a span (child of the request span) here; a stage that refuses
+//! the whole request returns a [`Reject`], which becomes the answer.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Request, Response};
+use tracing::{field, info_span, Instrument};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::respond::{self, Body, Reject};
+use crate::server::Gateway;
+use crate::{auth, body, decode, enrich, trace};
+
+/// Handles one upload and always answers, with the request id.
+pub async fn ingest<B>(gateway: &Gateway, request: Request<B>, peer: SocketAddr, request_id: &str) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let span = info_span!(
+        "ingest",
+        otel.name = "POST /v1/batch",
+        otel.kind = "server",
+        request_id,
+        tenant = field::Empty,
+        category = field::Empty,
+        events = field::Empty,
+        http.response.status_code = field::Empty,
+    );
+    // A request without (valid) trace context starts a new trace.
+    let _ = span.set_parent(trace::extract(request.headers()));
+    let response = match stages(gateway, request, peer, request_id).instrument(span.clone()).await {
+        Ok(response) => response,
+        Err(reject) => {
+            tracing::info!(parent: &span, status = reject.status.as_u16(), error = reject.error, message = %reject.message, "upload refused");
+            respond::reject(&reject, request_id)
+        }
+    };
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn stages<B>(gateway: &Gateway, request: Request<B>, peer: SocketAddr, request_id: &str) -> Result<Response<Body>, Reject>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let span = tracing::Span::current();
+    let tenant = gateway.tenants.authenticate(request.headers())?;
+    span.record("tenant", &*tenant.name);
+
+    let encoding = body::check_headers(request.headers())?;
+    let client_ip = enrich::client_ip(peer, request.headers(), &gateway.trusted_proxies);
+    let (parts, incoming) = request.into_parts();
+    let bytes = body::read(incoming, &parts.headers, encoding, &tenant.limits, gateway.body_timeout)
+        .instrument(info_span!("read_body"))
+        .await?;
+
+    let upload = info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, &tenant.limits))?;
+    span.record("category", upload.meta.category.as_str());
+    auth::authorize(&tenant, &upload.meta.category)?;
+
+    let validate = info_span!("validate", events = field::Empty, invalid = field::Empty);
+    let mut batch = validate.in_scope(|| decode::split(upload, &tenant.limits, now_ms()))?;
+    let invalid = batch.events.iter().filter(|e| e.part.is_some()).count();
+    validate.record("events", batch.events.len());
+    validate.record("invalid", invalid);
+    span.record("events", batch.events.len());
+
+    if invalid < batch.events.len() {
+        info_span!("enrich").in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
+
+        let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
+        let produce = info_span!("produce", otel.kind = "producer", messaging.system = "kafka", messaging.destination.name = %topic);
+        // The record's traceparent names the produce span: consumers become its children.
+        let trace_headers = trace::inject(&produce.context());
+        gateway
+            .producer
+            .produce(&mut batch, &tenant.name, request_id, &trace_headers)
+            .instrument(produce)
+            .await;
+    }
+    Ok(respond::answer(&batch, request_id))
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

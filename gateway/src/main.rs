@@ -1,0 +1,214 @@
+//! The `weir` command: serve, check a config, tail a topic, hash a key.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use weir::auth::Tenants;
+use weir::broker::EmbeddedBroker;
+use weir::config::Config;
+use weir::geoip::GeoIp;
+use weir::produce::Producer;
+use weir::server::{self, Gateway, Listener, Role};
+use weir::{tail, tls, trace};
+
+/// How long in-flight requests may take to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long queued records may take to reach Kafka on shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: an edge gateway for event ingestion into Kafka")]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, global = true, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node. With no brokers configured, an embedded in-memory broker is used.
+    Serve,
+    /// Check a configuration file (and the environment) without serving.
+    CheckConfig,
+    /// Print the records of a topic as JSON lines, with key, partition, offset and headers.
+    Tail {
+        /// The topic, e.g. events.PERF_CRASH.
+        #[arg(long)]
+        topic: String,
+        /// Bootstrap servers; default: kafka.brokers of the config.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, value_enum, default_value = "beginning")]
+        from: tail::From,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop when no record arrives for this many milliseconds.
+        #[arg(long)]
+        idle_ms: Option<u64>,
+    },
+    /// Print the SHA-256 of an API key (for `keys_sha256`); reads stdin without an argument.
+    HashKey { key: Option<String> },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref())?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(config))
+        }
+        Command::CheckConfig => {
+            let config = Config::load(cli.config.as_deref())?;
+            println!(
+                "config OK: {} tenant(s), kafka {}",
+                config.tenants.len(),
+                if config.kafka.brokers.is_empty() { "embedded (not durable)" } else { &config.kafka.brokers }
+            );
+            Ok(())
+        }
+        Command::Tail { topic, brokers, from, max, idle_ms } => {
+            let brokers = match brokers {
+                Some(b) => b,
+                None => Config::load(cli.config.as_deref())?.kafka.brokers,
+            };
+            if brokers.is_empty() {
+                bail!("no brokers: pass --brokers (a node on the embedded broker logs its address at start)");
+            }
+            let options = tail::TailOptions { brokers, topic, from, max, idle: idle_ms.map(Duration::from_millis) };
+            tail::tail(&options, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            println!("{}", hex::encode(Sha256::digest(key.as_bytes())));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let provider = trace::tracer_provider();
+    trace::init(&config.log, &provider).map_err(anyhow::Error::msg)?;
+
+    let geoip = match &config.geoip.path {
+        Some(path) => {
+            let db = GeoIp::open(path, config.geoip.in_memory)?;
+            tracing::info!(path = %path.display(), database = %db.description, "GeoIP database loaded");
+            Some(db)
+        }
+        None => {
+            tracing::warn!("no GeoIP database configured (geoip.path / WEIR_GEOIP_PATH): events get geo = null");
+            None
+        }
+    };
+
+    // The embedded broker lives as long as this function: drop it last.
+    let (embedded, brokers) = if config.kafka.brokers.is_empty() {
+        let broker = EmbeddedBroker::start().context("starting the embedded broker")?;
+        let address = broker.bootstrap_servers();
+        tracing::warn!(
+            bootstrap = %address,
+            "NO KAFKA CONFIGURED: using an embedded in-memory broker. Nothing is durable and every event is lost on exit. Set WEIR_KAFKA_BROKERS for real use."
+        );
+        (Some(broker), address)
+    } else {
+        (None, config.kafka.brokers.clone())
+    };
+    let producer = Producer::new(&config.kafka, &brokers, embedded.is_some())?;
+    if let Some(broker) = &embedded {
+        // Topics of literal categories now; patterns are created on first use.
+        for tenant in &config.tenants {
+            for category in tenant.categories.iter().filter(|c| !c.contains('*')) {
+                let topic = producer.topic(&tenant.name, category);
+                broker.create_topic(&topic).with_context(|| format!("creating topic {topic}"))?;
+            }
+        }
+    }
+    if config.tenants.is_empty() {
+        tracing::warn!("no tenants configured: every upload will be refused with 401");
+    }
+
+    let mut listeners = Vec::new();
+    // The addresses actually bound: a port 0 in the config becomes a real port.
+    let (mut http, mut https, mut admin) = (None, None, None);
+    if !config.server.listen.is_empty() {
+        let tcp = bind(&config.server.listen).await?;
+        http = Some(tcp.local_addr()?.to_string());
+        listeners.push(Listener { tcp, tls: None, role: Role::Ingest });
+    }
+    if !config.server.tls_listen.is_empty() {
+        let (tls_config, self_signed) = tls::server_config(&config.tls)?;
+        if self_signed {
+            tracing::warn!("no tls.cert_path/tls.key_path: serving HTTPS with a self-signed certificate for localhost (clients must skip verification)");
+        }
+        let tcp = bind(&config.server.tls_listen).await?;
+        https = Some(tcp.local_addr()?.to_string());
+        listeners.push(Listener { tcp, tls: Some(TlsAcceptor::from(tls_config)), role: Role::Ingest });
+    }
+    if !config.server.admin_listen.is_empty() {
+        let tcp = bind(&config.server.admin_listen).await?;
+        admin = Some(tcp.local_addr()?.to_string());
+        listeners.push(Listener { tcp, tls: None, role: Role::Admin });
+    }
+
+    let gateway = Arc::new(Gateway {
+        tenant_count: config.tenants.len(),
+        tenants: Tenants::from_config(&config),
+        producer,
+        geoip,
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        body_timeout: Duration::from_millis(config.server.body_timeout_ms),
+        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+    });
+    tracing::info!(
+        http = http.as_deref().unwrap_or(""),
+        https = https.as_deref().unwrap_or(""),
+        admin = admin.as_deref().unwrap_or(""),
+        kafka = %brokers,
+        embedded_kafka = embedded.is_some(),
+        tenants = config.tenants.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "weir listening"
+    );
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop.send(true);
+    });
+    server::serve(gateway.clone(), listeners, stopped, DRAIN_TIMEOUT).await;
+
+    match tokio::task::block_in_place(|| gateway.producer.flush(FLUSH_TIMEOUT)) {
+        Ok(()) => tracing::info!("producer flushed; bye"),
+        Err(e) => tracing::error!(error = %e, "producer flush incomplete at exit"),
+    }
+    let _ = provider.shutdown();
+    drop(embedded);
+    Ok(())
+}
+
+async fn bind(address: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
+}

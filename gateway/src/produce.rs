@@ -1,0 +1,390 @@
+//! Produce: one Kafka record per accepted event, and the wait for Kafka's
+//! acknowledgement.
+//!
+//! The record is the contract with downstream consumers (`proto/record.md`):
+//! topic from the template, key `{tenant}:{device_id}` by default (a device's
+//! events stay in order on one partition), a JSON value that embeds the
+//! client's meta and event text unchanged, and headers with the W3C trace
+//! context. An event is answered `ok` only once Kafka acknowledged it
+//! (idempotent producer, acks=all); anything else is `delivery_failed` and
+//! retryable, so nothing is reported accepted that was not.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use serde::Serialize;
+
+use crate::batch::{Batch, Geo, Part, PartCode};
+use crate::config::KafkaConfig;
+use crate::trace::TraceHeaders;
+
+/// How long a missing topic is remembered before the cluster is asked again.
+const MISSING_TOPIC_TTL: Duration = Duration::from_secs(5);
+/// How long a metadata request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the producer could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka producer: {0}")]
+pub struct ProducerError(#[from] KafkaError);
+
+/// The node's Kafka producer, shared by every request.
+pub struct Producer {
+    inner: FutureProducer,
+    topic_template: String,
+    key_template: String,
+    topics: RwLock<TopicState>,
+}
+
+#[derive(Default)]
+struct TopicState {
+    known: std::collections::HashSet<String>,
+    missing: HashMap<String, Instant>,
+}
+
+/// The librdkafka settings Weir uses unless the config overrides them.
+pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.codec", "zstd")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        // Topics are the operator's to create; the embedded broker makes its own.
+        .set("allow.auto.create.topics", if embedded { "true" } else { "false" });
+    for (key, value) in &kafka.producer {
+        config.set(key, value);
+    }
+    config
+}
+
+impl Producer {
+    /// Creates the producer; `embedded` lets the broker create topics on first use.
+    pub fn new(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Result<Producer, ProducerError> {
+        let inner: FutureProducer = client_config(kafka, brokers, embedded).create()?;
+        Ok(Producer {
+            inner,
+            topic_template: kafka.topic_template.clone(),
+            key_template: kafka.key_template.clone(),
+            topics: RwLock::default(),
+        })
+    }
+
+    /// The topic for a tenant's category.
+    pub fn topic(&self, tenant: &str, category: &str) -> String {
+        self.topic_template
+            .replace("{category}", category)
+            .replace("{tenant}", tenant)
+    }
+
+    /// Sends every pending, enriched event and waits for each acknowledgement.
+    pub async fn produce(&self, batch: &mut Batch<'_>, tenant: &str, request_id: &str, trace: &TraceHeaders) {
+        let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
+        if let Err(problem) = self.ensure_topic(&topic).await {
+            for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
+                event.part = Some(Part::failed(event.id.clone(), PartCode::DeliveryFailed, problem.clone(), true));
+            }
+            return;
+        }
+
+        let headers = record_headers(trace, request_id, tenant);
+        let device_key = self.key(tenant, batch);
+        let mut value = Vec::with_capacity(1024);
+        let mut waiting = Vec::with_capacity(batch.events.len());
+        for (index, event) in batch.events.iter().enumerate() {
+            let (None, Some(enrichment)) = (&event.part, &event.enrichment) else { continue };
+            value.clear();
+            write_value(
+                &mut value,
+                &RecordFields {
+                    backend_id: &enrichment.backend_id,
+                    id: event.id.as_deref(),
+                    tenant,
+                    category: &batch.meta.category,
+                    received_at: batch.received_at,
+                    ts: event.ts,
+                    request_id,
+                    client_ip: enrichment.client_ip,
+                    geo: enrichment.geo.as_ref(),
+                },
+                batch.meta.raw,
+                event.raw,
+            );
+            let key = device_key.as_deref().unwrap_or(&enrichment.backend_id);
+            let record = FutureRecord::to(&topic)
+                .payload(&value[..])
+                .key(key)
+                .headers(headers.clone());
+            waiting.push((index, self.inner.send_result(record).map_err(|(e, _)| e)));
+        }
+
+        let (indexes, sends): (Vec<usize>, Vec<_>) = waiting.into_iter().unzip();
+        let results = futures::future::join_all(sends.into_iter().map(|send| async move {
+            match send {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_canceled) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
+        for (index, result) in indexes.into_iter().zip(results) {
+            let event = &mut batch.events[index];
+            let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.clone());
+            event.part = Some(match result {
+                Ok((partition, offset)) => Part {
+                    id: event.id.clone(),
+                    code: PartCode::Ok,
+                    message: None,
+                    retryable: None,
+                    backend_id,
+                    topic: Some(topic.clone()),
+                    partition: Some(partition),
+                    offset: Some(offset),
+                },
+                Err(e) => failure(event.id.clone(), backend_id, &e),
+            });
+        }
+    }
+
+    /// The record key from the template, or `None` when a placeholder has no
+    /// value (the event's backend id is the key then).
+    fn key(&self, tenant: &str, batch: &Batch<'_>) -> Option<String> {
+        let meta = &batch.meta;
+        let mut key = self.key_template.clone();
+        for (name, value) in [
+            ("{tenant}", Some(tenant)),
+            ("{category}", Some(meta.category.as_str())),
+            ("{device_id}", meta.device_id.as_deref()),
+            ("{app}", meta.app.as_deref()),
+        ] {
+            if key.contains(name) {
+                key = key.replace(name, value?);
+            }
+        }
+        Some(key)
+    }
+
+    /// Checks that the topic exists (cached), so a missing topic gives a clear
+    /// answer at once instead of a timeout.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
+        {
+            let state = self.topics.read().map_err(|_| "topic cache poisoned".to_owned())?;
+            if state.known.contains(topic) {
+                return Ok(());
+            }
+            if let Some(at) = state.missing.get(topic) {
+                if at.elapsed() < MISSING_TOPIC_TTL {
+                    return Err(missing_topic(topic));
+                }
+            }
+        }
+        let client = self.inner.clone();
+        let name = topic.to_owned();
+        let exists = tokio::task::spawn_blocking(move || {
+            let metadata = client.client().fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            Ok::<bool, KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
+            )
+        })
+        .await
+        .map_err(|e| format!("Kafka metadata lookup failed: {e}"))?
+        .map_err(|e| format!("Kafka metadata unavailable: {e}"))?;
+        let mut state = self.topics.write().map_err(|_| "topic cache poisoned".to_owned())?;
+        if exists {
+            state.missing.remove(topic);
+            state.known.insert(topic.to_owned());
+            Ok(())
+        } else {
+            state.missing.insert(topic.to_owned(), Instant::now());
+            Err(missing_topic(topic))
+        }
+    }
+
+    /// Whether the cluster answers a metadata request: the number of brokers.
+    pub async fn check(&self) -> Result<usize, String> {
+        let client = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+        self.inner.flush(timeout).map_err(|e| e.to_string())
+    }
+}
+
+fn missing_topic(topic: &str) -> String {
+    format!("topic '{topic}' does not exist on the Kafka cluster; an operator must create it")
+}
+
+fn failure(id: Option<String>, backend_id: Option<String>, e: &KafkaError) -> Part {
+    let (code, retryable) = match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => (PartCode::TooLarge, false),
+        _ => (PartCode::DeliveryFailed, true),
+    };
+    let mut part = Part::failed(id, code, format!("Kafka did not acknowledge the event: {e}"), retryable);
+    part.backend_id = backend_id;
+    part
+}
+
+/// The headers of every record of a request (design §3).
+fn record_headers(trace: &TraceHeaders, request_id: &str, tenant: &str) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(5);
+    if let Some(tp) = &trace.traceparent {
+        headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_str()) });
+    }
+    if let Some(ts) = &trace.tracestate {
+        headers = headers.insert(Header { key: "tracestate", value: Some(ts.as_str()) });
+    }
+    headers
+        .insert(Header { key: "x-request-id", value: Some(request_id) })
+        .insert(Header { key: "weir-tenant", value: Some(tenant) })
+        .insert(Header { key: "content-type", value: Some("application/json") })
+}
+
+/// The fields of the record value that the gateway writes itself.
+#[derive(Serialize)]
+struct RecordFields<'a> {
+    backend_id: &'a str,
+    id: Option<&'a str>,
+    tenant: &'a str,
+    category: &'a str,
+    received_at: i64,
+    ts: Option<i64>,
+    request_id: &'a str,
+    client_ip: Option<IpAddr>,
+    geo: Option<&'a Geo>,
+}
+
+/// Writes the record value: the gateway's fields, then the client's `meta`
+/// and event object exactly as they were sent (already validated JSON).
+fn write_value(out: &mut Vec<u8>, fields: &RecordFields<'_>, meta: &str, data: &str) {
+    // Serializing a struct of strings and numbers into a Vec cannot fail.
+    if sonic_rs::to_writer(&mut *out, fields).is_err() || out.last() != Some(&b'}') {
+        out.clear();
+        out.push(b'{');
+    } else {
+        out.pop(); // the closing brace; meta and data follow
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"meta\":");
+    out.extend_from_slice(meta.as_bytes());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+}
+
+/// Checks a topic template: placeholders `{category}` and `{tenant}` and
+/// otherwise only the characters Kafka allows in topic names.
+pub fn check_topic_template(template: &str) -> Result<(), String> {
+    let rest = template.replace("{category}", "").replace("{tenant}", "");
+    if template.is_empty() {
+        return Err("empty".into());
+    }
+    if !rest.bytes().all(crate::batch::is_name_byte) {
+        return Err(format!(
+            "'{template}' may hold only A-Z a-z 0-9 _ . - and the placeholders {{category}} and {{tenant}}"
+        ));
+    }
+    // A category and a tenant name are at most 64 bytes each; Kafka allows 249.
+    let longest = rest.len() + 64 * (template.matches('{').count());
+    if longest > 249 {
+        return Err(format!("'{template}' can make topic names longer than Kafka's 249 characters"));
+    }
+    Ok(())
+}
+
+/// Checks a key template: any text with the placeholders `{tenant}`,
+/// `{category}`, `{device_id}`, `{app}`.
+pub fn check_key_template(template: &str) -> Result<(), String> {
+    let rest = ["{tenant}", "{category}", "{device_id}", "{app}"]
+        .iter()
+        .fold(template.to_owned(), |t, p| t.replace(p, ""));
+    if rest.contains('{') || rest.contains('}') {
+        return Err(format!(
+            "'{template}' has an unknown placeholder; use {{tenant}}, {{category}}, {{device_id}} or {{app}}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_embeds_the_client_text_unchanged() {
+        let mut out = Vec::new();
+        let geo = Geo { country: Some("GB".into()), region: None, city: Some("London".into()) };
+        write_value(
+            &mut out,
+            &RecordFields {
+                backend_id: "b",
+                id: Some("e\"1"),
+                tenant: "acme",
+                category: "c",
+                received_at: 5,
+                ts: None,
+                request_id: "r",
+                client_ip: Some("81.2.69.142".parse().unwrap()),
+                geo: Some(&geo),
+            },
+            r#"{"category":"c"}"#,
+            r#"{ "id": "e\"1", "n": [1, 2] }"#,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"backend_id":"b","id":"e\"1","tenant":"acme","category":"c","received_at":5,"ts":null,"request_id":"r","client_ip":"81.2.69.142","geo":{"country":"GB","region":null,"city":"London"},"meta":{"category":"c"},"data":{ "id": "e\"1", "n": [1, 2] }}"#
+        );
+        let _: sonic_rs::Value = sonic_rs::from_str(&text).unwrap();
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(check_topic_template("events.{category}").is_ok());
+        assert!(check_topic_template("{tenant}.{category}").is_ok());
+        assert!(check_topic_template("events/{category}").is_err());
+        assert!(check_topic_template("").is_err());
+        assert!(check_topic_template(&"x".repeat(200)).is_ok());
+        assert!(check_topic_template(&format!("{}{{category}}", "x".repeat(200))).is_err());
+        assert!(check_key_template("{tenant}:{device_id}").is_ok());
+        assert!(check_key_template("{user}").is_err());
+    }
+
+    #[test]
+    fn the_key_falls_back_when_a_placeholder_is_empty() {
+        let kafka = KafkaConfig::default();
+        let producer = Producer::new(&kafka, "127.0.0.1:1", false).unwrap();
+        let mut batch = Batch {
+            meta: crate::batch::Meta { category: "c".into(), device_id: Some("d-42".into()), app: None, raw: "{}" },
+            events: Vec::new(),
+            received_at: 0,
+        };
+        assert_eq!(producer.key("acme", &batch).as_deref(), Some("acme:d-42"));
+        batch.meta.device_id = None;
+        assert_eq!(producer.key("acme", &batch), None);
+        assert_eq!(producer.topic("acme", "PERF"), "events.PERF");
+    }
+}

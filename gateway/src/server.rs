@@ -1,0 +1,196 @@
+//! The listeners: accept TCP (and TLS) connections, serve HTTP/1.1 and h2
+//! on each, route requests, and shut down gracefully.
+//!
+//! Three listeners share one [`Gateway`]: plain HTTP and HTTPS take events;
+//! the admin listener (loopback by default) answers health checks for
+//! operators. On shutdown every listener stops accepting, in-flight requests
+//! finish (bounded by a drain timeout), then the caller flushes the producer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Tenants;
+use crate::geoip::GeoIp;
+use crate::produce::Producer;
+use crate::respond::{self, Body, Reject, REQUEST_ID};
+use crate::{health, ingest};
+
+/// Longest `X-Request-ID` taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a request needs, shared by every connection.
+pub struct Gateway {
+    pub tenants: Tenants,
+    pub tenant_count: usize,
+    pub producer: Producer,
+    pub geoip: Option<GeoIp>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub body_timeout: Duration,
+    pub header_timeout: Duration,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Events and health.
+    Ingest,
+    /// Health for operators.
+    Admin,
+}
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub role: Role,
+}
+
+/// Serves every listener until `shutdown` turns true, then drains for at most `drain`.
+pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<Listener>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+
+    // The accept loops run in this task (they borrow `graceful`); each
+    // connection is its own task, watched for the graceful shutdown.
+    let accepting = listeners.into_iter().map(|listener| {
+        let (gateway, builder, graceful, mut stop) = (gateway.clone(), builder.clone(), &graceful, shutdown.clone());
+        async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.tcp.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                };
+                let _ = stream.set_nodelay(true);
+                let (gateway, builder, watcher, tls, role) =
+                    (gateway.clone(), builder.clone(), graceful.watcher(), listener.tls.clone(), listener.role);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
+                    });
+                    let result = match tls {
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    });
+    futures::future::join_all(accepting).await;
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    tracing::info!(drain_ms = drain.as_millis() as u64, "stopped accepting; draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout passed with requests still in flight");
+    }
+}
+
+/// Routes one request by method and path.
+async fn route(gateway: &Gateway, request: Request<Incoming>, peer: SocketAddr, role: Role) -> Response<Body> {
+    let request_id = request_id(&request);
+    let path = request.uri().path();
+    match (role, path, request.method()) {
+        (Role::Ingest, "/v1/batch", &Method::POST) => ingest::ingest(gateway, request, peer, &request_id).await,
+        (_, "/healthz", &Method::GET) => health::healthz(&request_id),
+        (_, "/readyz", &Method::GET) => health::readyz(gateway, &request_id).await,
+        (Role::Ingest, "/v1/batch", _) => not_allowed("POST", &request, &request_id),
+        (_, "/healthz" | "/readyz", _) => not_allowed("GET", &request, &request_id),
+        _ => respond::reject(
+            &Reject::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {path}", request.method())),
+            &request_id,
+        ),
+    }
+}
+
+fn not_allowed(allow: &'static str, request: &Request<Incoming>, request_id: &str) -> Response<Body> {
+    let reject = Reject::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} {} is not allowed; use {allow}", request.method(), request.uri().path()),
+    )
+    .with_header("allow", allow);
+    respond::reject(&reject, request_id)
+}
+
+/// The client's `X-Request-ID` when it is usable (1 to 128 visible ASCII
+/// characters), else a new UUIDv7.
+pub fn request_id<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_taken_only_when_usable() {
+        let with = |v: &str| Request::builder().header(REQUEST_ID, v).body(()).unwrap();
+        assert_eq!(request_id(&with("abc-123")), "abc-123");
+        assert_ne!(request_id(&with("has space")), "has space");
+        assert_eq!(request_id(&with(&"x".repeat(129))).len(), 32);
+        assert_eq!(request_id(&Request::new(())).len(), 32);
+    }
+}
