@@ -37,7 +37,10 @@ impl Tenants {
             });
             for hash in &t.keys_sha256 {
                 // Validated by Config::validate: 32 bytes of hex.
-                if let Some(hash) = hex::decode(hash).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                if let Some(hash) = hex::decode(hash)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                {
                     by_key_hash.insert(hash, tenant.clone());
                 }
             }
@@ -82,7 +85,9 @@ fn key_of(headers: &HeaderMap) -> Result<&str, Reject> {
             .to_str()
             .map_err(|_| unauthorized("Authorization: not a valid header value"))?;
         return match value.split_once(' ') {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
+            Some((scheme, key))
+                if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() =>
+            {
                 Ok(key.trim())
             }
             _ => Err(unauthorized("Authorization: expected `Bearer <API key>`")),
@@ -142,10 +147,22 @@ mod tests {
     fn a_missing_or_wrong_key_is_401_with_a_reason() {
         let t = tenants();
         for (h, message) in [
-            (headers(&[]), "missing API key: send `Authorization: Bearer <key>` or `X-Weir-Key: <key>`"),
-            (headers(&[("authorization", "Bearer nope")]), "unknown API key"),
-            (headers(&[("authorization", "Basic abc")]), "Authorization: expected `Bearer <API key>`"),
-            (headers(&[("x-weir-key", "")]), "X-Weir-Key: empty or not a valid header value"),
+            (
+                headers(&[]),
+                "missing API key: send `Authorization: Bearer <key>` or `X-Weir-Key: <key>`",
+            ),
+            (
+                headers(&[("authorization", "Bearer nope")]),
+                "unknown API key",
+            ),
+            (
+                headers(&[("authorization", "Basic abc")]),
+                "Authorization: expected `Bearer <API key>`",
+            ),
+            (
+                headers(&[("x-weir-key", "")]),
+                "X-Weir-Key: empty or not a valid header value",
+            ),
         ] {
             let r = t.authenticate(&h).unwrap_err();
             assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -156,10 +173,15 @@ mod tests {
     #[test]
     fn categories_are_authorized_by_glob() {
         let t = tenants();
-        let tenant = t.authenticate(&headers(&[("x-weir-key", "secret")])).unwrap();
+        let tenant = t
+            .authenticate(&headers(&[("x-weir-key", "secret")]))
+            .unwrap();
         assert!(authorize(&tenant, "app_start").is_ok());
         let r = authorize(&tenant, "PERF").unwrap_err();
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert_eq!(r.message, "meta.category: tenant 'acme' may not post to category 'PERF'");
+        assert_eq!(
+            r.message,
+            "meta.category: tenant 'acme' may not post to category 'PERF'"
+        );
     }
 }

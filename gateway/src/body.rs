@@ -91,16 +91,15 @@ where
             Reject::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
-                format!(
-                    "body: not received within {} ms",
-                    timeout.as_millis()
-                ),
+                format!("body: not received within {} ms", timeout.as_millis()),
             )
         })?;
     let raw = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large(format!("body: larger than the limit of {max} bytes")))
+            return Err(too_large(format!(
+                "body: larger than the limit of {max} bytes"
+            )))
         }
         Err(e) => {
             return Err(Reject::new(
@@ -166,15 +165,33 @@ mod tests {
     fn only_json_in_known_encodings() {
         let ok = headers(&[("content-type", "application/json; charset=utf-8")]);
         assert_eq!(check_headers(&ok).unwrap(), Encoding::Identity);
-        let gz = headers(&[("content-type", "application/json"), ("content-encoding", "gzip")]);
+        let gz = headers(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ]);
         assert_eq!(check_headers(&gz).unwrap(), Encoding::Gzip);
         let r = check_headers(&headers(&[("content-type", "text/plain")])).unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (415, "Content-Type: 'text/plain' is not supported, send application/json"));
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (
+                415,
+                "Content-Type: 'text/plain' is not supported, send application/json"
+            )
+        );
         let r = check_headers(&headers(&[])).unwrap_err();
         assert_eq!(r.status.as_u16(), 415);
-        let br = headers(&[("content-type", "application/json"), ("content-encoding", "br")]);
+        let br = headers(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ]);
         let r = check_headers(&br).unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (415, "Content-Encoding: 'br' is not supported, use gzip, zstd or identity"));
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (
+                415,
+                "Content-Encoding: 'br' is not supported, use gzip, zstd or identity"
+            )
+        );
     }
 
     fn gzip(data: &[u8]) -> Bytes {
@@ -186,7 +203,10 @@ mod tests {
     #[test]
     fn gzip_and_zstd_decode() {
         let data = b"{\"meta\":{}}".repeat(10);
-        assert_eq!(&decompress(gzip(&data), Encoding::Gzip, 1000).unwrap()[..], &data[..]);
+        assert_eq!(
+            &decompress(gzip(&data), Encoding::Gzip, 1000).unwrap()[..],
+            &data[..]
+        );
         let z = Bytes::from(zstd::encode_all(&data[..], 3).unwrap());
         assert_eq!(&decompress(z, Encoding::Zstd, 1000).unwrap()[..], &data[..]);
     }
@@ -196,19 +216,54 @@ mod tests {
         let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
         assert!(bomb.len() < 100 * 1024);
         let r = decompress(bomb, Encoding::Gzip, 1024 * 1024).unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: decompresses to more than the limit of 1048576 bytes"));
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (
+                413,
+                "body: decompresses to more than the limit of 1048576 bytes"
+            )
+        );
         let r = decompress(Bytes::from_static(b"not gzip"), Encoding::Gzip, 100).unwrap_err();
         assert_eq!(r.status.as_u16(), 400);
-        assert!(r.message.starts_with("body: not valid gzip data"), "{}", r.message);
+        assert!(
+            r.message.starts_with("body: not valid gzip data"),
+            "{}",
+            r.message
+        );
     }
 
     #[tokio::test]
     async fn the_body_limit_applies_before_and_while_reading() {
-        let limits = Limits { max_body_bytes: 10, ..Limits::default() };
+        let limits = Limits {
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789abc"));
-        let r = read(body.clone(), &headers(&[("content-length", "13")]), Encoding::Identity, &limits, Duration::from_secs(1)).await.unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: 13 bytes, the limit is 10"));
-        let r = read(body, &headers(&[]), Encoding::Identity, &limits, Duration::from_secs(1)).await.unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "body: larger than the limit of 10 bytes"));
+        let r = read(
+            body.clone(),
+            &headers(&[("content-length", "13")]),
+            Encoding::Identity,
+            &limits,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (413, "body: 13 bytes, the limit is 10")
+        );
+        let r = read(
+            body,
+            &headers(&[]),
+            Encoding::Identity,
+            &limits,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (413, "body: larger than the limit of 10 bytes")
+        );
     }
 }

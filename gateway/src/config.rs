@@ -544,8 +544,15 @@ mod tests {
             problem("", &[("WEIR_TRUSTED_PROXIES", "nope")]),
             "WEIR_TRUSTED_PROXIES: 'nope' is not a CIDR such as 10.0.0.0/8"
         );
-        assert!(problem("", &[("WEIR_CONFIG_UNUSED", "x"), ("WEIR_LISTEN", ""), ("WEIR_TLS_LISTEN", "")])
-            .starts_with("server.listen: both"));
+        assert!(problem(
+            "",
+            &[
+                ("WEIR_CONFIG_UNUSED", "x"),
+                ("WEIR_LISTEN", ""),
+                ("WEIR_TLS_LISTEN", "")
+            ]
+        )
+        .starts_with("server.listen: both"));
     }
 
     #[test]

@@ -85,7 +85,11 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
 }
 
 /// Splits the upload's `data` array into events, validating each on its own.
-pub fn split<'a>(upload: Upload<'a>, limits: &Limits, received_at: i64) -> Result<Batch<'a>, Reject> {
+pub fn split<'a>(
+    upload: Upload<'a>,
+    limits: &Limits,
+    received_at: i64,
+) -> Result<Batch<'a>, Reject> {
     Ok(Batch {
         meta: upload.meta,
         events: split_events(upload.data, limits)?,
@@ -94,7 +98,11 @@ pub fn split<'a>(upload: Upload<'a>, limits: &Limits, received_at: i64) -> Resul
 }
 
 /// Decode and split in one call.
-pub fn decode_and_split<'a>(body: &'a [u8], limits: &Limits, received_at: i64) -> Result<Batch<'a>, Reject> {
+pub fn decode_and_split<'a>(
+    body: &'a [u8],
+    limits: &Limits,
+    received_at: i64,
+) -> Result<Batch<'a>, Reject> {
     split(decode(body, limits)?, limits, received_at)
 }
 
@@ -120,8 +128,7 @@ fn decode_meta(value: LazyValue<'_>) -> Result<Meta<'_>, Reject> {
         };
         *slot = Some(s.to_owned());
     }
-    let category =
-        category.ok_or_else(|| bad_request("invalid_meta", "meta.category: missing"))?;
+    let category = category.ok_or_else(|| bad_request("invalid_meta", "meta.category: missing"))?;
     if !is_valid_category(&category) {
         return Err(bad_request(
             "invalid_category",
@@ -144,7 +151,10 @@ fn decode_meta(value: LazyValue<'_>) -> Result<Meta<'_>, Reject> {
 fn raw_text<'a>(value: &LazyValue<'a>) -> Result<&'a str, Reject> {
     match value.as_raw_cow() {
         Cow::Borrowed(text) => Ok(text),
-        Cow::Owned(_) => Err(bad_request("malformed_json", "body: unexpected JSON layout")),
+        Cow::Owned(_) => Err(bad_request(
+            "malformed_json",
+            "body: unexpected JSON layout",
+        )),
     }
 }
 
@@ -234,12 +244,7 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
     let id = match &id {
         None => return Err(invalid(None, format!("data[{index}].id: missing"))),
         Some(v) => match string_of(v) {
-            None => {
-                return Err(invalid(
-                    None,
-                    format!("data[{index}].id: must be a string"),
-                ))
-            }
+            None => return Err(invalid(None, format!("data[{index}].id: must be a string"))),
             Some(s) if s.is_empty() => {
                 return Err(invalid(None, format!("data[{index}].id: empty")))
             }
@@ -304,7 +309,9 @@ fn string_of<'a>(value: &LazyValue<'a>) -> Option<Cow<'a, str>> {
         return None;
     }
     match value.as_raw_cow() {
-        Cow::Borrowed(text) if !text.contains('\\') => text.get(1..text.len() - 1).map(Cow::Borrowed),
+        Cow::Borrowed(text) if !text.contains('\\') => {
+            text.get(1..text.len() - 1).map(Cow::Borrowed)
+        }
         _ => value.as_str().map(|s| Cow::Owned(s.to_owned())),
     }
 }
@@ -435,7 +442,10 @@ mod tests {
         ] {
             let (status, message) = reject(body);
             assert_eq!(status, 400, "{body}");
-            assert!(message.starts_with("body: invalid JSON: "), "{body}: {message}");
+            assert!(
+                message.starts_with("body: invalid JSON: "),
+                "{body}: {message}"
+            );
         }
     }
 
@@ -456,7 +466,10 @@ mod tests {
         );
         let (status, message) = reject(&body);
         assert_eq!(status, 400);
-        assert!(message.starts_with("body: JSON nested deeper than 64 levels at byte "), "{message}");
+        assert!(
+            message.starts_with("body: JSON nested deeper than 64 levels at byte "),
+            "{message}"
+        );
         // Brackets inside strings do not count.
         let ok = format!(
             r#"{{"meta":{{"category":"c"}},"data":[{{"id":"a","x":"{}\"\\"}}]}}"#,
@@ -478,7 +491,9 @@ mod tests {
             Some("data[3].id: must be a string".into()),
             Some("data[4].id: empty".into()),
             Some("data[5].id: 'a' is a duplicate of data[0].id".into()),
-            Some("data[6].ts: must be milliseconds since the epoch (a non-negative integer)".into()),
+            Some(
+                "data[6].ts: must be milliseconds since the epoch (a non-negative integer)".into(),
+            ),
             Some("data[7].ip: \"not-an-ip\" is not an IP address".into()),
             None,
         ];
@@ -494,28 +509,46 @@ mod tests {
         };
         let three = r#"{"meta":{"category":"c"},"data":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#;
         let r = decode_and_split(three.as_bytes(), &small, 0).unwrap_err();
-        assert_eq!((r.status.as_u16(), r.message.as_str()), (413, "data: more than 2 events (the batch limit)"));
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (413, "data: more than 2 events (the batch limit)")
+        );
 
-        let big = format!(r#"{{"meta":{{"category":"c"}},"data":[{{"id":"big","pad":"{}"}},{{"id":"ok"}}]}}"#, "x".repeat(100));
+        let big = format!(
+            r#"{{"meta":{{"category":"c"}},"data":[{{"id":"big","pad":"{}"}},{{"id":"ok"}}]}}"#,
+            "x".repeat(100)
+        );
         let batch = decode_and_split(big.as_bytes(), &small, 0).unwrap();
         let part = batch.events[0].part.as_ref().unwrap();
         assert_eq!(part.code, PartCode::TooLarge);
         assert_eq!(part.id.as_deref(), Some("big"));
-        assert_eq!(part.message.as_deref(), Some("data[0]: 121 bytes, the event limit is 40"));
+        assert_eq!(
+            part.message.as_deref(),
+            Some("data[0]: 121 bytes, the event limit is 40")
+        );
         assert!(batch.events[1].part.is_none());
     }
 
     #[test]
     fn long_and_escaped_ids() {
-        let long = format!(r#"{{"meta":{{"category":"c"}},"data":[{{"id":"{}"}}]}}"#, "x".repeat(129));
-        assert_eq!(messages(&long), vec![Some("data[0].id: longer than 128 bytes".into())]);
+        let long = format!(
+            r#"{{"meta":{{"category":"c"}},"data":[{{"id":"{}"}}]}}"#,
+            "x".repeat(129)
+        );
+        assert_eq!(
+            messages(&long),
+            vec![Some("data[0].id: longer than 128 bytes".into())]
+        );
         let escaped = r#"{"meta":{"category":"c"},"data":[{"id":"a\"b"},{"id":"a\u0022b"}]}"#;
         let batch = decode_and_split(escaped.as_bytes(), &limits(), 0).unwrap();
         assert_eq!(batch.events[0].id.as_deref(), Some("a\"b"));
         assert!(batch.events[0].part.is_none());
         // The same id spelled with another escape is still a duplicate.
         assert_eq!(
-            batch.events[1].part.as_ref().and_then(|p| p.message.as_deref()),
+            batch.events[1]
+                .part
+                .as_ref()
+                .and_then(|p| p.message.as_deref()),
             Some("data[1].id: 'a\\\"b' is a duplicate of data[0].id")
         );
     }

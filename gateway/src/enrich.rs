@@ -46,7 +46,9 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
     // Read right to left: each trusted proxy appended the address it saw.
     let mut client = peer;
     for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(value) = value.to_str() else { return client };
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
         for hop in value.rsplit(',') {
             match hop.trim().parse::<IpAddr>() {
                 Ok(ip) => {
@@ -80,25 +82,69 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let proxy: SocketAddr = "10.1.1.1:5000".parse().unwrap();
         let stranger: SocketAddr = "198.51.100.9:5000".parse().unwrap();
-        assert_eq!(client_ip(stranger, &headers(&["1.2.3.4"]), &trusted), stranger.ip());
-        assert_eq!(client_ip(proxy, &headers(&["1.2.3.4"]), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(stranger, &headers(&["1.2.3.4"]), &trusted),
+            stranger.ip()
+        );
+        assert_eq!(
+            client_ip(proxy, &headers(&["1.2.3.4"]), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // A spoofed left-most entry is ignored: the right-most untrusted hop wins.
-        assert_eq!(client_ip(proxy, &headers(&["6.6.6.6, 1.2.3.4, 10.0.0.2"]), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, &headers(&["6.6.6.6", "1.2.3.4"]), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, &headers(&["garbage"]), &trusted), proxy.ip());
+        assert_eq!(
+            client_ip(proxy, &headers(&["6.6.6.6, 1.2.3.4, 10.0.0.2"]), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, &headers(&["6.6.6.6", "1.2.3.4"]), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, &headers(&["garbage"]), &trusted),
+            proxy.ip()
+        );
         assert_eq!(client_ip(proxy, &headers(&[]), &trusted), proxy.ip());
         let mapped: SocketAddr = "[::ffff:198.51.100.9]:1".parse().unwrap();
-        assert_eq!(client_ip(mapped, &headers(&[]), &[]), "198.51.100.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(mapped, &headers(&[]), &[]),
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn every_pending_event_gets_an_id_and_its_ip() {
         let mut batch = Batch {
-            meta: Meta { category: "c".into(), device_id: None, app: None, raw: "{}" },
+            meta: Meta {
+                category: "c".into(),
+                device_id: None,
+                app: None,
+                raw: "{}",
+            },
             events: vec![
-                Event { id: Some("a".into()), raw: "{}", ts: None, ip: None, enrichment: None, part: None },
-                Event { id: Some("b".into()), raw: "{}", ts: None, ip: Some("::ffff:192.0.2.1".parse().unwrap()), enrichment: None, part: None },
-                Event { id: None, raw: "5", ts: None, ip: None, enrichment: None, part: Some(Part::failed(None, PartCode::Invalid, "x".into(), false)) },
+                Event {
+                    id: Some("a".into()),
+                    raw: "{}",
+                    ts: None,
+                    ip: None,
+                    enrichment: None,
+                    part: None,
+                },
+                Event {
+                    id: Some("b".into()),
+                    raw: "{}",
+                    ts: None,
+                    ip: Some("::ffff:192.0.2.1".parse().unwrap()),
+                    enrichment: None,
+                    part: None,
+                },
+                Event {
+                    id: None,
+                    raw: "5",
+                    ts: None,
+                    ip: None,
+                    enrichment: None,
+                    part: Some(Part::failed(None, PartCode::Invalid, "x".into(), false)),
+                },
             ],
             received_at: 1,
         };

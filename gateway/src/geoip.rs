@@ -22,7 +22,10 @@ pub enum GeoIpError {
         source: maxminddb::MaxMindDbError,
     },
     #[error("GeoIP database {path}: layout '{database_type}' is not supported; use a City or Country database (GeoIP2/GeoLite2/DB-IP City or Country)")]
-    Layout { path: PathBuf, database_type: String },
+    Layout {
+        path: PathBuf,
+        database_type: String,
+    },
 }
 
 /// The bytes of the database: mapped from the file, or read into memory.
@@ -125,7 +128,11 @@ impl GeoIp {
                 .and_then(|s| s.names)
                 .and_then(|n| n.en)
                 .map(str::to_owned),
-            city: record.city.and_then(|c| c.names).and_then(|n| n.en).map(str::to_owned),
+            city: record
+                .city
+                .and_then(|c| c.names)
+                .and_then(|n| n.en)
+                .map(str::to_owned),
         };
         (geo != Geo::default()).then_some(geo)
     }
@@ -174,14 +181,29 @@ mod tests {
         let mut writer = mmdb_writer::Writer::new(database_type);
         let rec = CityRec {
             country: CountryRec { iso_code: "NL" },
-            subdivisions: vec![NamedRec { names: Names { en: "North Holland" } }],
-            city: NamedRec { names: Names { en: "Amsterdam" } },
+            subdivisions: vec![NamedRec {
+                names: Names {
+                    en: "North Holland",
+                },
+            }],
+            city: NamedRec {
+                names: Names { en: "Amsterdam" },
+            },
         };
-        writer.insert("192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
-        writer.insert("2001:db8::/32".parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
+        writer
+            .insert("192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(), &rec)
+            .unwrap();
+        writer
+            .insert("2001:db8::/32".parse::<ipnet::IpNet>().unwrap(), &rec)
+            .unwrap();
         let mut only_country = BTreeMap::new();
         only_country.insert("country", CountryRec { iso_code: "JP" });
-        writer.insert("198.51.100.0/24".parse::<ipnet::IpNet>().unwrap(), &only_country).unwrap();
+        writer
+            .insert(
+                "198.51.100.0/24".parse::<ipnet::IpNet>().unwrap(),
+                &only_country,
+            )
+            .unwrap();
         let path = dir.join(format!("{database_type}.mmdb"));
         std::fs::write(&path, writer.to_bytes().unwrap()).unwrap();
         path
@@ -203,7 +225,11 @@ mod tests {
             assert_eq!(geo.lookup("2001:db8::1".parse().unwrap()), amsterdam);
             assert_eq!(
                 geo.lookup("198.51.100.1".parse().unwrap()),
-                Some(Geo { country: Some("JP".into()), region: None, city: None })
+                Some(Geo {
+                    country: Some("JP".into()),
+                    region: None,
+                    city: None
+                })
             );
             // A miss is not an error.
             assert_eq!(geo.lookup("203.0.113.1".parse().unwrap()), None);
@@ -216,8 +242,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write_fixture(dir.path(), "ip-location-db-flat");
         let err = GeoIp::open(&path, false).unwrap_err().to_string();
-        assert!(err.contains("layout 'ip-location-db-flat' is not supported"), "{err}");
-        let err = GeoIp::open(&dir.path().join("missing.mmdb"), false).unwrap_err().to_string();
+        assert!(
+            err.contains("layout 'ip-location-db-flat' is not supported"),
+            "{err}"
+        );
+        let err = GeoIp::open(&dir.path().join("missing.mmdb"), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("GeoIP database "), "{err}");
     }
 }

@@ -40,6 +40,10 @@ pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
         geoip,
         tenants: gateway.tenant_count,
     };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     respond::json(status, &body, request_id)
 }

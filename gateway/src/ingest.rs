@@ -17,7 +17,12 @@ use crate::server::Gateway;
 use crate::{auth, body, decode, enrich, trace};
 
 /// Handles one upload and always answers, with the request id.
-pub async fn ingest<B>(gateway: &Gateway, request: Request<B>, peer: SocketAddr, request_id: &str) -> Response<Body>
+pub async fn ingest<B>(
+    gateway: &Gateway,
+    request: Request<B>,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Response<Body>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -34,7 +39,10 @@ where
     );
     // A request without (valid) trace context starts a new trace.
     let _ = span.set_parent(trace::extract(request.headers()));
-    let response = match stages(gateway, request, peer, request_id).instrument(span.clone()).await {
+    let response = match stages(gateway, request, peer, request_id)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(reject) => {
             tracing::info!(parent: &span, status = reject.status.as_u16(), error = reject.error, message = %reject.message, "upload refused");
@@ -45,7 +53,12 @@ where
     response
 }
 
-async fn stages<B>(gateway: &Gateway, request: Request<B>, peer: SocketAddr, request_id: &str) -> Result<Response<Body>, Reject>
+async fn stages<B>(
+    gateway: &Gateway,
+    request: Request<B>,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Result<Response<Body>, Reject>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -57,11 +70,18 @@ where
     let encoding = body::check_headers(request.headers())?;
     let client_ip = enrich::client_ip(peer, request.headers(), &gateway.trusted_proxies);
     let (parts, incoming) = request.into_parts();
-    let bytes = body::read(incoming, &parts.headers, encoding, &tenant.limits, gateway.body_timeout)
-        .instrument(info_span!("read_body"))
-        .await?;
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        encoding,
+        &tenant.limits,
+        gateway.body_timeout,
+    )
+    .instrument(info_span!("read_body"))
+    .await?;
 
-    let upload = info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, &tenant.limits))?;
+    let upload = info_span!("decode", bytes = bytes.len())
+        .in_scope(|| decode::decode(&bytes, &tenant.limits))?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
 
@@ -73,7 +93,8 @@ where
     span.record("events", batch.events.len());
 
     if invalid < batch.events.len() {
-        info_span!("enrich").in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
+        info_span!("enrich")
+            .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
         let produce = info_span!("produce", otel.kind = "producer", messaging.system = "kafka", messaging.destination.name = %topic);

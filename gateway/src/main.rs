@@ -25,7 +25,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Weir: an edge gateway for event ingestion into Kafka")]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: an edge gateway for event ingestion into Kafka"
+)]
 struct Cli {
     /// The TOML configuration file.
     #[arg(long, global = true, env = "WEIR_CONFIG")]
@@ -76,11 +80,21 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "config OK: {} tenant(s), kafka {}",
                 config.tenants.len(),
-                if config.kafka.brokers.is_empty() { "embedded (not durable)" } else { &config.kafka.brokers }
+                if config.kafka.brokers.is_empty() {
+                    "embedded (not durable)"
+                } else {
+                    &config.kafka.brokers
+                }
             );
             Ok(())
         }
-        Command::Tail { topic, brokers, from, max, idle_ms } => {
+        Command::Tail {
+            topic,
+            brokers,
+            from,
+            max,
+            idle_ms,
+        } => {
             let brokers = match brokers {
                 Some(b) => b,
                 None => Config::load(cli.config.as_deref())?.kafka.brokers,
@@ -88,7 +102,13 @@ fn main() -> anyhow::Result<()> {
             if brokers.is_empty() {
                 bail!("no brokers: pass --brokers (a node on the embedded broker logs its address at start)");
             }
-            let options = tail::TailOptions { brokers, topic, from, max, idle: idle_ms.map(Duration::from_millis) };
+            let options = tail::TailOptions {
+                brokers,
+                topic,
+                from,
+                max,
+                idle: idle_ms.map(Duration::from_millis),
+            };
             tail::tail(&options, &mut std::io::stdout().lock())?;
             Ok(())
         }
@@ -141,7 +161,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         for tenant in &config.tenants {
             for category in tenant.categories.iter().filter(|c| !c.contains('*')) {
                 let topic = producer.topic(&tenant.name, category);
-                broker.create_topic(&topic).with_context(|| format!("creating topic {topic}"))?;
+                broker
+                    .create_topic(&topic)
+                    .with_context(|| format!("creating topic {topic}"))?;
             }
         }
     }
@@ -155,7 +177,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !config.server.listen.is_empty() {
         let tcp = bind(&config.server.listen).await?;
         http = Some(tcp.local_addr()?.to_string());
-        listeners.push(Listener { tcp, tls: None, role: Role::Ingest });
+        listeners.push(Listener {
+            tcp,
+            tls: None,
+            role: Role::Ingest,
+        });
     }
     if !config.server.tls_listen.is_empty() {
         let (tls_config, self_signed) = tls::server_config(&config.tls)?;
@@ -164,12 +190,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let tcp = bind(&config.server.tls_listen).await?;
         https = Some(tcp.local_addr()?.to_string());
-        listeners.push(Listener { tcp, tls: Some(TlsAcceptor::from(tls_config)), role: Role::Ingest });
+        listeners.push(Listener {
+            tcp,
+            tls: Some(TlsAcceptor::from(tls_config)),
+            role: Role::Ingest,
+        });
     }
     if !config.server.admin_listen.is_empty() {
         let tcp = bind(&config.server.admin_listen).await?;
         admin = Some(tcp.local_addr()?.to_string());
-        listeners.push(Listener { tcp, tls: None, role: Role::Admin });
+        listeners.push(Listener {
+            tcp,
+            tls: None,
+            role: Role::Admin,
+        });
     }
 
     let gateway = Arc::new(Gateway {
@@ -210,5 +244,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn bind(address: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| format!("binding {address}"))
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
 }

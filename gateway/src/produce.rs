@@ -59,7 +59,10 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Clie
         .set("linger.ms", "5")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
         // Topics are the operator's to create; the embedded broker makes its own.
-        .set("allow.auto.create.topics", if embedded { "true" } else { "false" });
+        .set(
+            "allow.auto.create.topics",
+            if embedded { "true" } else { "false" },
+        );
     for (key, value) in &kafka.producer {
         config.set(key, value);
     }
@@ -68,7 +71,11 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Clie
 
 impl Producer {
     /// Creates the producer; `embedded` lets the broker create topics on first use.
-    pub fn new(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Result<Producer, ProducerError> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        brokers: &str,
+        embedded: bool,
+    ) -> Result<Producer, ProducerError> {
         let inner: FutureProducer = client_config(kafka, brokers, embedded).create()?;
         Ok(Producer {
             inner,
@@ -86,11 +93,22 @@ impl Producer {
     }
 
     /// Sends every pending, enriched event and waits for each acknowledgement.
-    pub async fn produce(&self, batch: &mut Batch<'_>, tenant: &str, request_id: &str, trace: &TraceHeaders) {
+    pub async fn produce(
+        &self,
+        batch: &mut Batch<'_>,
+        tenant: &str,
+        request_id: &str,
+        trace: &TraceHeaders,
+    ) {
         let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
         if let Err(problem) = self.ensure_topic(&topic).await {
             for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
-                event.part = Some(Part::failed(event.id.clone(), PartCode::DeliveryFailed, problem.clone(), true));
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::DeliveryFailed,
+                    problem.clone(),
+                    true,
+                ));
             }
             return;
         }
@@ -100,7 +118,9 @@ impl Producer {
         let mut value = Vec::with_capacity(1024);
         let mut waiting = Vec::with_capacity(batch.events.len());
         for (index, event) in batch.events.iter().enumerate() {
-            let (None, Some(enrichment)) = (&event.part, &event.enrichment) else { continue };
+            let (None, Some(enrichment)) = (&event.part, &event.enrichment) else {
+                continue;
+            };
             value.clear();
             write_value(
                 &mut value,
@@ -179,7 +199,10 @@ impl Producer {
     /// answer at once instead of a timeout.
     async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
         {
-            let state = self.topics.read().map_err(|_| "topic cache poisoned".to_owned())?;
+            let state = self
+                .topics
+                .read()
+                .map_err(|_| "topic cache poisoned".to_owned())?;
             if state.known.contains(topic) {
                 return Ok(());
             }
@@ -192,7 +215,9 @@ impl Producer {
         let client = self.inner.clone();
         let name = topic.to_owned();
         let exists = tokio::task::spawn_blocking(move || {
-            let metadata = client.client().fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            let metadata = client
+                .client()
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
             Ok::<bool, KafkaError>(
                 metadata
                     .topics()
@@ -203,7 +228,10 @@ impl Producer {
         .await
         .map_err(|e| format!("Kafka metadata lookup failed: {e}"))?
         .map_err(|e| format!("Kafka metadata unavailable: {e}"))?;
-        let mut state = self.topics.write().map_err(|_| "topic cache poisoned".to_owned())?;
+        let mut state = self
+            .topics
+            .write()
+            .map_err(|_| "topic cache poisoned".to_owned())?;
         if exists {
             state.missing.remove(topic);
             state.known.insert(topic.to_owned());
@@ -243,7 +271,12 @@ fn failure(id: Option<String>, backend_id: Option<String>, e: &KafkaError) -> Pa
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => (PartCode::TooLarge, false),
         _ => (PartCode::DeliveryFailed, true),
     };
-    let mut part = Part::failed(id, code, format!("Kafka did not acknowledge the event: {e}"), retryable);
+    let mut part = Part::failed(
+        id,
+        code,
+        format!("Kafka did not acknowledge the event: {e}"),
+        retryable,
+    );
     part.backend_id = backend_id;
     part
 }
@@ -252,15 +285,30 @@ fn failure(id: Option<String>, backend_id: Option<String>, e: &KafkaError) -> Pa
 fn record_headers(trace: &TraceHeaders, request_id: &str, tenant: &str) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new_with_capacity(5);
     if let Some(tp) = &trace.traceparent {
-        headers = headers.insert(Header { key: "traceparent", value: Some(tp.as_str()) });
+        headers = headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp.as_str()),
+        });
     }
     if let Some(ts) = &trace.tracestate {
-        headers = headers.insert(Header { key: "tracestate", value: Some(ts.as_str()) });
+        headers = headers.insert(Header {
+            key: "tracestate",
+            value: Some(ts.as_str()),
+        });
     }
     headers
-        .insert(Header { key: "x-request-id", value: Some(request_id) })
-        .insert(Header { key: "weir-tenant", value: Some(tenant) })
-        .insert(Header { key: "content-type", value: Some("application/json") })
+        .insert(Header {
+            key: "x-request-id",
+            value: Some(request_id),
+        })
+        .insert(Header {
+            key: "weir-tenant",
+            value: Some(tenant),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
 }
 
 /// The fields of the record value that the gateway writes itself.
@@ -310,7 +358,9 @@ pub fn check_topic_template(template: &str) -> Result<(), String> {
     // A category and a tenant name are at most 64 bytes each; Kafka allows 249.
     let longest = rest.len() + 64 * (template.matches('{').count());
     if longest > 249 {
-        return Err(format!("'{template}' can make topic names longer than Kafka's 249 characters"));
+        return Err(format!(
+            "'{template}' can make topic names longer than Kafka's 249 characters"
+        ));
     }
     Ok(())
 }
@@ -336,7 +386,11 @@ mod tests {
     #[test]
     fn the_value_embeds_the_client_text_unchanged() {
         let mut out = Vec::new();
-        let geo = Geo { country: Some("GB".into()), region: None, city: Some("London".into()) };
+        let geo = Geo {
+            country: Some("GB".into()),
+            region: None,
+            city: Some("London".into()),
+        };
         write_value(
             &mut out,
             &RecordFields {
@@ -378,7 +432,12 @@ mod tests {
         let kafka = KafkaConfig::default();
         let producer = Producer::new(&kafka, "127.0.0.1:1", false).unwrap();
         let mut batch = Batch {
-            meta: crate::batch::Meta { category: "c".into(), device_id: Some("d-42".into()), app: None, raw: "{}" },
+            meta: crate::batch::Meta {
+                category: "c".into(),
+                device_id: Some("d-42".into()),
+                app: None,
+                raw: "{}",
+            },
             events: Vec::new(),
             received_at: 0,
         };

@@ -63,7 +63,11 @@ struct BatchAnswer<'a> {
 
 /// Turns a batch whose every event is decided into the response.
 pub fn answer(batch: &Batch<'_>, request_id: &str) -> Response<Body> {
-    let parts: Vec<&Part> = batch.events.iter().filter_map(|e| e.part.as_ref()).collect();
+    let parts: Vec<&Part> = batch
+        .events
+        .iter()
+        .filter_map(|e| e.part.as_ref())
+        .collect();
     let total = parts.len();
     let accepted = parts.iter().filter(|p| p.code.is_accepted()).count();
     let retryable = parts.iter().any(|p| p.retryable == Some(true));
@@ -186,11 +190,10 @@ mod tests {
         let response = answer(&batch_of(parts), "r");
         let status = response.status().as_u16();
         let retry = response.headers().contains_key(RETRY_AFTER);
-        let body = futures::executor::block_on(http_body_util::BodyExt::collect(
-            response.into_body(),
-        ))
-        .unwrap()
-        .to_bytes();
+        let body =
+            futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+                .unwrap()
+                .to_bytes();
         let value: sonic_rs::Value = sonic_rs::from_slice(&body).unwrap();
         let code = sonic_rs::JsonValueTrait::as_u64(&value["code"]).unwrap() as u8;
         (status, code, retry)

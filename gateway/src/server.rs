@@ -61,7 +61,12 @@ pub struct Listener {
 }
 
 /// Serves every listener until `shutdown` turns true, then drains for at most `drain`.
-pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<Listener>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listeners: Vec<Listener>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -69,7 +74,10 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<Listener>, mut shutdown
         .timer(TokioTimer::new())
         .header_read_timeout(gateway.header_timeout)
         .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
 
     // The accept loops run in this task (they borrow `graceful`); each
@@ -115,34 +123,59 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Vec<Listener>, mut shutdown
     });
     futures::future::join_all(accepting).await;
     let _ = shutdown.wait_for(|stop| *stop).await;
-    tracing::info!(drain_ms = drain.as_millis() as u64, "stopped accepting; draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "stopped accepting; draining in-flight requests"
+    );
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout passed with requests still in flight");
     }
 }
 
 /// Routes one request by method and path.
-async fn route(gateway: &Gateway, request: Request<Incoming>, peer: SocketAddr, role: Role) -> Response<Body> {
+async fn route(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    role: Role,
+) -> Response<Body> {
     let request_id = request_id(&request);
     let path = request.uri().path();
     match (role, path, request.method()) {
-        (Role::Ingest, "/v1/batch", &Method::POST) => ingest::ingest(gateway, request, peer, &request_id).await,
+        (Role::Ingest, "/v1/batch", &Method::POST) => {
+            ingest::ingest(gateway, request, peer, &request_id).await
+        }
         (_, "/healthz", &Method::GET) => health::healthz(&request_id),
         (_, "/readyz", &Method::GET) => health::readyz(gateway, &request_id).await,
         (Role::Ingest, "/v1/batch", _) => not_allowed("POST", &request, &request_id),
         (_, "/healthz" | "/readyz", _) => not_allowed("GET", &request, &request_id),
         _ => respond::reject(
-            &Reject::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {path}", request.method())),
+            &Reject::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {} {path}", request.method()),
+            ),
             &request_id,
         ),
     }
 }
 
-fn not_allowed(allow: &'static str, request: &Request<Incoming>, request_id: &str) -> Response<Body> {
+fn not_allowed(
+    allow: &'static str,
+    request: &Request<Incoming>,
+    request_id: &str,
+) -> Response<Body> {
     let reject = Reject::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} {} is not allowed; use {allow}", request.method(), request.uri().path()),
+        format!(
+            "{} {} is not allowed; use {allow}",
+            request.method(),
+            request.uri().path()
+        ),
     )
     .with_header("allow", allow);
     respond::reject(&reject, request_id)
@@ -155,7 +188,9 @@ pub fn request_id<B>(request: &Request<B>) -> String {
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| {
+            (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
 }
@@ -165,13 +200,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -88,14 +88,20 @@ pub fn tail(options: &TailOptions, out: &mut impl Write) -> Result<u64, TailErro
         if options.idle.is_some_and(|idle| last.elapsed() >= idle) {
             return Ok(count);
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message?;
         last = Instant::now();
         count += 1;
         let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
         let headers = message
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), text(h.value))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), text(h.value)))
+                    .collect()
+            })
             .unwrap_or_default();
         let printed = Printed {
             topic: message.topic(),

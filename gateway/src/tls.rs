@@ -53,7 +53,10 @@ pub fn server_config(tls: &TlsConfig) -> Result<(Arc<ServerConfig>, bool), TlsEr
     Ok((Arc::new(config), self_signed))
 }
 
-fn load(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+fn load(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let cert_error = |message: String| TlsError::Cert {
         path: cert.display().to_string(),
         message,
@@ -84,10 +87,16 @@ mod tests {
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, generated.cert.pem()).unwrap();
         std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-        let tls = TlsConfig { cert_path: Some(cert.clone()), key_path: Some(key.clone()) };
+        let tls = TlsConfig {
+            cert_path: Some(cert.clone()),
+            key_path: Some(key.clone()),
+        };
         let (config, self_signed) = server_config(&tls).unwrap();
         assert!(!self_signed);
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
 
         std::fs::write(&cert, "not a certificate").unwrap();
         let err = server_config(&tls).unwrap_err().to_string();

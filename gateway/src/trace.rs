@@ -34,15 +34,19 @@ pub fn tracer_provider() -> SdkTracerProvider {
 /// the global subscriber. `RUST_LOG` wins over the configured level.
 pub fn init(log: &LogConfig, provider: &SdkTracerProvider) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(value) if !value.is_empty() => EnvFilter::try_new(&value)
-            .map_err(|e| format!("RUST_LOG: {e}"))?,
+        Ok(value) if !value.is_empty() => {
+            EnvFilter::try_new(&value).map_err(|e| format!("RUST_LOG: {e}"))?
+        }
         _ => EnvFilter::try_new(&log.level).map_err(|e| format!("log.level: {e}"))?,
     };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let fmt = if log.format == "pretty" {
         fmt.boxed()
     } else {
-        fmt.json().flatten_event(true).with_current_span(false).boxed()
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed()
     };
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("weir"))
@@ -105,13 +109,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
         );
         h.insert("tracestate", "vendor=abc".parse().unwrap());
         let cx = extract(&h);
         let span = cx.span();
         let sc = span.span_context();
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(sc.is_remote());
         let out = inject(&cx);
         assert_eq!(

@@ -1,1 +1,580 @@
-//! Shared harness lives in tests/common.
+//! The end-to-end harness: a real tansu broker, real `weir` processes on
+//! loopback, an HTTP(S) client and a Kafka reader.
+//!
+//! One broker serves every test of a test binary; each test uses its own
+//! topics, so tests run in parallel without seeing each other's records.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A file of `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// The `weir` binary cargo built for this test run.
+pub fn weir_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("WEIR_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/<test binary> → target/<profile>/weir
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("weir"))
+        .unwrap_or_default();
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p weir-gateway` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound and released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Spawns a child that the kernel kills when this test process exits, even
+/// if it is killed itself. The spawning thread must outlive the child (a
+/// death signal fires when the *thread* that forked exits), so long-lived
+/// children are spawned from a thread that never ends.
+fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// The shared tansu broker of this test process: its bootstrap address.
+pub fn kafka() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let tansu = std::env::var("WEIR_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("var/bin/tansu"));
+        assert!(
+            tansu.exists(),
+            "tansu not found at {}: run scripts/setup.sh (or set WEIR_TANSU)",
+            tansu.display()
+        );
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut command = Command::new(tansu);
+            command
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = spawn_tied(command);
+            let failed = child.is_err();
+            let _ = tx.send(child.map(|_| ()));
+            if !failed {
+                // Keep this thread (the child's parent thread) alive for the process lifetime.
+                loop {
+                    std::thread::park();
+                }
+            }
+        });
+        rx.recv().expect("tansu spawner").expect("starting tansu");
+        wait_for_port(port, Duration::from_secs(20)).expect("tansu listening");
+        address
+    })
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+/// A topic name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}_{}_{n}", std::process::id())
+}
+
+/// Creates topics on `brokers` (as an operator would).
+pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await? {
+        result.map_err(|(topic, e)| anyhow!("creating {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub value: serde_json::Value,
+}
+
+/// Reads `count` records of `topic` from the beginning (waits up to 30 s).
+pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Record>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-e2e")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records.len() < count {
+        if Instant::now() > deadline {
+            bail!(
+                "read {} of {count} records of {topic} in 30 s",
+                records.len()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        records.push(Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(text),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(text).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: serde_json::from_slice(message.payload().unwrap_or_default())
+                .context("record value is JSON")?,
+        });
+    }
+    // Nothing more than expected arrives.
+    if let Some(Ok(extra)) = consumer.poll(Duration::from_millis(500)) {
+        bail!("an unexpected extra record at offset {}", extra.offset());
+    }
+    Ok(records)
+}
+
+/// SHA-256 hex of an API key, as the config stores it.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A test certificate authority and a server certificate for localhost/127.0.0.1 it signed.
+pub struct TestCerts {
+    pub ca_pem: String,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn new() -> anyhow::Result<TestCerts> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "weir test CA");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let dir = tempfile::tempdir()?;
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok(TestCerts {
+            ca_pem: ca.pem(),
+            cert_path,
+            key_path,
+            _dir: dir,
+        })
+    }
+}
+
+/// A running `weir serve` process, stopped on drop.
+pub struct Node {
+    child: Child,
+    pub http: String,
+    pub https: Option<String>,
+    pub admin: Option<String>,
+    /// The Kafka bootstrap address the node uses (the embedded broker's, when embedded).
+    pub kafka: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts a node with `config` (TOML) and extra environment; listeners on
+    /// ephemeral loopback ports unless the environment says otherwise.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> anyhow::Result<Node> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, config)?;
+        let mut command = Command::new(weir_bin());
+        command
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .env("WEIR_LISTEN", "127.0.0.1:0")
+            .env("WEIR_TLS_LISTEN", "127.0.0.1:0")
+            .env("WEIR_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("WEIR_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .env_remove("WEIR_KAFKA_BROKERS")
+            .env_remove("WEIR_GEOIP_PATH");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self::spawn(command, dir)
+    }
+
+    /// Starts a prepared command (e.g. the README's run script) and waits for it to listen.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> anyhow::Result<Node> {
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = command.spawn().context("starting weir")?;
+        let stdout = child.stdout.take().context("weir stdout")?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("weir listening") {
+                    let _ = tx.send(line.clone());
+                }
+                if let Ok(mut logs) = sink.lock() {
+                    logs.push(line);
+                }
+            }
+        });
+        // Building the release binary in the run script can take minutes.
+        let line = match rx.recv_timeout(Duration::from_secs(900)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                bail!("weir did not start listening; its log:\n{logs}");
+            }
+        };
+        let fields: serde_json::Value = serde_json::from_str(&line)?;
+        let field = |name: &str| {
+            fields[name]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(Node {
+            http: field("http").context("http address in the log")?,
+            https: field("https"),
+            admin: field("admin"),
+            kafka: field("kafka").context("kafka address in the log")?,
+            child,
+            logs,
+            _dir: dir,
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("weir did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How to reach the node.
+#[derive(Clone)]
+pub enum Transport {
+    Http,
+    /// HTTPS trusting this CA (PEM); ALPN decides h2 or HTTP/1.1.
+    Https {
+        ca_pem: String,
+        h2: bool,
+    },
+}
+
+/// Sends one request and reads the whole answer.
+pub async fn send(
+    transport: &Transport,
+    address: &str,
+    request: http::Request<Full<Bytes>>,
+) -> anyhow::Result<Answer> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let response = match transport {
+        Transport::Http => {
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            sender.send_request(request).await?
+        }
+        Transport::Https { ca_pem, h2 } => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+                    ca_pem.as_bytes(),
+                )
+            {
+                roots.add(cert?)?;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = if *h2 {
+                vec![b"h2".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let name = rustls_pki_types::ServerName::try_from("localhost")?;
+            let tls = connector.connect(name, tcp).await?;
+            let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if negotiated_h2 {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await?;
+                tokio::spawn(conn);
+                sender.send_request(request).await?
+            } else {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                sender.send_request(request).await?
+            }
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    })
+}
+
+/// A `POST /v1/batch` request with a JSON body and the given headers.
+pub fn batch_request(
+    key: Option<&str>,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::post("/v1/batch")
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        builder = builder.header("authorization", format!("Bearer {key}"));
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(body.into()))
+        .expect("a valid request")
+}
+
+/// Posts a batch over plain HTTP.
+pub async fn post(node: &Node, key: &str, body: impl Into<Bytes>) -> anyhow::Result<Answer> {
+    send(
+        &Transport::Http,
+        &node.http,
+        batch_request(Some(key), body, &[]),
+    )
+    .await
+}
+
+/// A `GET` over plain HTTP.
+pub async fn get(address: &str, path: &str) -> anyhow::Result<Answer> {
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))?;
+    send(&Transport::Http, address, request).await
+}
+
+/// The contracts of `proto/`, checked against real answers and records.
+pub mod contract {
+    use std::sync::OnceLock;
+
+    use super::root;
+
+    fn openapi() -> &'static serde_json::Value {
+        static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+        DOC.get_or_init(|| {
+            let text = std::fs::read_to_string(root().join("proto/openapi.yaml"))
+                .expect("proto/openapi.yaml");
+            serde_yaml::from_str(&text).expect("openapi.yaml is YAML")
+        })
+    }
+
+    /// Validates `instance` against `#/components/schemas/<name>` of the OpenAPI document.
+    pub fn check_schema(name: &str, instance: &serde_json::Value) {
+        // The whole document is the root resource, so its internal $refs resolve;
+        // OpenAPI 3.1 schemas are JSON Schema 2020-12.
+        let mut schema = openapi().clone();
+        schema["$ref"] = format!("#/components/schemas/{name}").into();
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema".into();
+        let validator = jsonschema::validator_for(&schema).expect("the OpenAPI schemas compile");
+        let errors: Vec<String> = validator
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name} does not match proto/openapi.yaml: {errors:?}\n{instance}"
+        );
+    }
+
+    /// Checks that the OpenAPI document lists `status` for `method path`, and
+    /// that the body matches the schema it names.
+    pub fn check_answer(method: &str, path: &str, status: u16, body: &serde_json::Value) {
+        let response = &openapi()["paths"][path][method]["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "proto/openapi.yaml has no {status} answer for {method} {path}"
+        );
+        let reference = response["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .expect("a schema $ref");
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        check_schema(name, body);
+    }
+
+    /// Validates a Kafka record value against `proto/record.schema.json`.
+    pub fn check_record(value: &serde_json::Value) {
+        static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+        let validator = VALIDATOR.get_or_init(|| {
+            let text = std::fs::read_to_string(root().join("proto/record.schema.json"))
+                .expect("proto/record.schema.json");
+            let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+            jsonschema::validator_for(&schema).expect("the record schema compiles")
+        });
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "record does not match proto/record.schema.json: {errors:?}\n{value}"
+        );
+    }
+}

