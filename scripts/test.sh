@@ -4,7 +4,7 @@
 # each in test mode. Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 export WEIR_TANSU="$PWD/var/bin/tansu"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -168,8 +168,35 @@ pub struct Record {
     pub value: serde_json::Value,
 }
 
-/// Reads `count` records of `topic` from the beginning (waits up to 30 s).
+/// Reads exactly `count` records of `topic` from the beginning (waits up to
+/// 30 s); an extra record is an error.
 pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Record>> {
+    let records = read(brokers, topic, Some(count), Duration::from_secs(30))?;
+    if records.len() < count {
+        bail!(
+            "read {} of {count} records of {topic} in 30 s",
+            records.len()
+        );
+    }
+    // Nothing more than expected arrives.
+    let all = read(brokers, topic, None, Duration::from_millis(500))?;
+    if all.len() > count {
+        bail!("{} records in {topic}, expected {count}", all.len());
+    }
+    Ok(records)
+}
+
+/// Reads every record of `topic` until none arrives for `idle`.
+pub fn consume_all(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<Vec<Record>> {
+    read(brokers, topic, None, idle)
+}
+
+fn read(
+    brokers: &str,
+    topic: &str,
+    count: Option<usize>,
+    wait: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "weir-e2e")
@@ -184,18 +211,16 @@ pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<R
     }
     consumer.assign(&assignment)?;
     let mut records = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while records.len() < count {
-        if Instant::now() > deadline {
-            bail!(
-                "read {} of {count} records of {topic} in 30 s",
-                records.len()
-            );
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+    // With a count: until the count or the deadline. Without: until idle.
+    let mut deadline = Instant::now() + wait;
+    while count.is_none_or(|c| records.len() < c) && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let message = message?;
+        if count.is_none() {
+            deadline = Instant::now() + wait;
+        }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         records.push(Record {
             partition: message.partition(),
@@ -212,10 +237,6 @@ pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<R
             value: serde_json::from_slice(message.payload().unwrap_or_default())
                 .context("record value is JSON")?,
         });
-    }
-    // Nothing more than expected arrives.
-    if let Some(Ok(extra)) = consumer.poll(Duration::from_millis(500)) {
-        bail!("an unexpected extra record at offset {}", extra.offset());
     }
     Ok(records)
 }
