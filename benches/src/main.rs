@@ -1,1 +1,357 @@
-fn main() {}
+//! `weir-load`: a load generator for a Weir node.
+//!
+//! Each of `--concurrency` workers keeps one keep-alive connection (HTTP/1.1,
+//! or HTTPS with ALPN) and posts batches back to back for `--duration`. At the
+//! end it prints requests/s, events/s, latency percentiles and every non-2xx
+//! answer by status, as text and (with `--json`) as one JSON line.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "weir-load",
+    about = "Post event batches to a Weir node and measure it"
+)]
+struct Args {
+    /// Node address, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: String,
+    /// Use HTTPS.
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate (PEM) to trust for HTTPS; without it, --insecure is required.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// Skip certificate verification (self-signed local nodes only).
+    #[arg(long)]
+    insecure: bool,
+    /// API key.
+    #[arg(long, default_value = "demo-key")]
+    key: String,
+    #[arg(long, default_value = "LOAD")]
+    category: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Events per batch.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Approximate size of one event in bytes.
+    #[arg(long, default_value_t = 400)]
+    event_bytes: usize,
+    /// Distinct device ids (the record key).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Seconds to run (after a 1 s warm-up that is not counted).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Print a JSON summary line too.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    ok: u64,
+    events: u64,
+    by_status: std::collections::BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.tls && args.ca.is_none() && !args.insecure {
+        bail!("--tls needs --ca <pem> or --insecure");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let connector = match args.tls {
+        true => Some(tls_connector(&args)?),
+        false => None,
+    };
+    let bodies = Arc::new(make_bodies(&args));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let (args, bodies, connector, measuring, stop) = (
+            args.clone(),
+            bodies.clone(),
+            connector.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            worker(w, args, bodies, connector, measuring, stop).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut total = Tally::default();
+    for worker in workers {
+        let t = worker.await?;
+        total.latencies_us.extend(t.latencies_us);
+        total.ok += t.ok;
+        total.events += t.events;
+        total.errors += t.errors;
+        for (s, n) in t.by_status {
+            *total.by_status.entry(s).or_default() += n;
+        }
+    }
+    total.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        let l = &total.latencies_us;
+        if l.is_empty() {
+            return 0.0;
+        }
+        l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1] as f64 / 1000.0
+    };
+    let requests = total.latencies_us.len() as f64;
+    let non_2xx: u64 = total
+        .by_status
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "{} s, {} connections, batch {} x ~{} B{}",
+        args.duration,
+        args.concurrency,
+        args.batch,
+        args.event_bytes,
+        if args.tls { ", TLS" } else { "" }
+    );
+    println!(
+        "requests/s {:.0}  events/s {:.0}  latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+        requests / elapsed,
+        total.events as f64 / elapsed,
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "answers by status {:?}, non-2xx {non_2xx}, connection errors {}",
+        total.by_status, total.errors
+    );
+    if args.json {
+        println!(
+            "{{\"requests_per_s\":{:.1},\"events_per_s\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"non_2xx\":{non_2xx},\"errors\":{}}}",
+            requests / elapsed,
+            total.events as f64 / elapsed,
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0),
+            total.errors
+        );
+    }
+    Ok(())
+}
+
+/// A few distinct bodies per worker set: different devices, same shape.
+fn make_bodies(args: &Args) -> Vec<Bytes> {
+    let ips = [
+        "81.2.69.142",
+        "2001:480:10::1",
+        "89.160.20.128",
+        "8.8.8.8",
+        "192.0.2.1",
+    ];
+    (0..64)
+        .map(|b| {
+            let device = format!("device-{}", b % args.devices.max(1));
+            let events: Vec<String> = (0..args.batch)
+                .map(|i| {
+                    let head = format!(
+                        r#"{{"id":"ev-{b}-{i}","ts":1763780000000,"name":"screen_view","ip":"{}","props":{{"screen":"checkout","cold":false,"pad":""#,
+                        ips[(b + i) % ips.len()]
+                    );
+                    let pad = args.event_bytes.saturating_sub(head.len() + 3);
+                    format!("{head}{}\"}}}}", "x".repeat(pad))
+                })
+                .collect();
+            Bytes::from(format!(
+                r#"{{"meta":{{"category":"{}","app":"load","sdk":"weir-load/0.1","device_id":"{device}"}},"data":[{}]}}"#,
+                args.category,
+                events.join(",")
+            ))
+        })
+        .collect()
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(
+    args: &Args,
+    connector: &Option<tokio_rustls::TlsConnector>,
+) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let tcp = tokio::net::TcpStream::connect(&args.target).await?;
+    tcp.set_nodelay(true)?;
+    let io: Box<dyn Io> = match connector {
+        Some(c) => Box::new(
+            c.connect(rustls_pki_types::ServerName::try_from("localhost")?, tcp)
+                .await?,
+        ),
+        None => Box::new(tcp),
+    };
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn worker(
+    w: usize,
+    args: Args,
+    bodies: Arc<Vec<Bytes>>,
+    connector: Option<tokio_rustls::TlsConnector>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut sender = None;
+    let mut n = w;
+    while !stop.load(Ordering::Relaxed) {
+        if sender.is_none() {
+            match connect(&args, &connector).await {
+                Ok(s) => sender = Some(s),
+                Err(_) => {
+                    tally.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        n += 1;
+        let request = http::Request::post("/v1/batch")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", args.key))
+            .body(Full::new(bodies[n % bodies.len()].clone()))
+            .expect("a valid request");
+        let started = Instant::now();
+        let result = async {
+            let response = s.send_request(request).await?;
+            let status = response.status().as_u16();
+            response.into_body().collect().await?;
+            Ok::<u16, anyhow::Error>(status)
+        }
+        .await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(status) => {
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    tally
+                        .latencies_us
+                        .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                    *tally.by_status.entry(status).or_default() += 1;
+                    if status == 200 {
+                        tally.ok += 1;
+                        tally.events += args.batch as u64;
+                    }
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                sender = None;
+            }
+        }
+    }
+    tally
+}
+
+fn tls_connector(args: &Args) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match &args.ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                rustls_pki_types::CertificateDer::pem_file_iter(path).context("reading --ca")?
+            {
+                roots.add(cert?)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts any certificate: `--insecure`, for a local node's self-signed one.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

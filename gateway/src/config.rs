@@ -34,7 +34,7 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 }
 
 /// The whole node configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -207,20 +207,6 @@ impl TenantConfig {
                 .unwrap_or(defaults.max_decompressed_bytes),
             max_event_bytes: self.max_event_bytes.unwrap_or(defaults.max_event_bytes),
             max_depth: self.max_depth.unwrap_or(defaults.max_depth),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            tls: TlsConfig::default(),
-            kafka: KafkaConfig::default(),
-            geoip: GeoIpConfig::default(),
-            log: LogConfig::default(),
-            defaults: Limits::default(),
-            tenants: Vec::new(),
         }
     }
 }
