@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::batch::Tenant;
 use crate::config::Config;
+use crate::limit::Quotas;
 use crate::respond::Reject;
 
 /// The header that may carry the key instead of `Authorization: Bearer`.
@@ -26,14 +27,29 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Builds the registry from a validated config.
-    pub fn from_config(config: &Config) -> Tenants {
+    /// Builds the registry from a validated config. A tenant whose limits
+    /// did not change since `previous` keeps its limiters (a reload does not
+    /// refill its bursts) and its in-flight count.
+    pub fn from_config(config: &Config, previous: Option<&Tenants>) -> Tenants {
+        let old: HashMap<&str, &Arc<Quotas>> = previous
+            .map(|p| {
+                p.by_key_hash
+                    .values()
+                    .map(|t| (&*t.name, &t.quotas))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut by_key_hash = HashMap::new();
         for t in &config.tenants {
+            let limits = t.limits(&config.defaults);
+            let quotas = match old.get(t.name.as_str()) {
+                Some(q) if q.limits == limits => Arc::clone(q),
+                _ => Arc::new(Quotas::new(&limits)),
+            };
             let tenant = Arc::new(Tenant {
                 name: t.name.as_str().into(),
                 categories: t.categories.clone(),
-                limits: t.limits(&config.defaults),
+                quotas,
             });
             for hash in &t.keys_sha256 {
                 // Validated by Config::validate: 32 bytes of hex.
@@ -56,6 +72,14 @@ impl Tenants {
             Some((stored, tenant)) if bool::from(stored.ct_eq(&hash)) => Ok(tenant.clone()),
             _ => Err(unauthorized("unknown API key")),
         }
+    }
+
+    /// Number of tenants.
+    pub fn len(&self) -> usize {
+        let mut names: Vec<&str> = self.by_key_hash.values().map(|t| &*t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,7 +145,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        Tenants::from_config(&config)
+        Tenants::from_config(&config, None)
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -168,6 +192,30 @@ mod tests {
             assert_eq!(r.status, StatusCode::UNAUTHORIZED);
             assert_eq!(r.message, message);
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_limiters_of_unchanged_tenants() {
+        let first = tenants();
+        let key = headers(&[("x-weir-key", "secret")]);
+        let hash = hex::encode(Sha256::digest(b"secret"));
+        let same = Config::parse(&format!(
+            "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
+        ))
+        .unwrap();
+        let reloaded = Tenants::from_config(&same, Some(&first));
+        assert!(Arc::ptr_eq(
+            &first.authenticate(&key).unwrap().quotas,
+            &reloaded.authenticate(&key).unwrap().quotas
+        ));
+        let changed = Config::parse(&format!(
+            "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\nrequests_per_second = 5.0\n"
+        ))
+        .unwrap();
+        let reloaded = Tenants::from_config(&changed, Some(&first));
+        let quotas = &reloaded.authenticate(&key).unwrap().quotas;
+        assert_eq!(quotas.limits.requests_per_second, 5.0);
+        assert_eq!(reloaded.len(), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Limits;
+use crate::limit::Quotas;
 
 /// A tenant as the request path sees it, resolved from its API key.
 #[derive(Debug)]
@@ -16,10 +17,16 @@ pub struct Tenant {
     pub name: Arc<str>,
     /// Glob patterns of the categories it may post.
     pub categories: Vec<String>,
-    pub limits: Limits,
+    /// Its rate limiters and in-flight count, with the limits they enforce.
+    pub quotas: Arc<Quotas>,
 }
 
 impl Tenant {
+    /// The tenant's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.quotas.limits
+    }
+
     /// Whether the tenant may post to `category` (a glob match, `*` any run of characters).
     pub fn allows(&self, category: &str) -> bool {
         self.categories
@@ -134,6 +141,8 @@ pub enum PartCode {
     Invalid,
     /// The event is larger than the tenant's event size limit.
     TooLarge,
+    /// The batch was over the tenant's event rate; send it again after `Retry-After`.
+    RateLimited,
     /// Kafka did not acknowledge the event in time; send it again.
     DeliveryFailed,
 }

@@ -61,8 +61,24 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a client may take to send the whole body before it gets 408.
     pub body_timeout_ms: u64,
-    /// How long a connection may take to send its request headers.
+    /// How long a connection may take to send its request headers; also how
+    /// long an idle HTTP/1.1 keep-alive connection is kept.
     pub header_timeout_ms: u64,
+    /// Open connections at most, per listener; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Requests in flight on the node at most; past 3/4 of it the tenants
+    /// above their fair share are shed first (503).
+    pub max_inflight: usize,
+    /// Request headers: total bytes and count; more gets 431.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Concurrent h2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Requests with no or a wrong key, per client address (0: no limit).
+    pub unauthenticated_per_second: f64,
+    pub unauthenticated_burst: u32,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,12 +90,20 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             body_timeout_ms: 10_000,
             header_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_inflight: 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            h2_max_concurrent_streams: 256,
+            unauthenticated_per_second: 10.0,
+            unauthenticated_burst: 20,
+            drain_timeout_ms: 30_000,
         }
     }
 }
 
 /// Certificate and key of the HTTPS listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain (`WEIR_TLS_CERT`). With neither file set, the
@@ -87,6 +111,18 @@ pub struct TlsConfig {
     pub cert_path: Option<PathBuf>,
     /// PEM private key (`WEIR_TLS_KEY`).
     pub key_path: Option<PathBuf>,
+    /// How often the files are checked for a new certificate (hot reload).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: None,
+            key_path: None,
+            reload_interval_ms: 1000,
+        }
+    }
 }
 
 /// Where and how events are produced.
@@ -149,11 +185,17 @@ impl Default for LogConfig {
     }
 }
 
-/// Size limits of one upload (design §2). Every field may be set in
-/// `[defaults]` and overridden per tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Rates and size limits of a tenant (design §2, §5). Every field may be
+/// be set in `[defaults]` and overridden per tenant. A rate of 0 is no limit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    pub requests_per_second: f64,
+    pub requests_burst: u32,
+    pub events_per_second: f64,
+    pub events_burst: u32,
+    /// Requests of the tenant in flight at once.
+    pub max_inflight: usize,
     pub max_events_per_batch: usize,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
@@ -164,6 +206,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            requests_per_second: 1000.0,
+            requests_burst: 2000,
+            events_per_second: 100_000.0,
+            events_burst: 200_000,
+            max_inflight: 256,
             max_events_per_batch: 1000,
             max_body_bytes: 1024 * 1024,
             max_decompressed_bytes: 10 * 1024 * 1024,
@@ -183,6 +230,11 @@ pub struct TenantConfig {
     /// Glob patterns of the categories the tenant may post; `*` allows any.
     #[serde(default = "any_category")]
     pub categories: Vec<String>,
+    pub requests_per_second: Option<f64>,
+    pub requests_burst: Option<u32>,
+    pub events_per_second: Option<f64>,
+    pub events_burst: Option<u32>,
+    pub max_inflight: Option<usize>,
     pub max_events_per_batch: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_decompressed_bytes: Option<usize>,
@@ -198,6 +250,13 @@ impl TenantConfig {
     /// The tenant's limits: its own where set, else the defaults.
     pub fn limits(&self, defaults: &Limits) -> Limits {
         Limits {
+            requests_per_second: self
+                .requests_per_second
+                .unwrap_or(defaults.requests_per_second),
+            requests_burst: self.requests_burst.unwrap_or(defaults.requests_burst),
+            events_per_second: self.events_per_second.unwrap_or(defaults.events_per_second),
+            events_burst: self.events_burst.unwrap_or(defaults.events_burst),
+            max_inflight: self.max_inflight.unwrap_or(defaults.max_inflight),
             max_events_per_batch: self
                 .max_events_per_batch
                 .unwrap_or(defaults.max_events_per_batch),
@@ -316,6 +375,17 @@ impl Config {
                 "both server.listen and server.tls_listen are empty: no listener would accept events",
             ));
         }
+        if self.server.max_header_bytes < 8192 {
+            return Err(invalid("server.max_header_bytes", "must be at least 8192"));
+        }
+        if !self.server.unauthenticated_per_second.is_finite()
+            || self.server.unauthenticated_per_second < 0.0
+        {
+            return Err(invalid(
+                "server.unauthenticated_per_second",
+                "must be a number ≥ 0",
+            ));
+        }
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid(
                 "tls.cert_path",
@@ -326,6 +396,14 @@ impl Config {
             ("server.body_timeout_ms", self.server.body_timeout_ms),
             ("server.header_timeout_ms", self.server.header_timeout_ms),
             ("kafka.delivery_timeout_ms", self.kafka.delivery_timeout_ms),
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.max_inflight", self.server.max_inflight as u64),
+            ("server.max_headers", self.server.max_headers as u64),
+            (
+                "server.h2_max_concurrent_streams",
+                self.server.h2_max_concurrent_streams as u64,
+            ),
+            ("tls.reload_interval_ms", self.tls.reload_interval_ms),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -412,6 +490,37 @@ impl Config {
 
 fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
     for (key, value) in [
+        ("requests_per_second", limits.requests_per_second),
+        ("events_per_second", limits.events_per_second),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            return Err(invalid(
+                format!("{at}.{key}"),
+                "must be a number ≥ 0 (0: no limit)",
+            ));
+        }
+    }
+    for (key, rate, burst) in [
+        (
+            "requests_burst",
+            limits.requests_per_second,
+            limits.requests_burst,
+        ),
+        (
+            "events_burst",
+            limits.events_per_second,
+            limits.events_burst,
+        ),
+    ] {
+        if rate > 0.0 && burst == 0 {
+            return Err(invalid(
+                format!("{at}.{key}"),
+                "must be at least 1 when the rate is limited",
+            ));
+        }
+    }
+    for (key, value) in [
+        ("max_inflight", limits.max_inflight),
         ("max_events_per_batch", limits.max_events_per_batch),
         ("max_body_bytes", limits.max_body_bytes),
         ("max_decompressed_bytes", limits.max_decompressed_bytes),

@@ -38,7 +38,7 @@ pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
         status: if ready { "ready" } else { "not_ready" },
         kafka,
         geoip,
-        tenants: gateway.tenant_count,
+        tenants: gateway.tenants.load().len(),
     };
     let status = if ready {
         StatusCode::OK

@@ -1,7 +1,8 @@
 //! `POST /v1/batch`: the path of one upload, stage by stage, in order.
 //!
-//! authenticate → read body → decode → authorize category → validate and
-//! split → enrich → produce → answer. Each stage is a function in its own
+//! authenticate → request rate → in-flight admission → read body → decode →
+//! authorize category → validate and split → event rate → enrich → produce →
+//! answer. Each stage is a function in its own
 //! module and a span (child of the request span) here; a stage that refuses
 //! the whole request returns a [`Reject`], which becomes the answer.
 
@@ -12,6 +13,8 @@ use http::{Request, Response};
 use tracing::{field, info_span, Instrument};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::batch::{Part, PartCode};
+use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
 use crate::server::Gateway;
 use crate::{auth, body, decode, enrich, trace};
@@ -64,35 +67,71 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let span = tracing::Span::current();
-    let tenant = gateway.tenants.authenticate(request.headers())?;
+    let client_ip = enrich::client_ip(peer, request.headers(), &gateway.trusted_proxies);
+    let authenticated = gateway.tenants.load().authenticate(request.headers());
+    let tenant = match authenticated {
+        Ok(tenant) => tenant,
+        Err(reject) => {
+            // An address that keeps failing is refused before anything else is done.
+            if let Some(unauthenticated) = &gateway.unauthenticated {
+                unauthenticated.check(client_ip)?;
+            }
+            return Err(reject);
+        }
+    };
     span.record("tenant", &*tenant.name);
+    let limits = tenant.limits();
+
+    // Before the body is read: the request rate, then a place among the in-flight requests.
+    tenant
+        .quotas
+        .check_request()
+        .map_err(|r| r.reject("request"))?;
+    let _admitted = gateway.admission.admit(&tenant.quotas)?;
 
     let encoding = body::check_headers(request.headers())?;
-    let client_ip = enrich::client_ip(peer, request.headers(), &gateway.trusted_proxies);
     let (parts, incoming) = request.into_parts();
     let bytes = body::read(
         incoming,
         &parts.headers,
         encoding,
-        &tenant.limits,
+        limits,
         gateway.body_timeout,
     )
     .instrument(info_span!("read_body"))
     .await?;
 
-    let upload = info_span!("decode", bytes = bytes.len())
-        .in_scope(|| decode::decode(&bytes, &tenant.limits))?;
+    let upload =
+        info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, limits))?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
 
     let validate = info_span!("validate", events = field::Empty, invalid = field::Empty);
-    let mut batch = validate.in_scope(|| decode::split(upload, &tenant.limits, now_ms()))?;
-    let invalid = batch.events.iter().filter(|e| e.part.is_some()).count();
+    let mut batch = validate.in_scope(|| decode::split(upload, limits, now_ms()))?;
+    let valid = batch.pending().count();
     validate.record("events", batch.events.len());
-    validate.record("invalid", invalid);
+    validate.record("invalid", batch.events.len() - valid);
     span.record("events", batch.events.len());
 
-    if invalid < batch.events.len() {
+    // The whole batch against the event rate: taken or refused as a whole.
+    let limited = match tenant.quotas.check_events(valid as u32) {
+        Ok(()) => None,
+        Err(refusal @ Refusal::Never { .. }) => return Err(refusal.reject("data")),
+        Err(refusal) => {
+            let reject = refusal.reject("data");
+            for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::RateLimited,
+                    reject.message.clone(),
+                    true,
+                ));
+            }
+            Some(reject)
+        }
+    };
+
+    if limited.is_none() && valid > 0 {
         info_span!("enrich")
             .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
 
@@ -106,7 +145,7 @@ where
             .instrument(produce)
             .await;
     }
-    Ok(respond::answer(&batch, request_id))
+    Ok(respond::answer(&batch, request_id, limited.as_ref()))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -15,8 +16,9 @@ use weir::auth::Tenants;
 use weir::broker::EmbeddedBroker;
 use weir::config::Config;
 use weir::geoip::GeoIp;
+use weir::limit::{Admission, Rate, Unauthenticated};
 use weir::produce::Producer;
-use weir::server::{self, Gateway, Listener, Role};
+use weir::server::{self, ConnectionLimits, Gateway, Listener, Role};
 use weir::{tail, tls, trace};
 
 // The request path allocates many small short-lived buffers; mimalloc keeps
@@ -24,8 +26,6 @@ use weir::{tail, tls, trace};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long in-flight requests may take to finish on shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long queued records may take to reach Kafka on shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(config))
+                .block_on(serve(config, cli.config))
         }
         Command::CheckConfig => {
             let config = Config::load(cli.config.as_deref())?;
@@ -132,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let provider = trace::tracer_provider();
     trace::init(&config.log, &provider).map_err(anyhow::Error::msg)?;
 
@@ -189,15 +189,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     if !config.server.tls_listen.is_empty() {
-        let (tls_config, self_signed) = tls::server_config(&config.tls)?;
-        if self_signed {
+        let tls = tls::server_config(&config.tls)?;
+        if tls.self_signed {
             tracing::warn!("no tls.cert_path/tls.key_path: serving HTTPS with a self-signed certificate for localhost (clients must skip verification)");
+        } else {
+            tokio::spawn(tls::watch(tls.cert.clone(), config.tls.clone()));
         }
         let tcp = bind(&config.server.tls_listen).await?;
         https = Some(tcp.local_addr()?.to_string());
         listeners.push(Listener {
             tcp,
-            tls: Some(TlsAcceptor::from(tls_config)),
+            tls: Some(TlsAcceptor::from(tls.config)),
             role: Role::Ingest,
         });
     }
@@ -211,15 +213,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    let unauthenticated = Unauthenticated::new(Rate {
+        per_second: config.server.unauthenticated_per_second,
+        burst: config.server.unauthenticated_burst,
+    });
     let gateway = Arc::new(Gateway {
-        tenant_count: config.tenants.len(),
-        tenants: Tenants::from_config(&config),
+        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None)),
         producer,
         geoip,
         trusted_proxies: config.server.trusted_proxies.clone(),
         body_timeout: Duration::from_millis(config.server.body_timeout_ms),
-        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+        admission: Admission::new(config.server.max_inflight),
+        unauthenticated,
+        config_path: config_path.clone(),
     });
+    if gateway.unauthenticated.is_some() {
+        // Forget addresses whose limit has recovered, so the table stays small.
+        let gateway = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(60));
+            while let Some(gateway) = {
+                ticks.tick().await;
+                gateway.upgrade()
+            } {
+                if let Some(u) = &gateway.unauthenticated {
+                    u.prune();
+                }
+            }
+        });
+    }
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads tenants, keys and limits.
+        let gateway = gateway.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = weir::reload::reload_logged(&gateway);
+            }
+        });
+    }
     tracing::info!(
         http = http.as_deref().unwrap_or(""),
         https = https.as_deref().unwrap_or(""),
@@ -237,7 +270,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = stop.send(true);
     });
-    server::serve(gateway.clone(), listeners, stopped, DRAIN_TIMEOUT).await;
+    server::serve(
+        gateway.clone(),
+        listeners,
+        stopped,
+        ConnectionLimits::from_config(&config.server),
+    )
+    .await;
 
     match tokio::task::block_in_place(|| gateway.producer.flush(FLUSH_TIMEOUT)) {
         Ok(()) => tracing::info!("producer flushed; bye"),

@@ -31,8 +31,12 @@ pub struct Reject {
     pub status: StatusCode,
     pub error: &'static str,
     pub message: String,
-    /// Extra headers, such as `WWW-Authenticate` or `Allow`.
+    /// Extra headers, such as `WWW-Authenticate`, `Allow` or `Retry-After`.
     pub headers: Vec<(&'static str, String)>,
+    /// The limit that was hit, for 429 and over-burst 413 answers.
+    pub limit: Option<&'static str>,
+    /// When the limit would pass, in milliseconds (exact; `Retry-After` is rounded up).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Reject {
@@ -42,6 +46,8 @@ impl Reject {
             error,
             message: message.into(),
             headers: Vec::new(),
+            limit: None,
+            retry_after_ms: None,
         }
     }
 
@@ -58,11 +64,16 @@ struct BatchAnswer<'a> {
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
     parts: Vec<&'a Part>,
 }
 
-/// Turns a batch whose every event is decided into the response.
-pub fn answer(batch: &Batch<'_>, request_id: &str) -> Response<Body> {
+/// Turns a batch whose every event is decided into the response. `limited`
+/// is the event-rate refusal when the batch was refused as a whole.
+pub fn answer(batch: &Batch<'_>, request_id: &str, limited: Option<&Reject>) -> Response<Body> {
     let parts: Vec<&Part> = batch
         .events
         .iter()
@@ -72,7 +83,9 @@ pub fn answer(batch: &Batch<'_>, request_id: &str) -> Response<Body> {
     let accepted = parts.iter().filter(|p| p.code.is_accepted()).count();
     let retryable = parts.iter().any(|p| p.retryable == Some(true));
     let failed = total - accepted;
-    let (code, status, message) = if failed == 0 {
+    let (code, status, message) = if let (Some(limited), 0) = (limited, accepted) {
+        (2, limited.status, limited.message.clone())
+    } else if failed == 0 {
         (0, StatusCode::OK, format!("{total} events accepted"))
     } else if accepted > 0 {
         (
@@ -97,14 +110,20 @@ pub fn answer(batch: &Batch<'_>, request_id: &str) -> Response<Body> {
         code,
         message,
         request_id,
-        error: None,
+        error: limited.map(|l| l.error),
+        limit: limited.and_then(|l| l.limit),
+        retry_after_ms: limited.and_then(|l| l.retry_after_ms),
         parts,
     };
     let mut response = json(status, &body, request_id);
-    if retryable {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    match limited {
+        Some(limited) => add_headers(&mut response, limited),
+        None if retryable => {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        None => {}
     }
     response
 }
@@ -116,15 +135,21 @@ pub fn reject(reject: &Reject, request_id: &str) -> Response<Body> {
         message: reject.message.clone(),
         request_id,
         error: Some(reject.error),
+        limit: reject.limit,
+        retry_after_ms: reject.retry_after_ms,
         parts: Vec::new(),
     };
     let mut response = json(reject.status, &body, request_id);
+    add_headers(&mut response, reject);
+    response
+}
+
+fn add_headers(response: &mut Response<Body>, reject: &Reject) {
     for (name, value) in &reject.headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().insert(*name, value);
         }
     }
-    response
 }
 
 /// A JSON response with the request id header.
@@ -187,7 +212,7 @@ mod tests {
     }
 
     fn outcome(parts: Vec<Part>) -> (u16, u8, bool) {
-        let response = answer(&batch_of(parts), "r");
+        let response = answer(&batch_of(parts), "r", None);
         let status = response.status().as_u16();
         let retry = response.headers().contains_key(RETRY_AFTER);
         let body =

@@ -8,9 +8,11 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -19,14 +21,15 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tenants;
 use crate::geoip::GeoIp;
+use crate::limit::{Admission, Unauthenticated};
 use crate::produce::Producer;
 use crate::respond::{self, Body, Reject, REQUEST_ID};
-use crate::{health, ingest};
+use crate::{health, ingest, reload};
 
 /// Longest `X-Request-ID` taken from a client.
 const MAX_REQUEST_ID: usize = 128;
@@ -35,13 +38,40 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a request needs, shared by every connection.
 pub struct Gateway {
-    pub tenants: Tenants,
-    pub tenant_count: usize,
+    /// Swapped whole on a config reload.
+    pub tenants: ArcSwap<Tenants>,
     pub producer: Producer,
     pub geoip: Option<GeoIp>,
     pub trusted_proxies: Vec<IpNet>,
     pub body_timeout: Duration,
+    pub admission: Admission,
+    pub unauthenticated: Option<Unauthenticated>,
+    /// The file a reload reads.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Connection-level limits of every listener.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
     pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub drain: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(server: &crate::config::ServerConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            max_connections: server.max_connections,
+            max_header_bytes: server.max_header_bytes,
+            max_headers: server.max_headers,
+            h2_max_concurrent_streams: server.h2_max_concurrent_streams,
+            drain: Duration::from_millis(server.drain_timeout_ms),
+        }
+    }
 }
 
 /// Which routes a listener serves.
@@ -65,27 +95,42 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     listeners: Vec<Listener>,
     mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
+    limits: ConnectionLimits,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
+    // Slowloris and idle keep-alive: the header timeout covers both on HTTP/1.1.
+    // Headers beyond max_header_bytes or max_headers get 431.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.header_timeout)
-        .max_buf_size(64 * 1024);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
 
     // The accept loops run in this task (they borrow `graceful`); each
     // connection is its own task, watched for the graceful shutdown.
     let accepting = listeners.into_iter().map(|listener| {
         let (gateway, builder, graceful, mut stop) = (gateway.clone(), builder.clone(), &graceful, shutdown.clone());
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
         async move {
             loop {
+                // At the connection cap, stop accepting: new clients wait in the kernel's queue.
+                let permit = tokio::select! {
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = stop.changed() => break,
+                };
                 let (stream, peer) = tokio::select! {
                     accepted = listener.tcp.accept() => match accepted {
                         Ok(accepted) => accepted,
@@ -102,6 +147,7 @@ pub async fn serve(
                 let (gateway, builder, watcher, tls, role) =
                     (gateway.clone(), builder.clone(), graceful.watcher(), listener.tls.clone(), listener.role);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let service = service_fn(move |request| {
                         let gateway = gateway.clone();
                         async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
@@ -124,10 +170,10 @@ pub async fn serve(
     futures::future::join_all(accepting).await;
     let _ = shutdown.wait_for(|stop| *stop).await;
     tracing::info!(
-        drain_ms = drain.as_millis() as u64,
+        drain_ms = limits.drain.as_millis() as u64,
         "stopped accepting; draining in-flight requests"
     );
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {
@@ -150,6 +196,8 @@ async fn route(
         }
         (_, "/healthz", &Method::GET) => health::healthz(&request_id),
         (_, "/readyz", &Method::GET) => health::readyz(gateway, &request_id).await,
+        (Role::Admin, "/admin/reload", &Method::POST) => admin_reload(gateway, &request_id),
+        (Role::Admin, "/admin/reload", _) => not_allowed("POST", &request, &request_id),
         (Role::Ingest, "/v1/batch", _) => not_allowed("POST", &request, &request_id),
         (_, "/healthz" | "/readyz", _) => not_allowed("GET", &request, &request_id),
         _ => respond::reject(
@@ -159,6 +207,37 @@ async fn route(
                 format!("no route for {} {path}", request.method()),
             ),
             &request_id,
+        ),
+    }
+}
+
+fn admin_reload(gateway: &Gateway, request_id: &str) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct Reloaded {
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tenants: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    }
+    match reload::reload_logged(gateway) {
+        Ok(n) => respond::json(
+            StatusCode::OK,
+            &Reloaded {
+                status: "reloaded",
+                tenants: Some(n),
+                error: None,
+            },
+            request_id,
+        ),
+        Err(e) => respond::json(
+            StatusCode::BAD_REQUEST,
+            &Reloaded {
+                status: "rejected",
+                tenants: None,
+                error: Some(e),
+            },
+            request_id,
         ),
     }
 }

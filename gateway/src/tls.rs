@@ -4,10 +4,18 @@
 //! With no files configured, a self-signed certificate for localhost is made
 //! at start, so the one-command local node serves HTTPS too; it is logged
 //! loudly, and never what a production node should run with.
+//!
+//! Certificates hot-reload: [`watch`] checks the files and swaps in a new
+//! certificate when they change (a renewal needs no restart, and open
+//! connections keep theirs). A file that does not load keeps the old one.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -27,8 +35,28 @@ pub enum TlsError {
     SelfSigned(#[from] rcgen::Error),
 }
 
-/// The rustls server configuration for `tls`; `true` when it is self-signed.
-pub fn server_config(tls: &TlsConfig) -> Result<(Arc<ServerConfig>, bool), TlsError> {
+/// The certificate the listener presents now; swapped by [`watch`].
+#[derive(Debug)]
+pub struct ReloadingCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The HTTPS listener's configuration.
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    /// Made up at start because no files were configured.
+    pub self_signed: bool,
+    pub cert: Arc<ReloadingCert>,
+}
+
+/// The rustls server configuration for `tls`.
+pub fn server_config(tls: &TlsConfig) -> Result<Tls, TlsError> {
     let (chain, key, self_signed) = match (&tls.cert_path, &tls.key_path) {
         (Some(cert), Some(key)) => {
             let (chain, key) = load(cert, key)?;
@@ -45,12 +73,66 @@ pub fn server_config(tls: &TlsConfig) -> Result<(Arc<ServerConfig>, bool), TlsEr
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = Arc::new(ReloadingCert {
+        current: ArcSwap::from_pointee(certified(&provider, chain, key)?),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(cert.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), self_signed))
+    Ok(Tls {
+        config: Arc::new(config),
+        self_signed,
+        cert,
+    })
+}
+
+fn certified(
+    provider: &CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, TlsError> {
+    let key = provider.key_provider.load_private_key(key)?;
+    let certified = CertifiedKey::new(chain, key);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+/// Checks the certificate and key files every `interval` and swaps in the
+/// new pair when either changed. Runs until the task is dropped.
+pub async fn watch(cert: Arc<ReloadingCert>, tls: TlsConfig) {
+    let (Some(cert_path), Some(key_path)) = (tls.cert_path, tls.key_path) else {
+        return;
+    };
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok()
+    };
+    let mut seen = (stamp(&cert_path), stamp(&key_path));
+    let provider = rustls::crypto::ring::default_provider();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(tls.reload_interval_ms));
+    loop {
+        ticks.tick().await;
+        let now = (stamp(&cert_path), stamp(&key_path));
+        if now == seen {
+            continue;
+        }
+        // A pair written one file at a time may not match yet: keep `seen`
+        // unchanged on failure so the next tick tries again.
+        match load(&cert_path, &key_path).and_then(|(chain, key)| certified(&provider, chain, key))
+        {
+            Ok(new) => {
+                cert.current.store(Arc::new(new));
+                seen = now;
+                tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the current certificate")
+            }
+        }
+    }
 }
 
 fn load(
@@ -78,30 +160,70 @@ fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        (cert, key, generated.cert.der().to_vec())
+    }
+
+    fn current(tls: &Tls) -> Vec<u8> {
+        tls.cert.current.load().cert[0].to_vec()
+    }
 
     #[test]
     fn loads_pem_files_and_refuses_bad_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-        let tls = TlsConfig {
+        let (cert, key, der) = write_pair(dir.path(), "a");
+        let config = TlsConfig {
             cert_path: Some(cert.clone()),
-            key_path: Some(key.clone()),
+            key_path: Some(key),
+            ..TlsConfig::default()
         };
-        let (config, self_signed) = server_config(&tls).unwrap();
-        assert!(!self_signed);
+        let tls = server_config(&config).unwrap();
+        assert!(!tls.self_signed);
+        assert_eq!(current(&tls), der);
         assert_eq!(
-            config.alpn_protocols,
+            tls.config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
 
         std::fs::write(&cert, "not a certificate").unwrap();
-        let err = server_config(&tls).unwrap_err().to_string();
+        let err = server_config(&config).err().unwrap().to_string();
         assert!(err.starts_with("tls.cert_path"), "{err}");
-        let (_, self_signed) = server_config(&TlsConfig::default()).unwrap();
-        assert!(self_signed);
+        assert!(server_config(&TlsConfig::default()).unwrap().self_signed);
+    }
+
+    #[tokio::test]
+    async fn a_new_certificate_on_disk_is_swapped_in_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, first) = write_pair(dir.path(), "live");
+        let config = TlsConfig {
+            cert_path: Some(cert.clone()),
+            key_path: Some(key.clone()),
+            reload_interval_ms: 20,
+        };
+        let tls = server_config(&config).unwrap();
+        let watcher = tokio::spawn(watch(tls.cert.clone(), config));
+
+        // A certificate whose key does not match is refused: the old one stays.
+        let (other_cert, _, _) = write_pair(dir.path(), "other");
+        std::fs::copy(&other_cert, &cert).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(current(&tls), first);
+
+        let (new_cert, new_key, second) = write_pair(dir.path(), "new");
+        std::fs::copy(&new_key, &key).unwrap();
+        std::fs::copy(&new_cert, &cert).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while current(&tls) != second && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(current(&tls), second);
+        watcher.abort();
     }
 }

@@ -18,8 +18,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tracing_subscriber::layer::SubscriberExt;
 
+use arc_swap::ArcSwap;
 use weir::auth::Tenants;
 use weir::config::Config;
+use weir::limit::Admission;
 use weir::produce::Producer;
 use weir::server::Gateway;
 
@@ -44,13 +46,14 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
     ))
     .unwrap();
     let gateway = Gateway {
-        tenants: Tenants::from_config(&config),
-        tenant_count: 1,
+        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None)),
         producer: Producer::new(&config.kafka, &cluster.bootstrap_servers(), false).unwrap(),
         geoip: None,
         trusted_proxies: vec![],
         body_timeout: Duration::from_secs(5),
-        header_timeout: Duration::from_secs(5),
+        admission: Admission::new(16),
+        unauthenticated: None,
+        config_path: None,
     };
     let request = http::Request::post("/v1/batch")
         .header("authorization", "Bearer k")

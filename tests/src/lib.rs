@@ -290,6 +290,8 @@ pub struct Node {
     /// The Kafka bootstrap address the node uses (the embedded broker's, when embedded).
     pub kafka: String,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The config file the node was started with (rewrite it to test reloads).
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -353,6 +355,7 @@ impl Node {
                 .map(str::to_owned)
         };
         Ok(Node {
+            config_path: dir.path().join("weir.toml"),
             http: field("http").context("http address in the log")?,
             https: field("https"),
             admin: field("admin"),
@@ -363,12 +366,17 @@ impl Node {
         })
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+    /// Sends a signal to the node.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: signalling our own child by its pid.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, signal);
         }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -433,65 +441,92 @@ pub enum Transport {
     },
 }
 
-/// Sends one request and reads the whole answer.
+/// An open connection to the node (HTTP/1.1 keep-alive or h2).
+pub enum Connection {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Connection {
+    /// Opens a connection; over HTTPS, ALPN decides h2 or HTTP/1.1.
+    pub async fn open(transport: &Transport, address: &str) -> anyhow::Result<Connection> {
+        let tcp = tokio::net::TcpStream::connect(address).await?;
+        match transport {
+            Transport::Http => {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                Ok(Connection::H1(sender))
+            }
+            Transport::Https { ca_pem, h2 } => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+                    ca_pem.as_bytes(),
+                ) {
+                    roots.add(cert?)?;
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = if *h2 {
+                    vec![b"h2".to_vec()]
+                } else {
+                    vec![b"http/1.1".to_vec()]
+                };
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let name = rustls_pki_types::ServerName::try_from("localhost")?;
+                let tls = connector.connect(name, tcp).await?;
+                let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = hyper_util::rt::TokioIo::new(tls);
+                if negotiated_h2 {
+                    let (sender, conn) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        io,
+                    )
+                    .await?;
+                    tokio::spawn(conn);
+                    Ok(Connection::H2(sender))
+                } else {
+                    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                    tokio::spawn(conn);
+                    Ok(Connection::H1(sender))
+                }
+            }
+        }
+    }
+
+    /// Sends one request on the connection and reads the whole answer.
+    pub async fn send(&mut self, request: http::Request<Full<Bytes>>) -> anyhow::Result<Answer> {
+        let response = match self {
+            Connection::H1(sender) => {
+                sender.ready().await?;
+                sender.send_request(request).await?
+            }
+            Connection::H2(sender) => sender.send_request(request).await?,
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    }
+}
+
+/// Sends one request on a new connection and reads the whole answer.
 pub async fn send(
     transport: &Transport,
     address: &str,
     request: http::Request<Full<Bytes>>,
 ) -> anyhow::Result<Answer> {
-    let tcp = tokio::net::TcpStream::connect(address).await?;
-    let response = match transport {
-        Transport::Http => {
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
-            sender.send_request(request).await?
-        }
-        Transport::Https { ca_pem, h2 } => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in
-                <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
-                    ca_pem.as_bytes(),
-                )
-            {
-                roots.add(cert?)?;
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = if *h2 {
-                vec![b"h2".to_vec()]
-            } else {
-                vec![b"http/1.1".to_vec()]
-            };
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-            let name = rustls_pki_types::ServerName::try_from("localhost")?;
-            let tls = connector.connect(name, tcp).await?;
-            let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = hyper_util::rt::TokioIo::new(tls);
-            if negotiated_h2 {
-                let (mut sender, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                        .await?;
-                tokio::spawn(conn);
-                sender.send_request(request).await?
-            } else {
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-                tokio::spawn(conn);
-                sender.send_request(request).await?
-            }
-        }
-    };
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-        version: parts.version,
-    })
+    Connection::open(transport, address)
+        .await?
+        .send(request)
+        .await
 }
 
 /// A `POST /v1/batch` request with a JSON body and the given headers.

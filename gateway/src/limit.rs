@@ -1,0 +1,478 @@
+//! Limits: per-tenant rates (governor GCRA), per-tenant and node-wide
+//! in-flight caps with fair shedding, and a per-address rate for requests
+//! that bring no valid key.
+//!
+//! Order on the request path: the request rate and the in-flight admission
+//! are checked right after authentication, before the body is read; the
+//! event rate after the split, for the whole batch at once (`check_n`): a
+//! batch is taken or refused as a whole, never cut.
+//!
+//! Fair shedding: when the node's in-flight requests pass three quarters of
+//! its cap, a tenant that holds more than its fair share (the cap divided by
+//! the tenants with requests in flight) is shed with 503 first, so a quiet
+//! tenant keeps getting answers while a noisy one floods.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::StatusCode;
+
+use crate::config::Limits;
+use crate::respond::Reject;
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// Seconds a shed client is told to wait.
+const SHED_RETRY_AFTER: u64 = 1;
+
+/// A rate: so many per second, with a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Option<Quota> {
+        if self.per_second <= 0.0 {
+            return None; // 0 means no limit
+        }
+        let burst = NonZeroU32::new(self.burst.max(1))?;
+        Quota::with_period(Duration::from_secs_f64(1.0 / self.per_second))
+            .map(|q| q.allow_burst(burst))
+    }
+}
+
+/// One rate limiter and the rate it enforces, named for the answers.
+struct Bucket {
+    name: &'static str,
+    rate: Rate,
+    limiter: Limiter,
+}
+
+impl Bucket {
+    fn new(name: &'static str, rate: Rate) -> Option<Bucket> {
+        Some(Bucket {
+            name,
+            rate,
+            limiter: RateLimiter::direct(rate.quota()?)
+                .with_middleware::<StateInformationMiddleware>(),
+        })
+    }
+
+    /// `RateLimit-Policy` item: `"requests";q=100;w=1`.
+    fn policy(&self) -> String {
+        format!(
+            "\"{}\";q={};w=1",
+            self.name,
+            format_rate(self.rate.per_second)
+        )
+    }
+
+    /// Takes `n` cells, or says when they could be taken.
+    fn check(&self, n: u32) -> Result<(), Refusal> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.limiter.check_n(n) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(not_until)) => Err(Refusal::Later {
+                bucket: self.name,
+                wait: not_until.wait_time_from(DefaultClock::default().now()),
+                policy: self.policy(),
+            }),
+            Err(_) => Err(Refusal::Never {
+                bucket: self.name,
+                burst: self.rate.burst,
+            }),
+        }
+    }
+}
+
+fn format_rate(per_second: f64) -> String {
+    if per_second.fract() == 0.0 {
+        format!("{per_second:.0}")
+    } else {
+        format!("{per_second}")
+    }
+}
+
+/// Why a limiter refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Over the rate now; `wait` is the earliest time it would pass.
+    Later {
+        bucket: &'static str,
+        wait: Duration,
+        policy: String,
+    },
+    /// More at once than the burst: it can never pass.
+    Never { bucket: &'static str, burst: u32 },
+}
+
+impl Refusal {
+    /// The rejection for this refusal: 429 with an exact `Retry-After` and
+    /// the RateLimit headers, or 413 when the batch can never fit.
+    pub fn reject(&self, what: &str) -> Reject {
+        match self {
+            Refusal::Later {
+                bucket,
+                wait,
+                policy,
+            } => {
+                // Retry-After is whole seconds: round up, so retrying after it succeeds.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut reject = Reject::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "{what}: over the tenant's {bucket} rate; retry after {} ms",
+                        wait.as_millis()
+                    ),
+                )
+                .with_header("retry-after", seconds.to_string())
+                .with_header("ratelimit-policy", policy.clone())
+                .with_header("ratelimit", format!("\"{bucket}\";r=0;t={seconds}"));
+                reject.limit = Some(bucket);
+                reject.retry_after_ms = Some(wait.as_millis() as u64);
+                reject
+            }
+            Refusal::Never { bucket, burst } => {
+                let mut reject = Reject::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_over_burst",
+                    format!("{what}: more than the tenant's {bucket} burst of {burst} at once; split the batch"),
+                );
+                reject.limit = Some(bucket);
+                reject
+            }
+        }
+    }
+}
+
+/// A tenant's rate limiters and in-flight count. Kept across config reloads
+/// while the tenant's limits do not change, so a reload does not refill bursts.
+pub struct Quotas {
+    requests: Option<Bucket>,
+    events: Option<Bucket>,
+    max_inflight: usize,
+    inflight: AtomicUsize,
+    /// The limits these were built from.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Quotas {
+    pub fn new(limits: &Limits) -> Quotas {
+        Quotas {
+            requests: Bucket::new(
+                "requests",
+                Rate {
+                    per_second: limits.requests_per_second,
+                    burst: limits.requests_burst,
+                },
+            ),
+            events: Bucket::new(
+                "events",
+                Rate {
+                    per_second: limits.events_per_second,
+                    burst: limits.events_burst,
+                },
+            ),
+            max_inflight: limits.max_inflight,
+            inflight: AtomicUsize::new(0),
+            limits: limits.clone(),
+        }
+    }
+
+    /// One request against the request rate.
+    pub fn check_request(&self) -> Result<(), Refusal> {
+        self.requests.as_ref().map_or(Ok(()), |b| b.check(1))
+    }
+
+    /// A whole batch of `n` events against the event rate.
+    pub fn check_events(&self, n: u32) -> Result<(), Refusal> {
+        self.events.as_ref().map_or(Ok(()), |b| b.check(n))
+    }
+
+    /// Requests of this tenant now in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// The node-wide in-flight count, and the admission that uses it.
+///
+/// Decisions are taken under one lock (a few nanoseconds, once per request)
+/// so that concurrent requests cannot all slip past a threshold together.
+#[derive(Debug)]
+pub struct Admission {
+    max: usize,
+    state: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Requests in flight on the node.
+    inflight: usize,
+    /// Tenants with at least one request in flight.
+    active: usize,
+}
+
+/// A request in flight; counted until dropped.
+#[must_use]
+pub struct Admitted<'a> {
+    admission: &'a Admission,
+    quotas: &'a Quotas,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.admission.lock();
+        counts.inflight -= 1;
+        if self.quotas.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            counts.active -= 1;
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(max: usize) -> Admission {
+        Admission {
+            max,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // The counts stay consistent even if a holder panicked: take them as they are.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Requests in flight on the node.
+    pub fn inflight(&self) -> usize {
+        self.lock().inflight
+    }
+
+    /// Admits one request of the tenant, or sheds it.
+    ///
+    /// Below three quarters of the node's cap everyone is admitted (up to the
+    /// tenant's own cap). Above it, a tenant is admitted only while it holds
+    /// less than an equal share of those three quarters, so no tenant alone
+    /// can fill the node, and the last quarter is there for tenants under
+    /// their share.
+    pub fn admit<'a>(&'a self, quotas: &'a Quotas) -> Result<Admitted<'a>, Reject> {
+        let mut counts = self.lock();
+        let mine = quotas.inflight.load(Ordering::Acquire);
+        if mine >= quotas.max_inflight {
+            return Err(Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_in_flight",
+                format!(
+                    "the tenant already has {} requests in flight (its limit)",
+                    quotas.max_inflight
+                ),
+            )
+            .with_header("retry-after", SHED_RETRY_AFTER.to_string()));
+        }
+        if counts.inflight >= self.max {
+            return Err(overloaded("the node is at its in-flight limit"));
+        }
+        let busy = self.max * 3 / 4;
+        if counts.inflight >= busy {
+            let active = counts.active + usize::from(mine == 0);
+            if mine >= (busy / active).max(1) {
+                return Err(overloaded(
+                    "the node is busy and this tenant holds more than its share",
+                ));
+            }
+        }
+        counts.inflight += 1;
+        if quotas.inflight.fetch_add(1, Ordering::AcqRel) == 0 {
+            counts.active += 1;
+        }
+        Ok(Admitted {
+            admission: self,
+            quotas,
+        })
+    }
+}
+
+fn overloaded(why: &str) -> Reject {
+    Reject::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        format!("{why}; retry later"),
+    )
+    .with_header("retry-after", SHED_RETRY_AFTER.to_string())
+}
+
+/// Requests without a valid key, limited per client address so that an
+/// unauthenticated flood costs almost nothing.
+pub struct Unauthenticated {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Unauthenticated {
+    pub fn new(rate: Rate) -> Option<Unauthenticated> {
+        Some(Unauthenticated {
+            limiter: RateLimiter::keyed(rate.quota()?),
+        })
+    }
+
+    /// Counts one failed request from `ip`; `Err` when the address is over its rate.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Reject> {
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Reject::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests without a valid API key from this address",
+            )
+            .with_header("retry-after", seconds.to_string())
+        })
+    }
+
+    /// Forgets addresses whose limit has fully recovered (bounds memory).
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rps: f64, burst: u32, eps: f64, events_burst: u32, inflight: usize) -> Limits {
+        Limits {
+            requests_per_second: rps,
+            requests_burst: burst,
+            events_per_second: eps,
+            events_burst,
+            max_inflight: inflight,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn the_request_rate_allows_its_burst_then_says_when() {
+        let q = Quotas::new(&limits(0.5, 3, 0.0, 0, 10));
+        for _ in 0..3 {
+            q.check_request().unwrap();
+        }
+        let reject = q.check_request().unwrap_err().reject("request");
+        assert_eq!(reject.status, StatusCode::TOO_MANY_REQUESTS);
+        let header = |n: &str| {
+            reject
+                .headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        // One cell every 2 s: the next one in just under 2 s, rounded up.
+        assert_eq!(header("retry-after").as_deref(), Some("2"));
+        assert_eq!(
+            header("ratelimit-policy").as_deref(),
+            Some("\"requests\";q=0.5;w=1")
+        );
+        assert_eq!(header("ratelimit").as_deref(), Some("\"requests\";r=0;t=2"));
+        assert!(reject.retry_after_ms.unwrap() > 1900);
+        assert_eq!(reject.limit, Some("requests"));
+    }
+
+    #[test]
+    fn a_batch_is_taken_or_refused_whole() {
+        let q = Quotas::new(&limits(0.0, 0, 1.0, 10, 10));
+        q.check_events(8).unwrap();
+        assert!(matches!(q.check_events(5), Err(Refusal::Later { .. })));
+        // Nothing was taken by the refused batch: 2 cells are still there.
+        q.check_events(2).unwrap();
+        let never = q.check_events(11).unwrap_err().reject("data");
+        assert_eq!(never.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            never.message,
+            "data: more than the tenant's events burst of 10 at once; split the batch"
+        );
+        // Zero means no limit.
+        Quotas::new(&limits(0.0, 0, 0.0, 0, 1))
+            .check_events(1_000_000)
+            .unwrap();
+    }
+
+    #[test]
+    fn in_flight_caps_and_fair_shedding() {
+        let admission = Admission::new(8);
+        let noisy = Quotas::new(&limits(0.0, 0, 0.0, 0, 100));
+        let quiet = Quotas::new(&limits(0.0, 0, 0.0, 0, 100));
+        let mut held = Vec::new();
+        // Alone, a tenant gets three quarters of the node, not all of it.
+        for _ in 0..6 {
+            held.push(admission.admit(&noisy).unwrap());
+        }
+        let shed = admission.admit(&noisy).err().unwrap();
+        assert_eq!(
+            (shed.status, shed.error),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        );
+        // The last quarter is there for a tenant under its share (3 of the busy 6).
+        let q1 = admission.admit(&quiet).unwrap();
+        let q2 = admission.admit(&quiet).unwrap();
+        assert!(admission.admit(&noisy).is_err());
+        // Full: everyone is shed.
+        assert_eq!(admission.inflight(), 8);
+        assert_eq!(
+            admission.admit(&quiet).err().unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop((q1, q2));
+        held.clear();
+        assert_eq!(admission.inflight(), 0);
+        assert_eq!(noisy.inflight(), 0);
+        assert_eq!(admission.lock().active, 0);
+
+        let capped = Quotas::new(&limits(0.0, 0, 0.0, 0, 1));
+        let _one = admission.admit(&capped).unwrap();
+        let r = admission.admit(&capped).err().unwrap();
+        assert_eq!(
+            (r.status, r.error),
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_in_flight")
+        );
+    }
+
+    #[test]
+    fn unauthenticated_requests_are_limited_per_address() {
+        let u = Unauthenticated::new(Rate {
+            per_second: 1.0,
+            burst: 2,
+        })
+        .unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        u.check(a).unwrap();
+        u.check(a).unwrap();
+        assert_eq!(
+            u.check(a).unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        u.check(b).unwrap();
+        u.prune();
+    }
+}

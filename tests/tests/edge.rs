@@ -1,0 +1,545 @@
+//! Tenants at the edge, against real `weir` processes: quotas, fair shedding,
+//! an unauthenticated flood, slowloris, oversized headers, a certificate
+//! swapped on disk, SIGTERM under load, and config reloads.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use serde_json::json;
+use tokio::sync::Mutex;
+use weir_e2e::{
+    batch_request, consume, consume_all, contract, create_topics, get, kafka, key_hash, post, send,
+    unique, Connection, Node, TestCerts, Transport,
+};
+
+const KEY: &str = "edge-key";
+
+fn tenant(name: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n{extra}\n",
+        key_hash(key)
+    )
+}
+
+async fn topic_for_new_category() -> String {
+    let category = unique("edge");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    category
+}
+
+fn batch(category: &str, ids: impl IntoIterator<Item = String>) -> String {
+    let data: Vec<_> = ids.into_iter().map(|id| json!({"id": id})).collect();
+    json!({"meta": {"category": category}, "data": data}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
+    let category = topic_for_new_category().await;
+    let node = Node::start(
+        &tenant("acme", KEY, "requests_per_second = 0.5\nrequests_burst = 3"),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for i in 0..5 {
+        let answer = post(&node, KEY, batch(&category, [format!("r{i}")]))
+            .await
+            .unwrap();
+        statuses.push(answer.status);
+        last = Some(answer);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let limited = last.unwrap();
+    let json = limited.json();
+    contract::check_answer("post", "/v1/batch", 429, &json);
+    assert_eq!(json["error"], "rate_limited");
+    assert_eq!(json["limit"], "requests");
+    assert_eq!(json["parts"], json!([]));
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!(json["retry_after_ms"].as_u64().unwrap() <= retry_after * 1000);
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"requests\";q=0.5;w=1")
+    );
+    assert_eq!(
+        limited.header("ratelimit"),
+        Some(format!("\"requests\";r=0;t={retry_after}").as_str())
+    );
+
+    // Retrying after Retry-After succeeds.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(
+        post(&node, KEY, batch(&category, ["later".to_string()]))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let records = consume(kafka(), &format!("events.{category}"), 4).unwrap();
+    let ids: BTreeSet<_> = records
+        .iter()
+        .map(|r| r.value["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["r0", "r1", "r2", "later"].map(String::from))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_rate_takes_or_refuses_a_batch_whole() {
+    let category = topic_for_new_category().await;
+    let node = Node::start(
+        &tenant("acme", KEY, "events_per_second = 0.1\nevents_burst = 10"),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let first = post(
+        &node,
+        KEY,
+        batch(&category, (0..8).map(|i| format!("a{i}"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200);
+
+    // 5 more do not fit in the 2 left: all refused, none written.
+    let body = json!({"meta": {"category": category}, "data": [
+        {"id": "b0"}, {"id": "b1"}, {"no": "id"}, {"id": "b2"}, {"id": "b3"}, {"id": "b4"}]});
+    let answer = post(&node, KEY, body.to_string()).await.unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 429, "{json}");
+    contract::check_answer("post", "/v1/batch", 429, &json);
+    assert_eq!(
+        (json["error"].as_str(), json["limit"].as_str()),
+        (Some("rate_limited"), Some("events"))
+    );
+    assert!(answer.header("retry-after").is_some());
+    let codes: Vec<&str> = json["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "rate_limited",
+            "rate_limited",
+            "invalid",
+            "rate_limited",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
+    assert_eq!(json["parts"][0]["retryable"], true);
+
+    // More than the burst can never fit: 413, not a retry loop.
+    let answer = post(
+        &node,
+        KEY,
+        batch(&category, (0..11).map(|i| format!("c{i}"))),
+    )
+    .await
+    .unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 413, "{json}");
+    assert_eq!(json["error"], "batch_over_burst");
+
+    // The 2 left are still there.
+    assert_eq!(
+        post(&node, KEY, batch(&category, ["d0".into(), "d1".into()]))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        consume(kafka(), &format!("events.{category}"), 10)
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_flood_is_refused_per_address() {
+    let config = format!(
+        "[server]\nunauthenticated_per_second = 0.2\nunauthenticated_burst = 3\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let answer = post(&node, "wrong-key", "{}").await.unwrap();
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // The right key from the same address is not affected.
+    assert_eq!(post(&node, KEY, "{}").await.unwrap().status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_tenant_keeps_its_answers_while_another_floods() {
+    // Slow acknowledgements (injected on the mock cluster) keep requests in
+    // flight, so the flood saturates a node that admits 8 at once.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events.fair", 1, 1).unwrap();
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(200))
+        .unwrap();
+    let config = format!(
+        "[server]\nmax_inflight = 8\n{}{}",
+        tenant("noisy", "noisy-key", "categories = [\"fair\"]"),
+        tenant("quiet", "quiet-key", "categories = [\"fair\"]")
+    );
+    let node = Arc::new(
+        Node::start(
+            &config,
+            &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
+        )
+        .unwrap(),
+    );
+    let body = |id: String| batch("fair", [id]);
+
+    async fn quiet_run(
+        node: &Node,
+        body: impl Fn(String) -> String,
+        n: usize,
+        tag: &str,
+    ) -> (usize, Vec<Duration>) {
+        let mut ok = 0;
+        let mut latencies = Vec::new();
+        for i in 0..n {
+            let started = Instant::now();
+            let answer = post(node, "quiet-key", body(format!("{tag}{i}")))
+                .await
+                .unwrap();
+            latencies.push(started.elapsed());
+            if answer.status != 200 {
+                eprintln!("quiet {tag}{i}: {} {}", answer.status, answer.json());
+            }
+            ok += usize::from(answer.status == 200);
+        }
+        latencies.sort();
+        (ok, latencies)
+    }
+
+    let (baseline_ok, baseline) = quiet_run(&node, body, 8, "base").await;
+    assert_eq!(baseline_ok, 8);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shed = Arc::new(Mutex::new((0usize, 0usize)));
+    let mut flood = Vec::new();
+    for w in 0..24 {
+        let (node, stop, shed) = (node.clone(), stop.clone(), shed.clone());
+        flood.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let answer = post(&node, "noisy-key", batch("fair", [format!("n{w}-{i}")]))
+                    .await
+                    .unwrap();
+                let mut shed = shed.lock().await;
+                shed.0 += 1;
+                if answer.status == 503 {
+                    assert_eq!(answer.json()["error"], "overloaded");
+                    shed.1 += 1;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (flood_ok, during) = quiet_run(&node, body, 12, "flood").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    let (noisy_total, noisy_shed) = *shed.lock().await;
+    assert!(
+        noisy_shed > 0,
+        "the flood was never shed ({noisy_total} requests)"
+    );
+    assert_eq!(
+        flood_ok, 12,
+        "the quiet tenant lost answers during the flood"
+    );
+    let median = |l: &[Duration]| l[l.len() / 2];
+    assert!(
+        median(&during) < median(&baseline) * 2 + Duration::from_millis(300),
+        "quiet median {:?} during the flood vs {:?} before",
+        median(&during),
+        median(&baseline)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_is_cut_off_and_others_are_served() {
+    let category = topic_for_new_category().await;
+    let config = format!(
+        "[server]\nheader_timeout_ms = 1000\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let address = node.http.clone();
+    let slow = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let request =
+            b"POST /v1/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n";
+        for byte in request {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            if started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        post(&node, KEY, batch(&category, ["meanwhile".into()]))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let cut_after = tokio::task::spawn_blocking(move || slow.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        cut_after < Duration::from_secs(4),
+        "the slow client held its connection for {cut_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_get_431() {
+    let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let big = "x".repeat(20 * 1024);
+    let request = batch_request(Some(KEY), "{}", &[("x-big", big.as_str())]);
+    let answer = send(&Transport::Http, &node.http, request).await.unwrap();
+    assert_eq!(answer.status, 431);
+    let names: Vec<String> = (0..100).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let answer = send(
+        &Transport::Http,
+        &node.http,
+        batch_request(Some(KEY), "{}", &many),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 431);
+    assert_eq!(get(&node.http, "/healthz").await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
+    let category = topic_for_new_category().await;
+    let first = TestCerts::new().unwrap();
+    let config = format!(
+        "[tls]\nreload_interval_ms = 100\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(
+        &config,
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_TLS_CERT", first.cert_path.to_str().unwrap()),
+            ("WEIR_TLS_KEY", first.key_path.to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let https = node.https.clone().unwrap();
+    let old_ca = Transport::Https {
+        ca_pem: first.ca_pem.clone(),
+        h2: false,
+    };
+    let mut kept = Connection::open(&old_ca, &https).await.unwrap();
+    assert_eq!(
+        kept.send(batch_request(
+            Some(KEY),
+            batch(&category, ["one".into()]),
+            &[]
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+
+    // A renewal from another CA lands on disk (key first, then certificate).
+    let second = TestCerts::new().unwrap();
+    std::fs::copy(&second.key_path, &first.key_path).unwrap();
+    std::fs::copy(&second.cert_path, &first.cert_path).unwrap();
+    let new_ca = Transport::Https {
+        ca_pem: second.ca_pem.clone(),
+        h2: true,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match send(
+            &new_ca,
+            &https,
+            batch_request(Some(KEY), batch(&category, ["two".into()]), &[]),
+        )
+        .await
+        {
+            Ok(answer) => {
+                assert_eq!(answer.status, 200);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the new certificate was never served: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // New handshakes no longer get the old certificate; the open connection keeps working.
+    assert!(send(&old_ca, &https, batch_request(Some(KEY), "{}", &[]))
+        .await
+        .is_err());
+    assert_eq!(
+        kept.send(batch_request(
+            Some(KEY),
+            batch(&category, ["three".into()]),
+            &[]
+        ))
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    assert_eq!(
+        consume(kafka(), &format!("events.{category}"), 3)
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_loses_no_acknowledged_event() {
+    let category = topic_for_new_category().await;
+    let mut node =
+        Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let address = node.http.clone();
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (address, acknowledged, category) =
+            (address.clone(), acknowledged.clone(), category.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let ids: Vec<String> = (0..10).map(|e| format!("w{w}-{i}-{e}")).collect();
+                let request = batch_request(Some(KEY), batch(&category, ids.clone()), &[]);
+                match send(&Transport::Http, &address, request).await {
+                    Ok(answer) if answer.status == 200 => acknowledged.lock().await.extend(ids),
+                    Ok(_) => {}
+                    Err(_) => break, // the node stopped accepting
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = tokio::task::block_in_place(|| node.terminate()).unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(status.success(), "{status}");
+    let acknowledged = acknowledged.lock().await.clone();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} events acknowledged",
+        acknowledged.len()
+    );
+    let stored: BTreeSet<String> = consume_all(
+        kafka(),
+        &format!("events.{category}"),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.value["id"].as_str().unwrap().to_owned())
+    .collect();
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events are not in Kafka, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
+    let category = topic_for_new_category().await;
+    let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let admin = node.admin.clone().unwrap();
+    let reload = || async {
+        let request = http::Request::post("/admin/reload")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        send(&Transport::Http, &admin, request).await.unwrap()
+    };
+    let body = || batch(&category, [unique("id")]);
+    assert_eq!(post(&node, "beta-key", body()).await.unwrap().status, 401);
+
+    // A new tenant by POST /admin/reload.
+    std::fs::write(
+        &node.config_path,
+        tenant("acme", KEY, "") + &tenant("beta", "beta-key", ""),
+    )
+    .unwrap();
+    let answer = reload().await;
+    assert_eq!(answer.status, 200);
+    contract::check_answer("post", "/admin/reload", 200, &answer.json());
+    assert_eq!(answer.json()["tenants"], 2);
+    assert_eq!(post(&node, "beta-key", body()).await.unwrap().status, 200);
+
+    // A bad file is refused with its reason; the running tenants stay.
+    std::fs::write(
+        &node.config_path,
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"nothex\"]\n",
+    )
+    .unwrap();
+    let answer = reload().await;
+    let json = answer.json();
+    assert_eq!(answer.status, 400);
+    contract::check_answer("post", "/admin/reload", 400, &json);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("tenants[0].keys_sha256[0]: must be 64 hex digits"),
+        "{json}"
+    );
+    assert_eq!(post(&node, "beta-key", body()).await.unwrap().status, 200);
+    assert!(node.log_text().contains("configuration reload refused"));
+
+    // SIGHUP does the same: beta is removed.
+    std::fs::write(&node.config_path, tenant("acme", KEY, "")).unwrap();
+    node.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(&node, "beta-key", body()).await.unwrap().status != 401 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(post(&node, KEY, body()).await.unwrap().status, 200);
+}
