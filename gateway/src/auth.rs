@@ -50,6 +50,11 @@ impl Tenants {
                 name: t.name.as_str().into(),
                 categories: t.categories.clone(),
                 quotas,
+                client_certs: t
+                    .client_cert_sha256
+                    .iter()
+                    .filter_map(|h| decode_hash(h))
+                    .collect(),
             });
             for hash in &t.keys_sha256 {
                 // Validated by Config::validate: 32 bytes of hex.
@@ -85,6 +90,39 @@ impl Tenants {
     pub fn is_empty(&self) -> bool {
         self.by_key_hash.is_empty()
     }
+}
+
+fn decode_hash(hex: &str) -> Option<[u8; 32]> {
+    hex::decode(hex)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
+/// Checks the client certificate of a tenant that requires one (mTLS): the
+/// connection's verified certificate must be one of the tenant's. 403 otherwise.
+pub fn check_client_cert(tenant: &Tenant, presented: Option<&[u8; 32]>) -> Result<(), Reject> {
+    if tenant.client_certs.is_empty() {
+        return Ok(());
+    }
+    let known =
+        presented.is_some_and(|p| tenant.client_certs.iter().any(|c| bool::from(c.ct_eq(p))));
+    if known {
+        return Ok(());
+    }
+    Err(Reject::new(
+        StatusCode::FORBIDDEN,
+        "client_certificate_required",
+        match presented {
+            None => format!(
+                "tenant '{}' requires a client certificate (HTTPS with mTLS)",
+                tenant.name
+            ),
+            Some(_) => format!(
+                "the client certificate is not one of tenant '{}'",
+                tenant.name
+            ),
+        },
+    ))
 }
 
 /// Checks that the tenant may post to the category: 403 otherwise.

@@ -19,6 +19,8 @@ pub struct Tenant {
     pub categories: Vec<String>,
     /// Its rate limiters and in-flight count, with the limits they enforce.
     pub quotas: Arc<Quotas>,
+    /// SHA-256 of the client certificates it must present; empty: none needed.
+    pub client_certs: Vec<[u8; 32]>,
 }
 
 impl Tenant {

@@ -113,6 +113,10 @@ pub struct TlsConfig {
     pub key_path: Option<PathBuf>,
     /// How often the files are checked for a new certificate (hot reload).
     pub reload_interval_ms: u64,
+    /// CA bundle (PEM) for client certificates (`WEIR_TLS_CLIENT_CA`). When
+    /// set, clients may present a certificate it signed; tenants with
+    /// `client_cert_sha256` then require one of theirs (mTLS).
+    pub client_ca_path: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -121,6 +125,7 @@ impl Default for TlsConfig {
             cert_path: None,
             key_path: None,
             reload_interval_ms: 1000,
+            client_ca_path: None,
         }
     }
 }
@@ -230,6 +235,10 @@ pub struct TenantConfig {
     /// Glob patterns of the categories the tenant may post; `*` allows any.
     #[serde(default = "any_category")]
     pub categories: Vec<String>,
+    /// SHA-256 fingerprints (hex, of the DER) of the client certificates
+    /// this tenant must present over HTTPS; empty: no client certificate needed.
+    #[serde(default)]
+    pub client_cert_sha256: Vec<String>,
     pub requests_per_second: Option<f64>,
     pub requests_burst: Option<u32>,
     pub events_per_second: Option<f64>,
@@ -278,6 +287,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_TRUSTED_PROXIES", "server.trusted_proxies"),
     ("WEIR_TLS_CERT", "tls.cert_path"),
     ("WEIR_TLS_KEY", "tls.key_path"),
+    ("WEIR_TLS_CLIENT_CA", "tls.client_ca_path"),
     ("WEIR_KAFKA_BROKERS", "kafka.brokers"),
     ("WEIR_KAFKA_TOPIC_TEMPLATE", "kafka.topic_template"),
     ("WEIR_GEOIP_PATH", "geoip.path"),
@@ -344,6 +354,7 @@ impl Config {
                 }
                 "WEIR_TLS_CERT" => self.tls.cert_path = optional_path(value),
                 "WEIR_TLS_KEY" => self.tls.key_path = optional_path(value),
+                "WEIR_TLS_CLIENT_CA" => self.tls.client_ca_path = optional_path(value),
                 "WEIR_KAFKA_BROKERS" => self.kafka.brokers = value,
                 "WEIR_KAFKA_TOPIC_TEMPLATE" => self.kafka.topic_template = value,
                 "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
@@ -463,6 +474,20 @@ impl Config {
                         format!("the same key is already given to tenant '{other}'"),
                     ));
                 }
+            }
+            for (k, fingerprint) in tenant.client_cert_sha256.iter().enumerate() {
+                if hex::decode(fingerprint).map(|b| b.len()) != Ok(32) {
+                    return Err(invalid(
+                        format!("{at}.client_cert_sha256[{k}]"),
+                        "must be 64 hex digits (the SHA-256 of the certificate's DER)",
+                    ));
+                }
+            }
+            if !tenant.client_cert_sha256.is_empty() && self.tls.client_ca_path.is_none() {
+                return Err(invalid(
+                    format!("{at}.client_cert_sha256"),
+                    "needs tls.client_ca_path: without it no client certificate is ever asked for",
+                ));
             }
             if tenant.categories.is_empty() {
                 return Err(invalid(

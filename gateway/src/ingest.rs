@@ -6,7 +6,6 @@
 //! module and a span (child of the request span) here; a stage that refuses
 //! the whole request returns a [`Reject`], which becomes the answer.
 
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response};
@@ -16,14 +15,14 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
-use crate::server::Gateway;
+use crate::server::{Gateway, Peer};
 use crate::{auth, body, decode, enrich, trace};
 
 /// Handles one upload and always answers, with the request id.
 pub async fn ingest<B>(
     gateway: &Gateway,
     request: Request<B>,
-    peer: SocketAddr,
+    peer: Peer,
     request_id: &str,
 ) -> Response<Body>
 where
@@ -59,7 +58,7 @@ where
 async fn stages<B>(
     gateway: &Gateway,
     request: Request<B>,
-    peer: SocketAddr,
+    peer: Peer,
     request_id: &str,
 ) -> Result<Response<Body>, Reject>
 where
@@ -67,7 +66,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let span = tracing::Span::current();
-    let client_ip = enrich::client_ip(peer, request.headers(), &gateway.trusted_proxies);
+    let client_ip = enrich::client_ip(peer.addr, request.headers(), &gateway.trusted_proxies);
     let authenticated = gateway.tenants.load().authenticate(request.headers());
     let tenant = match authenticated {
         Ok(tenant) => tenant,
@@ -80,6 +79,7 @@ where
         }
     };
     span.record("tenant", &*tenant.name);
+    auth::check_client_cert(&tenant, peer.client_cert.as_ref())?;
     let limits = tenant.limits();
 
     // Before the body is read: the request rate, then a place among the in-flight requests.

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -70,6 +71,23 @@ impl ConnectionLimits {
             max_headers: server.max_headers,
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
             drain: Duration::from_millis(server.drain_timeout_ms),
+        }
+    }
+}
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// SHA-256 of the client certificate the TLS layer verified, if one was presented.
+    pub client_cert: Option<[u8; 32]>,
+}
+
+impl Peer {
+    pub fn plain(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            client_cert: None,
         }
     }
 }
@@ -148,17 +166,31 @@ pub async fn serve(
                     (gateway.clone(), builder.clone(), graceful.watcher(), listener.tls.clone(), listener.role);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let service = service_fn(move |request| {
-                        let gateway = gateway.clone();
-                        async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
-                    });
+                    let service = |peer: Peer| {
+                        service_fn(move |request| {
+                            let gateway = gateway.clone();
+                            async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
+                        })
+                    };
                     let result = match tls {
                         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                            Ok(Ok(stream)) => {
+                                let client_cert = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|leaf| Sha256::digest(leaf.as_ref()).into());
+                                let service = service(Peer { addr: peer, client_cert });
+                                watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                            }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         },
-                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                        None => {
+                            let service = service(Peer::plain(peer));
+                            watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                        }
                     };
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -185,7 +217,7 @@ pub async fn serve(
 async fn route(
     gateway: &Gateway,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
     role: Role,
 ) -> Response<Body> {
     let request_id = request_id(&request);

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -31,6 +32,8 @@ pub enum TlsError {
     Key { path: String, message: String },
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("tls.client_ca_path {path}: {message}")]
+    ClientCa { path: String, message: String },
     #[error("self-signed certificate: {0}")]
     SelfSigned(#[from] rcgen::Error),
 }
@@ -76,16 +79,49 @@ pub fn server_config(tls: &TlsConfig) -> Result<Tls, TlsError> {
     let cert = Arc::new(ReloadingCert {
         current: ArcSwap::from_pointee(certified(&provider, chain, key)?),
     });
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert.clone());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &tls.client_ca_path {
+        // Client certificates are asked for and verified, but optional at the
+        // TLS layer: which tenants need one is decided per request.
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs(ca).map_err(|message| TlsError::ClientCa {
+                path: ca.display().to_string(),
+                message,
+            })? {
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: ca.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(config),
         self_signed,
         cert,
     })
+}
+
+/// Every PEM certificate in the file; at least one.
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
 }
 
 fn certified(
@@ -143,13 +179,7 @@ fn load(
         path: cert.display().to_string(),
         message,
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| cert_error(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_error("no PEM certificate in the file".into()));
-    }
+    let chain = load_certs(cert).map_err(cert_error)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.display().to_string(),
         message: e.to_string(),
@@ -206,6 +236,7 @@ mod tests {
             cert_path: Some(cert.clone()),
             key_path: Some(key.clone()),
             reload_interval_ms: 20,
+            client_ca_path: None,
         };
         let tls = server_config(&config).unwrap();
         let watcher = tokio::spawn(watch(tls.cert.clone(), config));

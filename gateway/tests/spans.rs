@@ -63,8 +63,13 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
             br#"{"meta":{"category":"spans"},"data":[{"id":"a"},{"id":"b"},{"x":1}]}"#,
         )))
         .unwrap();
-    let response =
-        weir::ingest::ingest(&gateway, request, "127.0.0.1:9".parse().unwrap(), "rid-1").await;
+    let response = weir::ingest::ingest(
+        &gateway,
+        request,
+        weir::server::Peer::plain("127.0.0.1:9".parse().unwrap()),
+        "rid-1",
+    )
+    .await;
     assert_eq!(response.status(), 207);
     let _ = response.into_body().collect().await;
     provider.force_flush().unwrap();

@@ -249,9 +249,21 @@ pub fn key_hash(key: &str) -> String {
 /// A test certificate authority and a server certificate for localhost/127.0.0.1 it signed.
 pub struct TestCerts {
     pub ca_pem: String,
+    /// The CA certificate as a file (for `tls.client_ca_path`).
+    pub ca_path: PathBuf,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     _dir: tempfile::TempDir,
+}
+
+/// A client certificate for mTLS.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Hex SHA-256 of the certificate's DER (what `client_cert_sha256` takes).
+    pub sha256: String,
 }
 
 impl TestCerts {
@@ -270,13 +282,33 @@ impl TestCerts {
         let dir = tempfile::tempdir()?;
         let cert_path = dir.path().join("cert.pem");
         let key_path = dir.path().join("key.pem");
+        let ca_path = dir.path().join("ca.pem");
         std::fs::write(&cert_path, cert.pem())?;
         std::fs::write(&key_path, key.serialize_pem())?;
+        std::fs::write(&ca_path, ca.pem())?;
         Ok(TestCerts {
             ca_pem: ca.pem(),
+            ca_path,
             cert_path,
             key_path,
+            issuer,
             _dir: dir,
+        })
+    }
+
+    /// A client certificate signed by this CA.
+    pub fn client(&self, name: &str) -> anyhow::Result<ClientCert> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ClientCert {
+            sha256: hex::encode(Sha256::digest(cert.der())),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 }
@@ -439,6 +471,11 @@ pub enum Transport {
         ca_pem: String,
         h2: bool,
     },
+    /// HTTPS presenting a client certificate (mTLS), over HTTP/1.1.
+    Mtls {
+        ca_pem: String,
+        client: ClientCert,
+    },
 }
 
 /// An open connection to the node (HTTP/1.1 keep-alive or h2).
@@ -458,7 +495,12 @@ impl Connection {
                 tokio::spawn(conn);
                 Ok(Connection::H1(sender))
             }
-            Transport::Https { ca_pem, h2 } => {
+            Transport::Https { .. } | Transport::Mtls { .. } => {
+                let (ca_pem, h2, client) = match transport {
+                    Transport::Https { ca_pem, h2 } => (ca_pem, *h2, None),
+                    Transport::Mtls { ca_pem, client } => (ca_pem, false, Some(client)),
+                    Transport::Http => unreachable!("matched above"),
+                };
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
                     ca_pem.as_bytes(),
@@ -466,11 +508,24 @@ impl Connection {
                     roots.add(cert?)?;
                 }
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                let builder = rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                config.alpn_protocols = if *h2 {
+                    .with_root_certificates(roots);
+                let mut config = match client {
+                    Some(client) => {
+                        use rustls_pki_types::pem::PemObject;
+                        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(
+                            client.cert_pem.as_bytes(),
+                        )
+                        .collect::<Result<Vec<_>, _>>()?;
+                        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(
+                            client.key_pem.as_bytes(),
+                        )?;
+                        builder.with_client_auth_cert(chain, key)?
+                    }
+                    None => builder.with_no_client_auth(),
+                };
+                config.alpn_protocols = if h2 {
                     vec![b"h2".to_vec()]
                 } else {
                     vec![b"http/1.1".to_vec()]

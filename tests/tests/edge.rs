@@ -543,3 +543,111 @@ async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     }
     assert_eq!(post(&node, KEY, body()).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_with_client_certificates_requires_one_of_them() {
+    let category = topic_for_new_category().await;
+    let certs = TestCerts::new().unwrap();
+    let own = certs.client("acme-device").unwrap();
+    let stranger = certs.client("someone-else").unwrap();
+    let config = tenant(
+        "acme",
+        KEY,
+        &format!("client_cert_sha256 = [\"{}\"]", own.sha256),
+    ) + &tenant("open", "open-key", "");
+    let node = Node::start(
+        &config,
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_TLS_CERT", certs.cert_path.to_str().unwrap()),
+            ("WEIR_TLS_KEY", certs.key_path.to_str().unwrap()),
+            ("WEIR_TLS_CLIENT_CA", certs.ca_path.to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let https = node.https.clone().unwrap();
+    let body = || batch(&category, [unique("m")]);
+    let with = |client: &weir_e2e::ClientCert| Transport::Mtls {
+        ca_pem: certs.ca_pem.clone(),
+        client: client.clone(),
+    };
+    let without = Transport::Https {
+        ca_pem: certs.ca_pem.clone(),
+        h2: false,
+    };
+
+    let ok = send(&with(&own), &https, batch_request(Some(KEY), body(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.json());
+    for (transport, address, expected) in [
+        (
+            &without,
+            &https,
+            "tenant 'acme' requires a client certificate (HTTPS with mTLS)",
+        ),
+        (
+            &with(&stranger),
+            &https,
+            "the client certificate is not one of tenant 'acme'",
+        ),
+        (
+            &Transport::Http,
+            &node.http,
+            "tenant 'acme' requires a client certificate (HTTPS with mTLS)",
+        ),
+    ] {
+        let answer = send(transport, address, batch_request(Some(KEY), body(), &[]))
+            .await
+            .unwrap();
+        let json = answer.json();
+        assert_eq!(answer.status, 403, "{json}");
+        assert_eq!(json["error"], "client_certificate_required");
+        assert_eq!(json["message"], expected);
+    }
+    // A tenant without client certificates is not affected, with or without one.
+    assert_eq!(
+        send(
+            &without,
+            &https,
+            batch_request(Some("open-key"), body(), &[])
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    assert_eq!(
+        send(
+            &with(&stranger),
+            &https,
+            batch_request(Some("open-key"), body(), &[])
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_stalls_gets_408() {
+    let config = format!(
+        "[server]\nbody_timeout_ms = 500\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let mut stream = std::net::TcpStream::connect(&node.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"meta\":"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
+}
