@@ -59,6 +59,21 @@ struct Args {
     /// Print a JSON summary line too.
     #[arg(long)]
     json: bool,
+    /// Spread requests over this many tenants (keys `<key>-0` … `<key>-N-1`), Zipf-distributed.
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
+    /// Zipf exponent of the tenant mix (higher: more skewed to tenant 0).
+    #[arg(long, default_value_t = 1.1)]
+    zipf: f64,
+    /// Print the `[[tenants]]` TOML for --tenants and --key (and the quiet key), then exit.
+    #[arg(long)]
+    print_tenants: bool,
+    /// A quiet tenant's key: one extra connection posts at --quiet-rate and its latency is reported apart.
+    #[arg(long)]
+    quiet_key: Option<String>,
+    /// Requests per second of the quiet tenant.
+    #[arg(long, default_value_t = 20.0)]
+    quiet_rate: f64,
 }
 
 #[derive(Default)]
@@ -72,6 +87,17 @@ struct Tally {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_tenants {
+        let mut keys: Vec<String> = tenant_keys(&args);
+        keys.extend(args.quiet_key.clone());
+        for (i, key) in keys.iter().enumerate() {
+            println!(
+                "[[tenants]]\nname = \"load-{i}\"\nkeys_sha256 = [\"{}\"]\nrequests_per_second = 0.0\nevents_per_second = 0.0\n",
+                sha256_hex(key)
+            );
+        }
+        return Ok(());
+    }
     if args.tls && args.ca.is_none() && !args.insecure {
         bail!("--tls needs --ca <pem> or --insecure");
     }
@@ -79,6 +105,40 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(args))
+}
+
+/// The keys of the load tenants: `--key` alone, or `<key>-i` for each of `--tenants`.
+fn tenant_keys(args: &Args) -> Vec<String> {
+    if args.tenants <= 1 {
+        vec![args.key.clone()]
+    } else {
+        (0..args.tenants)
+            .map(|i| format!("{}-{i}", args.key))
+            .collect()
+    }
+}
+
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Cumulative Zipf weights over `n` tenants: tenant i is picked with weight 1/(i+1)^s.
+fn zipf_table(n: usize, s: f64) -> Vec<f64> {
+    let mut total = 0.0;
+    let mut table: Vec<f64> = (0..n)
+        .map(|i| {
+            total += 1.0 / ((i + 1) as f64).powf(s);
+            total
+        })
+        .collect();
+    for w in &mut table {
+        *w /= total;
+    }
+    table
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -89,8 +149,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bodies = Arc::new(make_bodies(&args));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let keys = Arc::new(tenant_keys(&args));
+    let zipf = Arc::new(zipf_table(keys.len(), args.zipf));
+    let quiet = args.quiet_key.clone().map(|key| {
+        let (args, bodies, connector, measuring, stop) = (
+            args.clone(),
+            bodies.clone(),
+            connector.clone(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(
+            async move { quiet_worker(key, args, bodies, connector, measuring, stop).await },
+        )
+    });
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
+        let (keys, zipf) = (keys.clone(), zipf.clone());
         let (args, bodies, connector, measuring, stop) = (
             args.clone(),
             bodies.clone(),
@@ -99,7 +174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             stop.clone(),
         );
         workers.push(tokio::spawn(async move {
-            worker(w, args, bodies, connector, measuring, stop).await
+            worker(w, args, keys, zipf, bodies, connector, measuring, stop).await
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -121,13 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     total.latencies_us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        let l = &total.latencies_us;
-        if l.is_empty() {
-            return 0.0;
-        }
-        l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1] as f64 / 1000.0
-    };
+    let pct = |p: f64| percentile(&total.latencies_us, p);
     let requests = total.latencies_us.len() as f64;
     let non_2xx: u64 = total
         .by_status
@@ -156,6 +225,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "answers by status {:?}, non-2xx {non_2xx}, connection errors {}",
         total.by_status, total.errors
     );
+    if let Some(quiet) = quiet {
+        let mut q = quiet.await?;
+        q.latencies_us.sort_unstable();
+        let at = |p: f64| percentile(&q.latencies_us, p);
+        println!(
+            "quiet tenant: {} requests, {} ok, latency ms p50 {:.2} p99 {:.2} max {:.2}, by status {:?}",
+            q.latencies_us.len(),
+            q.ok,
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            q.by_status
+        );
+    }
     if args.json {
         println!(
             "{{\"requests_per_s\":{:.1},\"events_per_s\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"non_2xx\":{non_2xx},\"errors\":{}}}",
@@ -169,6 +252,67 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn percentile(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    sorted_us[((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1] as f64
+        / 1000.0
+}
+
+/// One connection posting at `--quiet-rate` for a quiet tenant.
+async fn quiet_worker(
+    key: String,
+    args: Args,
+    bodies: Arc<Vec<Bytes>>,
+    connector: Option<tokio_rustls::TlsConnector>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut sender = None;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / args.quiet_rate.max(0.1)));
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        if sender.is_none() {
+            sender = connect(&args, &connector).await.ok();
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        n += 1;
+        let started = Instant::now();
+        match post(s, &key, bodies[n % bodies.len()].clone()).await {
+            Ok(status) if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) => {
+                tally
+                    .latencies_us
+                    .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                *tally.by_status.entry(status).or_default() += 1;
+                tally.ok += u64::from(status == 200);
+            }
+            Ok(_) => {}
+            Err(_) => sender = None,
+        }
+    }
+    tally
+}
+
+async fn post(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    key: &str,
+    body: Bytes,
+) -> anyhow::Result<u16> {
+    let request = http::Request::post("/v1/batch")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(body))?;
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
 }
 
 /// A few distinct bodies per worker set: different devices, same shape.
@@ -223,9 +367,12 @@ async fn connect(
     Ok(sender)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     w: usize,
     args: Args,
+    keys: Arc<Vec<String>>,
+    zipf: Arc<Vec<f64>>,
     bodies: Arc<Vec<Bytes>>,
     connector: Option<tokio_rustls::TlsConnector>,
     measuring: Arc<AtomicBool>,
@@ -247,20 +394,11 @@ async fn worker(
         }
         let Some(s) = sender.as_mut() else { continue };
         n += 1;
-        let request = http::Request::post("/v1/batch")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", args.key))
-            .body(Full::new(bodies[n % bodies.len()].clone()))
-            .expect("a valid request");
+        // A cheap deterministic spread over [0, 1) for the Zipf pick.
+        let x = ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+        let tenant = zipf.partition_point(|&w| w < x).min(keys.len() - 1);
         let started = Instant::now();
-        let result = async {
-            let response = s.send_request(request).await?;
-            let status = response.status().as_u16();
-            response.into_body().collect().await?;
-            Ok::<u16, anyhow::Error>(status)
-        }
-        .await;
+        let result = post(s, &keys[tenant], bodies[n % bodies.len()].clone()).await;
         let elapsed = started.elapsed();
         match result {
             Ok(status) => {

@@ -1,0 +1,37 @@
+//! The cost the limits add to one request: the request-rate check, the
+//! in-flight admission (taken and released) and the event-rate check of a
+//! batch of 50, with and without contention from a second thread.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use weir::config::Limits;
+use weir::limit::{Admission, Quotas};
+
+fn limits(c: &mut Criterion) {
+    let quotas = Quotas::new(&Limits {
+        requests_per_second: 1e9,
+        requests_burst: u32::MAX,
+        events_per_second: 1e12,
+        events_burst: u32::MAX,
+        ..Limits::default()
+    });
+    let admission = Admission::new(1024);
+
+    c.bench_function("limits/per_request", |b| {
+        b.iter(|| {
+            let ok = quotas.check_request().is_ok();
+            let admitted = admission.admit(&quotas);
+            let events = quotas.check_events(50).is_ok();
+            drop(admitted);
+            ok && events
+        })
+    });
+    c.bench_function("limits/request_rate_only", |b| {
+        b.iter(|| quotas.check_request().is_ok())
+    });
+    c.bench_function("limits/admission_only", |b| {
+        b.iter(|| admission.admit(&quotas).is_ok())
+    });
+}
+
+criterion_group!(benches, limits);
+criterion_main!(benches);
