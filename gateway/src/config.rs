@@ -211,10 +211,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            requests_per_second: 1000.0,
-            requests_burst: 2000,
-            events_per_second: 100_000.0,
-            events_burst: 200_000,
+            requests_per_second: 10_000.0,
+            requests_burst: 20_000,
+            events_per_second: 500_000.0,
+            events_burst: 1_000_000,
             max_inflight: 256,
             max_events_per_batch: 1000,
             max_body_bytes: 1024 * 1024,
