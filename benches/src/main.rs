@@ -90,9 +90,20 @@ fn main() -> anyhow::Result<()> {
     if args.print_tenants {
         let mut keys: Vec<String> = tenant_keys(&args);
         keys.extend(args.quiet_key.clone());
-        for (i, key) in keys.iter().enumerate() {
+        for key in &keys {
+            // Named after the key, so several prints can go in one config.
+            let name: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             println!(
-                "[[tenants]]\nname = \"load-{i}\"\nkeys_sha256 = [\"{}\"]\nrequests_per_second = 0.0\nevents_per_second = 0.0\n",
+                "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\nrequests_per_second = 1000000.0\nrequests_burst = 1000000\nevents_per_second = 100000000.0\nevents_burst = 100000000\n",
                 sha256_hex(key)
             );
         }
