@@ -14,6 +14,8 @@ use subtle::ConstantTimeEq;
 
 use crate::batch::Tenant;
 use crate::config::Config;
+use crate::filter::host::FilterEngine;
+use crate::filter::FilterSlot;
 use crate::limit::Quotas;
 use crate::respond::Reject;
 
@@ -29,27 +31,46 @@ pub struct Tenants {
 impl Tenants {
     /// Builds the registry from a validated config. A tenant whose limits
     /// did not change since `previous` keeps its limiters (a reload does not
-    /// refill its bursts) and its in-flight count.
-    pub fn from_config(config: &Config, previous: Option<&Tenants>) -> Tenants {
-        let old: HashMap<&str, &Arc<Quotas>> = previous
-            .map(|p| {
-                p.by_key_hash
-                    .values()
-                    .map(|t| (&*t.name, &t.quotas))
-                    .collect()
-            })
+    /// refill its bursts) and its in-flight count; a filter whose settings did
+    /// not change is not compiled again. New filters are compiled here, with
+    /// `engine`: an error names the filter that does not load.
+    pub fn from_config(
+        config: &Config,
+        previous: Option<&Tenants>,
+        engine: Option<&Arc<FilterEngine>>,
+    ) -> Result<Tenants, String> {
+        let old: HashMap<&str, &Arc<Tenant>> = previous
+            .map(|p| p.by_key_hash.values().map(|t| (&*t.name, t)).collect())
             .unwrap_or_default();
         let mut by_key_hash = HashMap::new();
         for t in &config.tenants {
             let limits = t.limits(&config.defaults);
-            let quotas = match old.get(t.name.as_str()) {
-                Some(q) if q.limits == limits => Arc::clone(q),
+            let before = old.get(t.name.as_str());
+            let quotas = match before {
+                Some(b) if b.quotas.limits == limits => Arc::clone(&b.quotas),
                 _ => Arc::new(Quotas::new(&limits)),
             };
+            let mut filters = Vec::with_capacity(t.filters.len());
+            for settings in &t.filters {
+                let reused =
+                    before.and_then(|b| b.filters.iter().find(|f| f.settings == *settings));
+                filters.push(match (reused, engine) {
+                    (Some(slot), _) => Arc::clone(slot),
+                    (None, Some(engine)) => FilterSlot::load(engine, settings)
+                        .map_err(|e| format!("tenant '{}': {e}", t.name))?,
+                    (None, None) => {
+                        return Err(format!(
+                            "tenant '{}': filters are not available here",
+                            t.name
+                        ))
+                    }
+                });
+            }
             let tenant = Arc::new(Tenant {
                 name: t.name.as_str().into(),
                 categories: t.categories.clone(),
                 quotas,
+                filters,
                 client_certs: t
                     .client_cert_sha256
                     .iter()
@@ -66,7 +87,20 @@ impl Tenants {
                 }
             }
         }
-        Tenants { by_key_hash }
+        Ok(Tenants { by_key_hash })
+    }
+
+    /// Every filter slot of every tenant (for the reload watcher and `/readyz`).
+    pub fn filter_slots(&self) -> Vec<Arc<FilterSlot>> {
+        let mut slots: Vec<Arc<FilterSlot>> = Vec::new();
+        for tenant in self.by_key_hash.values() {
+            for slot in &tenant.filters {
+                if !slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+                    slots.push(slot.clone());
+                }
+            }
+        }
+        slots
     }
 
     /// Finds the tenant of the request's key: 401 when the key is missing or unknown.
@@ -183,7 +217,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        Tenants::from_config(&config, None)
+        Tenants::from_config(&config, None, None).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -241,7 +275,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&same, Some(&first));
+        let reloaded = Tenants::from_config(&same, Some(&first), None).unwrap();
         assert!(Arc::ptr_eq(
             &first.authenticate(&key).unwrap().quotas,
             &reloaded.authenticate(&key).unwrap().quotas
@@ -250,7 +284,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\nrequests_per_second = 5.0\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&changed, Some(&first));
+        let reloaded = Tenants::from_config(&changed, Some(&first), None).unwrap();
         let quotas = &reloaded.authenticate(&key).unwrap().quotas;
         assert_eq!(quotas.limits.requests_per_second, 5.0);
         assert_eq!(reloaded.len(), 1);

@@ -5,22 +5,31 @@
 //! the raw JSON text the client sent, so the record value is written without
 //! re-encoding the client's data.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Limits;
+use crate::filter::FilterSlot;
 use crate::limit::Quotas;
 
 /// A tenant as the request path sees it, resolved from its API key.
-#[derive(Debug)]
 pub struct Tenant {
     pub name: Arc<str>,
     /// Glob patterns of the categories it may post.
     pub categories: Vec<String>,
     /// Its rate limiters and in-flight count, with the limits they enforce.
     pub quotas: Arc<Quotas>,
+    /// Its filter chain, in order.
+    pub filters: Vec<Arc<FilterSlot>>,
     /// SHA-256 of the client certificates it must present; empty: none needed.
     pub client_certs: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).finish()
+    }
 }
 
 impl Tenant {
@@ -86,8 +95,8 @@ pub struct Meta<'a> {
 pub struct Event<'a> {
     /// The client's id, when it gave a usable one.
     pub id: Option<String>,
-    /// The event object as the client sent it.
-    pub raw: &'a str,
+    /// The event object as the client sent it, or as a filter replaced it.
+    pub raw: Cow<'a, str>,
     pub ts: Option<i64>,
     /// The event's own `ip` field, which wins over the client address.
     pub ip: Option<IpAddr>,
@@ -145,6 +154,10 @@ pub enum PartCode {
     TooLarge,
     /// The batch was over the tenant's event rate; send it again after `Retry-After`.
     RateLimited,
+    /// Dropped by one of the tenant's filters (handled, not an error).
+    Filtered,
+    /// A filter failed on the event, or replaced it with something invalid.
+    FilterError,
     /// Kafka did not acknowledge the event in time; send it again.
     DeliveryFailed,
 }
@@ -152,7 +165,7 @@ pub enum PartCode {
 impl PartCode {
     /// Whether a part with this code counts as handled (not an error).
     pub fn is_accepted(self) -> bool {
-        matches!(self, PartCode::Ok)
+        matches!(self, PartCode::Ok | PartCode::Filtered)
     }
 }
 

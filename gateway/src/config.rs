@@ -249,6 +249,53 @@ pub struct TenantConfig {
     pub max_decompressed_bytes: Option<usize>,
     pub max_event_bytes: Option<usize>,
     pub max_depth: Option<usize>,
+    /// The tenant's filter chain, in order.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+/// One Wasm filter of a tenant's chain (design §4).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The component file (`.wasm`); watched and hot-reloaded.
+    pub path: PathBuf,
+    /// Handed to the filter's `init`.
+    #[serde(default)]
+    pub config: String,
+    /// What a failing filter means for the events.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Linear memory of one call, MiB; growing past it traps.
+    #[serde(default = "default_filter_memory_mb")]
+    pub memory_mb: usize,
+    /// CPU time of one call (an epoch deadline), ms.
+    #[serde(default = "default_filter_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Bytes one call may return (replacements and drop reasons).
+    #[serde(default = "default_filter_output")]
+    pub max_output_bytes: usize,
+}
+
+fn default_filter_memory_mb() -> usize {
+    64
+}
+fn default_filter_timeout_ms() -> u64 {
+    100
+}
+fn default_filter_output() -> usize {
+    16 * 1024 * 1024
+}
+
+/// A filter's failure policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The events pass unfiltered; the failure is logged.
+    FailOpen,
+    /// The events get `filter_error`, retryable (nothing unfiltered gets through).
+    #[default]
+    FailClosed,
 }
 
 fn any_category() -> Vec<String> {
@@ -508,6 +555,27 @@ impl Config {
                 }
             }
             validate_limits(&at, &tenant.limits(&self.defaults))?;
+            for (f, filter) in tenant.filters.iter().enumerate() {
+                let key = format!("{at}.filters[{f}]");
+                if filter.memory_mb == 0 || filter.memory_mb > 1024 {
+                    return Err(invalid(
+                        format!("{key}.memory_mb"),
+                        "must be from 1 to 1024",
+                    ));
+                }
+                if filter.timeout_ms == 0 {
+                    return Err(invalid(
+                        format!("{key}.timeout_ms"),
+                        "must be greater than 0",
+                    ));
+                }
+                if !filter.path.is_file() {
+                    return Err(invalid(
+                        format!("{key}.path"),
+                        format!("{} is not a file", filter.path.display()),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -176,7 +176,7 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
         let raw = raw_text(&item)?;
         let mut event = Event {
             id: None,
-            raw,
+            raw: Cow::Borrowed(raw),
             ts: None,
             ip: None,
             enrichment: None,
@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(e.ts, Some(1763780000000));
         assert_eq!(e.ip, Some("81.2.69.142".parse().unwrap()));
         assert_eq!(
-            e.raw,
+            &*e.raw,
             r#"{"id":"ev-1","ts":1763780000000,"ip":"81.2.69.142","props":{"cold":true}}"#
         );
         assert!(batch.events.iter().all(|e| e.part.is_none()));

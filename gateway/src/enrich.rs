@@ -123,7 +123,7 @@ mod tests {
             events: vec![
                 Event {
                     id: Some("a".into()),
-                    raw: "{}",
+                    raw: "{}".into(),
                     ts: None,
                     ip: None,
                     enrichment: None,
@@ -131,7 +131,7 @@ mod tests {
                 },
                 Event {
                     id: Some("b".into()),
-                    raw: "{}",
+                    raw: "{}".into(),
                     ts: None,
                     ip: Some("::ffff:192.0.2.1".parse().unwrap()),
                     enrichment: None,
@@ -139,7 +139,7 @@ mod tests {
                 },
                 Event {
                     id: None,
-                    raw: "5",
+                    raw: "5".into(),
                     ts: None,
                     ip: None,
                     enrichment: None,

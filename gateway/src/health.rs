@@ -19,6 +19,9 @@ struct Readiness<'a> {
     kafka: String,
     geoip: &'a str,
     tenants: usize,
+    /// Filters whose file on disk does not load (the previous version serves).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    filter_errors: Vec<String>,
 }
 
 pub fn healthz(request_id: &str) -> Response<Body> {
@@ -39,6 +42,16 @@ pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
         kafka,
         geoip,
         tenants: gateway.tenants.load().len(),
+        filter_errors: gateway
+            .tenants
+            .load()
+            .filter_slots()
+            .iter()
+            .filter_map(|slot| {
+                slot.error()
+                    .map(|e| format!("{}: {e}", slot.settings.path.display()))
+            })
+            .collect(),
     };
     let status = if ready {
         StatusCode::OK

@@ -16,7 +16,7 @@ use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
 use crate::server::{Gateway, Peer};
-use crate::{auth, body, decode, enrich, trace};
+use crate::{auth, body, decode, enrich, filter, trace};
 
 /// Handles one upload and always answers, with the request id.
 pub async fn ingest<B>(
@@ -134,6 +134,15 @@ where
     if limited.is_none() && valid > 0 {
         info_span!("enrich")
             .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
+        if !tenant.filters.is_empty() {
+            filter::filter(
+                &tenant.filters,
+                &mut batch,
+                &tenant.name,
+                limits.max_event_bytes,
+            )
+            .await;
+        }
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
         let produce = info_span!("produce", otel.kind = "producer", messaging.system = "kafka", messaging.destination.name = %topic);

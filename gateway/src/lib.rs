@@ -9,9 +9,11 @@
 //! 3. [`auth`]: the API key names the tenant; the tenant may post the category
 //! 4. [`body`]: content type and encoding, size caps, decompression
 //! 5. [`decode`]: JSON, `meta`, and the split into validated events
-//! 6. [`enrich`]: backend id, client IP and [`geoip`] location
-//! 7. [`produce`]: one Kafka record per event, awaiting acknowledgement
-//! 8. [`respond`]: the per-event answer
+//! 6. [`limit`]: request and event rates, in-flight admission (used by `ingest`)
+//! 7. [`enrich`]: backend id, client IP and [`geoip`] location
+//! 8. [`filter`]: the tenant's Wasm filter chain
+//! 9. [`produce`]: one Kafka record per event, awaiting acknowledgement
+//! 10. [`respond`]: the per-event answer
 //!
 //! Shared types live in [`batch`]; [`config`] is the configuration,
 //! [`trace`] the OpenTelemetry tracing, [`broker`] the embedded broker used
@@ -24,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod decode;
 pub mod enrich;
+pub mod filter;
 pub mod geoip;
 pub mod health;
 pub mod ingest;

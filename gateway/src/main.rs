@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use weir::auth::Tenants;
 use weir::broker::EmbeddedBroker;
 use weir::config::Config;
+use weir::filter::host::{Caps, FilterEngine};
 use weir::geoip::GeoIp;
 use weir::limit::{Admission, Rate, Unauthenticated};
 use weir::produce::Producer;
@@ -36,8 +37,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
     about = "Weir: an edge gateway for event ingestion into Kafka"
 )]
 struct Cli {
-    /// The TOML configuration file.
-    #[arg(long, global = true, env = "WEIR_CONFIG")]
+    /// The TOML configuration file (before the command: `weir --config weir.toml serve`).
+    #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -68,6 +69,30 @@ enum Command {
     },
     /// Print the SHA-256 of an API key (for `keys_sha256`); reads stdin without an argument.
     HashKey { key: Option<String> },
+    /// Work with Wasm filters.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Run a filter over sample events with a node's caps and print each verdict.
+    Test {
+        /// The filter component (.wasm).
+        filter: PathBuf,
+        /// A JSON file: an array of events, or a batch with meta and data.
+        #[arg(long)]
+        events: PathBuf,
+        /// The config string handed to the filter's init.
+        #[arg(long, default_value = "")]
+        config: String,
+        #[arg(long, default_value_t = 64)]
+        memory_mb: usize,
+        #[arg(long, default_value_t = 100)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_output_bytes: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +107,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = Config::load(cli.config.as_deref())?;
+            // Filters are compiled and their init run, as a node would at start.
+            let engine = FilterEngine::new()?;
+            Tenants::from_config(&config, None, Some(&engine)).map_err(anyhow::Error::msg)?;
             println!(
                 "config OK: {} tenant(s), kafka {}",
                 config.tenants.len(),
@@ -115,6 +143,26 @@ fn main() -> anyhow::Result<()> {
                 idle: idle_ms.map(Duration::from_millis),
             };
             tail::tail(&options, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Command::Filter(FilterCommand::Test {
+            filter,
+            events,
+            config,
+            memory_mb,
+            timeout_ms,
+            max_output_bytes,
+        }) => {
+            let events = std::fs::read_to_string(&events)
+                .with_context(|| format!("reading {}", events.display()))?;
+            let caps = Caps {
+                memory_bytes: memory_mb * 1024 * 1024,
+                timeout: Duration::from_millis(timeout_ms),
+                max_output_bytes,
+            };
+            let report = weir::filter::local::run(&filter, &config, &events, caps)
+                .map_err(anyhow::Error::msg)?;
+            print!("{report}");
             Ok(())
         }
         Command::HashKey { key } => {
@@ -213,12 +261,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         });
     }
 
+    let filters = FilterEngine::new()?;
     let unauthenticated = Unauthenticated::new(Rate {
         per_second: config.server.unauthenticated_per_second,
         burst: config.server.unauthenticated_burst,
     });
     let gateway = Arc::new(Gateway {
-        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None)),
+        tenants: ArcSwap::from_pointee(
+            Tenants::from_config(&config, None, Some(&filters)).map_err(anyhow::Error::msg)?,
+        ),
         producer,
         geoip,
         trusted_proxies: config.server.trusted_proxies.clone(),
@@ -226,7 +277,29 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         admission: Admission::new(config.server.max_inflight),
         unauthenticated,
         config_path: config_path.clone(),
+        filters: filters.clone(),
     });
+    {
+        // Filter files are watched: a changed one is compiled off the request
+        // path and swapped in; a broken one keeps the previous version.
+        let gateway = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                let slots = gateway.tenants.load().filter_slots();
+                let engine = gateway.filters.clone();
+                drop(gateway);
+                let _ = tokio::task::spawn_blocking(move || {
+                    slots.iter().for_each(|s| s.reload_if_changed(&engine))
+                })
+                .await;
+            }
+        });
+    }
     if gateway.unauthenticated.is_some() {
         // Forget addresses whose limit has recovered, so the table stays small.
         let gateway = Arc::downgrade(&gateway);

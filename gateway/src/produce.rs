@@ -136,7 +136,7 @@ impl Producer {
                     geo: enrichment.geo.as_ref(),
                 },
                 batch.meta.raw,
-                event.raw,
+                &event.raw,
             );
             let key = device_key.as_deref().unwrap_or(&enrichment.backend_id);
             let record = FutureRecord::to(&topic)

@@ -9,13 +9,18 @@
 use std::sync::Arc;
 
 use crate::auth::Tenants;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::server::Gateway;
 
 /// Reloads the tenants from the config file; the number of tenants now.
-pub fn reload(gateway: &Gateway) -> Result<usize, ConfigError> {
-    let config = Config::load(gateway.config_path.as_deref())?;
-    let tenants = Tenants::from_config(&config, Some(&gateway.tenants.load()));
+/// New or changed filters are compiled here (blocking: call it off the request path).
+pub fn reload(gateway: &Gateway) -> Result<usize, String> {
+    let config = Config::load(gateway.config_path.as_deref()).map_err(|e| e.to_string())?;
+    let tenants = Tenants::from_config(
+        &config,
+        Some(&gateway.tenants.load()),
+        Some(&gateway.filters),
+    )?;
     let count = tenants.len();
     gateway.tenants.store(Arc::new(tenants));
     Ok(count)
@@ -30,7 +35,7 @@ pub fn reload_logged(gateway: &Gateway) -> Result<usize, String> {
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
-            Err(e.to_string())
+            Err(e)
         }
     }
 }

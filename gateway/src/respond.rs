@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::batch::{Batch, Part};
+use crate::batch::{Batch, Part, PartCode};
 
 /// Seconds a client should wait before it sends a retryable batch again.
 const RETRY_AFTER_SECONDS: u64 = 5;
@@ -83,8 +83,19 @@ pub fn answer(batch: &Batch<'_>, request_id: &str, limited: Option<&Reject>) -> 
     let accepted = parts.iter().filter(|p| p.code.is_accepted()).count();
     let retryable = parts.iter().any(|p| p.retryable == Some(true));
     let failed = total - accepted;
+    let filtered = parts
+        .iter()
+        .filter(|p| p.code == PartCode::Filtered)
+        .count();
     let (code, status, message) = if let (Some(limited), 0) = (limited, accepted) {
         (2, limited.status, limited.message.clone())
+    } else if failed == 0 && filtered > 0 {
+        let written = total - filtered;
+        (
+            0,
+            StatusCode::OK,
+            format!("{written} events accepted, {filtered} filtered"),
+        )
     } else if failed == 0 {
         (0, StatusCode::OK, format!("{total} events accepted"))
     } else if accepted > 0 {
@@ -169,7 +180,7 @@ pub fn json(status: StatusCode, body: &impl Serialize, request_id: &str) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Event, Meta, PartCode};
+    use crate::batch::{Event, Meta};
 
     fn batch_of(parts: Vec<Part>) -> Batch<'static> {
         Batch {
@@ -183,7 +194,7 @@ mod tests {
                 .into_iter()
                 .map(|p| Event {
                     id: p.id.clone(),
-                    raw: "{}",
+                    raw: "{}".into(),
                     ts: None,
                     ip: None,
                     enrichment: None,

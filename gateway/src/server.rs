@@ -26,6 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tenants;
+use crate::filter::host::FilterEngine;
 use crate::geoip::GeoIp;
 use crate::limit::{Admission, Unauthenticated};
 use crate::produce::Producer;
@@ -49,6 +50,8 @@ pub struct Gateway {
     pub unauthenticated: Option<Unauthenticated>,
     /// The file a reload reads.
     pub config_path: Option<PathBuf>,
+    /// The Wasm engine of every tenant's filters.
+    pub filters: Arc<FilterEngine>,
 }
 
 /// Connection-level limits of every listener.
@@ -252,7 +255,7 @@ fn admin_reload(gateway: &Gateway, request_id: &str) -> Response<Body> {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     }
-    match reload::reload_logged(gateway) {
+    match tokio::task::block_in_place(|| reload::reload_logged(gateway)) {
         Ok(n) => respond::json(
             StatusCode::OK,
             &Reloaded {

@@ -36,6 +36,19 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
 
+/// A filter component built by `scripts/build-filters.sh`, e.g. `redact_pii`.
+pub fn filter_wasm(name: &str) -> PathBuf {
+    let path = root()
+        .join("target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-filters.sh",
+        path.display()
+    );
+    path
+}
+
 /// The `weir` binary cargo built for this test run.
 pub fn weir_bin() -> PathBuf {
     if let Ok(path) = std::env::var("WEIR_BIN") {

@@ -1,0 +1,76 @@
+//! `tag-bots`: finds events whose user agent looks like a bot, and drops
+//! them or tags them with `"is_bot": true`.
+//!
+//! Config: `{"field": "user_agent", "action": "drop"}` (or `"tag"`).
+
+use weir_guest_sdk::{export_filter, field, Event, Filter, Verdict};
+
+const BOT_MARKERS: &[&str] = &[
+    "bot",
+    "crawler",
+    "spider",
+    "slurp",
+    "curl/",
+    "wget/",
+    "python-requests",
+    "headlesschrome",
+    "phantomjs",
+];
+
+struct TagBots {
+    field: String,
+    drop: bool,
+}
+
+impl Filter for TagBots {
+    fn init(config: &str) -> Result<Self, String> {
+        let config: serde_json::Value =
+            serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+        let field = config
+            .get("field")
+            .and_then(|f| f.as_str())
+            .unwrap_or("user_agent")
+            .to_owned();
+        let drop = match config
+            .get("action")
+            .and_then(|a| a.as_str())
+            .unwrap_or("tag")
+        {
+            "drop" => true,
+            "tag" => false,
+            other => return Err(format!("config: action '{other}' is not drop or tag")),
+        };
+        Ok(TagBots { field, drop })
+    }
+
+    fn filter(&self, events: &[Event]) -> Vec<Verdict> {
+        events
+            .iter()
+            .map(|e| {
+                let Ok(mut body) = e.json() else {
+                    return Verdict::Keep;
+                };
+                let is_bot = field(&body, &self.field)
+                    .and_then(|ua| ua.as_str())
+                    .map(|ua| ua.to_ascii_lowercase())
+                    .is_some_and(|ua| BOT_MARKERS.iter().any(|m| ua.contains(m)));
+                if !is_bot {
+                    return Verdict::Keep;
+                }
+                weir_guest_sdk::count("bots", 1);
+                if self.drop {
+                    return Verdict::Drop("bot user agent".into());
+                }
+                match body.as_object_mut() {
+                    Some(object) => {
+                        object.insert("is_bot".into(), true.into());
+                        Verdict::replace_json(&body)
+                    }
+                    None => Verdict::Keep,
+                }
+            })
+            .collect()
+    }
+}
+
+export_filter!(TagBots);

@@ -1,0 +1,309 @@
+//! Filter: the tenant's chain of user Wasm filters keeps, drops or rewrites
+//! its events, between enrichment and Kafka.
+//!
+//! Each filter of the chain is called once per batch with the events still
+//! pending, in a fresh sandboxed instance ([`host`]). Its verdicts apply in
+//! order: `keep`, `replace` (the new body must be a JSON object within the
+//! event size limit, or that event gets `filter_error`), `drop` (part code
+//! `filtered`: handled, not an error). When a filter fails (trap, timeout,
+//! wrong number of verdicts, too much output) the filter's policy decides:
+//! fail-open lets the events pass unfiltered (logged), fail-closed gives them
+//! `filter_error`, retryable.
+//!
+//! Filters hot-reload: [`FilterSlot::reload_if_changed`] compiles a changed
+//! file off the request path and swaps it in atomically; a batch already
+//! running keeps the version it started with, and a version that does not
+//! compile or whose `init` refuses its config never replaces a working one.
+
+pub mod host;
+pub mod local;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use tracing::{field, info_span};
+
+use crate::batch::{Batch, Part, PartCode};
+use crate::config::{FilterConfig, OnError};
+use host::{Caps, CompiledFilter, FilterEngine, FilterError, Verdict, WitEvent, WitGeo};
+
+/// One filter of a tenant's chain: its settings and the version in use.
+pub struct FilterSlot {
+    /// The file's stem, e.g. `redact_pii`.
+    pub name: String,
+    pub settings: FilterConfig,
+    current: ArcSwapOption<CompiledFilter>,
+    /// Why the file on disk is not the version in use, if it is not.
+    error: Mutex<Option<String>>,
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path)
+        .and_then(|m| Ok((m.modified()?, m.len())))
+        .ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl FilterSlot {
+    /// Loads the filter now; an error names the file and the problem.
+    pub fn load(
+        engine: &Arc<FilterEngine>,
+        settings: &FilterConfig,
+    ) -> Result<Arc<FilterSlot>, String> {
+        let slot = FilterSlot {
+            name: settings
+                .path
+                .file_stem()
+                .map_or_else(|| "filter".to_owned(), |s| s.to_string_lossy().into_owned()),
+            settings: settings.clone(),
+            current: ArcSwapOption::empty(),
+            error: Mutex::new(None),
+            stamp: Mutex::new(stamp(&settings.path)),
+        };
+        let compiled = compile(engine, settings)
+            .map_err(|e| format!("filter {}: {e}", settings.path.display()))?;
+        slot.current.store(Some(Arc::new(compiled)));
+        Ok(Arc::new(slot))
+    }
+
+    /// The version in use.
+    pub fn current(&self) -> Option<Arc<CompiledFilter>> {
+        self.current.load_full()
+    }
+
+    /// Why the file on disk is not in use, if it is not.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.error).clone()
+    }
+
+    /// Recompiles the file if it changed since it was last looked at; keeps
+    /// the version in use when the new one fails. Blocking: call it off the
+    /// request path.
+    pub fn reload_if_changed(&self, engine: &Arc<FilterEngine>) {
+        let now = stamp(&self.settings.path);
+        {
+            let mut seen = lock(&self.stamp);
+            if *seen == now {
+                return;
+            }
+            *seen = now;
+        }
+        match compile(engine, &self.settings) {
+            Ok(compiled) => {
+                tracing::info!(filter = %self.name, version = %compiled.version, path = %self.settings.path.display(), "filter reloaded");
+                self.current.store(Some(Arc::new(compiled)));
+                *lock(&self.error) = None;
+            }
+            Err(e) => {
+                tracing::error!(filter = %self.name, path = %self.settings.path.display(), error = %e, "filter changed on disk but does not load; the previous version stays");
+                *lock(&self.error) = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn compile(
+    engine: &Arc<FilterEngine>,
+    settings: &FilterConfig,
+) -> Result<CompiledFilter, FilterError> {
+    let bytes = std::fs::read(&settings.path).map_err(|e| FilterError::Read {
+        path: settings.path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    engine.compile(&bytes, &settings.config, caps(settings))
+}
+
+/// The caps of a filter's calls, from its settings.
+pub fn caps(settings: &FilterConfig) -> Caps {
+    Caps {
+        memory_bytes: settings.memory_mb * 1024 * 1024,
+        timeout: Duration::from_millis(settings.timeout_ms),
+        max_output_bytes: settings.max_output_bytes,
+    }
+}
+
+/// Runs the tenant's chain over the batch's pending events.
+pub async fn filter(
+    chain: &[Arc<FilterSlot>],
+    batch: &mut Batch<'_>,
+    tenant: &str,
+    max_event_bytes: usize,
+) {
+    for slot in chain {
+        let pending: Vec<usize> = (0..batch.events.len())
+            .filter(|&i| batch.events[i].part.is_none())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let Some(compiled) = slot.current() else {
+            continue;
+        };
+        let span = info_span!(
+            "filter",
+            filter.name = %slot.name,
+            filter.version = %compiled.version,
+            events = pending.len(),
+            kept = field::Empty,
+            dropped = field::Empty,
+            replaced = field::Empty,
+            outcome = field::Empty,
+        );
+        let events: Vec<WitEvent> = pending
+            .iter()
+            .map(|&i| wit_event(batch, i, tenant))
+            .collect();
+        let started = Instant::now();
+        // The guest runs on a blocking thread: a slow filter never stalls the reactor.
+        let outcome = {
+            let compiled = compiled.clone();
+            match tokio::task::spawn_blocking(move || compiled.call(&events)).await {
+                Ok(called) => {
+                    for (level, message) in &called.logs {
+                        tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
+                    }
+                    called.outcome
+                }
+                Err(e) => Err(FilterError::Trap(format!("filter task failed: {e}"))),
+            }
+        };
+        let _entered = span.enter();
+        match outcome {
+            Ok(verdicts) => {
+                let (mut kept, mut dropped, mut replaced) = (0, 0, 0);
+                for (&i, verdict) in pending.iter().zip(verdicts) {
+                    let event = &mut batch.events[i];
+                    match verdict {
+                        Verdict::Keep => kept += 1,
+                        Verdict::Drop(reason) => {
+                            dropped += 1;
+                            event.part = Some(Part::failed(
+                                event.id.clone(),
+                                PartCode::Filtered,
+                                format!("{}: {reason}", slot.name),
+                                false,
+                            ));
+                        }
+                        Verdict::Replace(bytes) => match replacement(bytes, max_event_bytes) {
+                            Ok(body) => {
+                                replaced += 1;
+                                event.raw = Cow::Owned(body);
+                            }
+                            Err(problem) => {
+                                event.part = Some(Part::failed(
+                                    event.id.clone(),
+                                    PartCode::FilterError,
+                                    format!(
+                                        "filter {} replaced the event with {problem}",
+                                        slot.name
+                                    ),
+                                    false,
+                                ));
+                            }
+                        },
+                    }
+                }
+                span.record("kept", kept);
+                span.record("dropped", dropped);
+                span.record("replaced", replaced);
+                span.record("outcome", "ok");
+            }
+            Err(e) => {
+                span.record("outcome", "error");
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                match slot.settings.on_error {
+                    OnError::FailOpen => {
+                        tracing::warn!(filter = %slot.name, tenant, error = %e, elapsed_ms, "filter failed; events pass unfiltered (fail-open)");
+                    }
+                    OnError::FailClosed => {
+                        tracing::warn!(filter = %slot.name, tenant, error = %e, elapsed_ms, "filter failed; events refused (fail-closed)");
+                        for &i in &pending {
+                            let event = &mut batch.events[i];
+                            event.part = Some(Part::failed(
+                                event.id.clone(),
+                                PartCode::FilterError,
+                                format!("filter {} failed: {e}", slot.name),
+                                true,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A replacement body: a JSON object within the event size limit.
+fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String> {
+    if bytes.len() > max_event_bytes {
+        return Err(format!(
+            "{} bytes, more than the event limit of {max_event_bytes}",
+            bytes.len()
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_owned())?;
+    match sonic_rs::from_str::<sonic_rs::Value>(&text) {
+        Ok(value) if value.is_object() => Ok(text),
+        Ok(_) => Err("JSON that is not an object".into()),
+        Err(_) => Err("text that is not JSON".into()),
+    }
+}
+
+use sonic_rs::JsonValueTrait as _;
+
+fn wit_event(batch: &Batch<'_>, i: usize, tenant: &str) -> WitEvent {
+    let event = &batch.events[i];
+    let enrichment = event.enrichment.as_ref();
+    WitEvent {
+        backend_id: enrichment.map(|e| e.backend_id.clone()).unwrap_or_default(),
+        id: event.id.clone().unwrap_or_default(),
+        tenant: tenant.to_owned(),
+        category: batch.meta.category.clone(),
+        received_at: batch.received_at,
+        client_ip: enrichment
+            .and_then(|e| e.client_ip)
+            .map(|ip| ip.to_string()),
+        geo: enrichment.and_then(|e| e.geo.as_ref()).map(|g| WitGeo {
+            country: g.country.clone(),
+            region: g.region.clone(),
+            city: g.city.clone(),
+        }),
+        body: event.raw.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replacement;
+
+    #[test]
+    fn a_replacement_must_be_a_json_object_within_the_limit() {
+        assert_eq!(
+            replacement(br#"{"a":1}"#.to_vec(), 100),
+            Ok(r#"{"a":1}"#.to_owned())
+        );
+        assert_eq!(
+            replacement(b"[1]".to_vec(), 100),
+            Err("JSON that is not an object".to_owned())
+        );
+        assert_eq!(
+            replacement(b"nope".to_vec(), 100),
+            Err("text that is not JSON".to_owned())
+        );
+        assert_eq!(
+            replacement(vec![0xff], 100),
+            Err("text that is not UTF-8".to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":"long"}"#.to_vec(), 5),
+            Err("12 bytes, more than the event limit of 5".to_owned())
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! The Wasm host: wasmtime's component model with a pooling allocator, each
+//! filter compiled once per version into an `InstancePre`, and a fresh
+//! `Store` and instance for every batch call, with its caps.
+//!
+//! Caps per call: linear memory (a guest growing past it traps), CPU time
+//! (an epoch deadline: a ticker thread advances the engine's epoch every
+//! millisecond), and the bytes a call may hand back. A trap or a timeout is
+//! an `Err` here; what it means for the events is the chain's business.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+
+wasmtime::component::bindgen!({
+    path: "../proto/wit",
+    world: "filter",
+});
+
+use weir::filter::host::Level;
+pub use weir::filter::types::{Event as WitEvent, Geo as WitGeo};
+
+/// How often the engine's epoch advances: the unit of the CPU deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Instances that may exist at once (the pool's size).
+pub const MAX_INSTANCES: u32 = 128;
+/// Log lines and bytes a single call may leave.
+const MAX_LOG_LINES: usize = 100;
+const MAX_LOG_LINE: usize = 1024;
+
+/// Why a filter could not be loaded or did not give verdicts.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FilterError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("not a valid weir:filter component: {0}")]
+    Compile(String),
+    #[error("init refused the config: {0}")]
+    Init(String),
+    #[error("ran past its CPU deadline of {0} ms")]
+    Timeout(u64),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned {got} verdicts for {expected} events")]
+    WrongCount { got: usize, expected: usize },
+    #[error("returned {got} bytes, more than its limit of {limit}")]
+    TooMuchOutput { got: usize, limit: usize },
+}
+
+/// Caps of one filter's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_output_bytes: usize,
+}
+
+/// What a call's guest asked of the host.
+#[derive(Debug, Default)]
+pub struct HostState {
+    limits: StoreLimits,
+    pub logs: Vec<(String, String)>,
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl weir::filter::types::Host for HostState {}
+
+impl weir::filter::host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.logs.len() < MAX_LOG_LINES {
+            let level = match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            };
+            let mut message = message;
+            message.truncate(message.floor_char_boundary(MAX_LOG_LINE));
+            self.logs.push((level.to_owned(), message));
+        }
+    }
+
+    fn count(&mut self, name: String, delta: u64) {
+        if self.counters.len() < 64 || self.counters.contains_key(&name) {
+            *self.counters.entry(name).or_default() += delta;
+        }
+    }
+}
+
+/// The engine shared by every filter of the node.
+pub struct FilterEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl FilterEngine {
+    pub fn new() -> Result<Arc<FilterEngine>, FilterError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 2)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 2)
+            .max_memory_size(1 << 30);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // Guests are not debugged here: no backtrace capture on every trap.
+            .wasm_backtrace_max_frames(None)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| FilterError::Compile(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
+            .map_err(|e| FilterError::Compile(e.to_string()))?;
+        // The epoch ticker: a weak engine handle, so it ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-filter-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| FilterError::Compile(e.to_string()))?;
+        Ok(Arc::new(FilterEngine { engine, linker }))
+    }
+
+    /// Compiles a component and checks it: it must instantiate with only the
+    /// host's imports, and its `init` must accept `config`.
+    pub fn compile(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        config: &str,
+        caps: Caps,
+    ) -> Result<CompiledFilter, FilterError> {
+        let version = hex::encode(&Sha256::digest(bytes)[..8]);
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FilterPre::new)
+            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
+        let compiled = CompiledFilter {
+            engine: self.clone(),
+            pre,
+            config: config.to_owned(),
+            caps,
+            version,
+        };
+        // One trial init: a filter that refuses its config never goes live.
+        compiled.instantiate(&mut compiled.store())?;
+        Ok(compiled)
+    }
+}
+
+/// One filter version, compiled and ready to instantiate.
+pub struct CompiledFilter {
+    engine: Arc<FilterEngine>,
+    pre: FilterPre<HostState>,
+    config: String,
+    pub caps: Caps,
+    /// First 16 hex digits of the component's SHA-256.
+    pub version: String,
+}
+
+/// The result of one call: the verdicts or why there are none, and what
+/// the guest logged and counted either way.
+#[derive(Debug)]
+pub struct Called {
+    pub outcome: Result<Vec<Verdict>, FilterError>,
+    pub logs: Vec<(String, String)>,
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl CompiledFilter {
+    /// A fresh store with this filter's caps.
+    fn store(&self) -> Store<HostState> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.caps.memory_bytes)
+                .instances(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            ..HostState::default()
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.caps.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// A fresh instance, initialised with the tenant's config.
+    fn instantiate(&self, store: &mut Store<HostState>) -> Result<Filter, FilterError> {
+        let filter = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| self.failure(e))?;
+        filter
+            .call_init(&mut *store, &self.config)
+            .map_err(|e| self.failure(e))?
+            .map_err(FilterError::Init)?;
+        Ok(filter)
+    }
+
+    /// Runs the filter over `events` in a fresh instance.
+    pub fn call(&self, events: &[WitEvent]) -> Called {
+        let mut store = self.store();
+        let outcome = self.run(&mut store, events);
+        let state = store.into_data();
+        Called {
+            outcome,
+            logs: state.logs,
+            counters: state.counters,
+        }
+    }
+
+    fn run(
+        &self,
+        store: &mut Store<HostState>,
+        events: &[WitEvent],
+    ) -> Result<Vec<Verdict>, FilterError> {
+        let filter = self.instantiate(store)?;
+        let verdicts = filter
+            .call_filter(&mut *store, events)
+            .map_err(|e| self.failure(e))?;
+        if verdicts.len() != events.len() {
+            return Err(FilterError::WrongCount {
+                got: verdicts.len(),
+                expected: events.len(),
+            });
+        }
+        let output: usize = verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Replace(bytes) => bytes.len(),
+                Verdict::Drop(reason) => reason.len(),
+                Verdict::Keep => 0,
+            })
+            .sum();
+        if output > self.caps.max_output_bytes {
+            return Err(FilterError::TooMuchOutput {
+                got: output,
+                limit: self.caps.max_output_bytes,
+            });
+        }
+        Ok(verdicts)
+    }
+
+    fn failure(&self, e: wasmtime::Error) -> FilterError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => FilterError::Timeout(self.caps.timeout.as_millis() as u64),
+            Some(trap) => FilterError::Trap(trap.to_string()),
+            // e.g. "forcing trap when growing memory to 68026368 bytes"
+            None => FilterError::Trap(e.root_cause().to_string()),
+        }
+    }
+}

