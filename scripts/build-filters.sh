@@ -9,7 +9,7 @@
 # `wasm-tools component new` (wasm-tools from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(-p redact-pii -p sample -p tag-bots -p require-fields -p hostile-filter)
+packages=(-p pass-through -p redact-pii -p sample -p tag-bots -p require-fields -p hostile-filter)
 say() { printf 'build-filters: %s\n' "$*" >&2; }
 
 sysroot="$(rustc --print sysroot)"
@@ -30,7 +30,7 @@ CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true RUSTC=/usr/bi
   /usr/bin/cargo build --quiet --release -Z build-std=std,panic_abort --target wasm32-unknown-unknown \
   --target-dir target/wasm-fallback "${packages[@]}"
 mkdir -p target/wasm32-unknown-unknown/release
-for name in redact_pii sample tag_bots require_fields hostile_filter; do
+for name in pass_through redact_pii sample tag_bots require_fields hostile_filter; do
   wasm-tools component new "target/wasm-fallback/wasm32-unknown-unknown/release/$name.wasm" \
     -o "target/wasm32-unknown-unknown/release/$name.wasm"
 done

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use tracing::{field, info_span};
+use tracing::{field, info_span, Instrument};
 
 use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, OnError};
@@ -162,18 +162,12 @@ pub async fn filter(
             .collect();
         let started = Instant::now();
         // The guest runs on a blocking thread: a slow filter never stalls the reactor.
-        let outcome = {
-            let compiled = compiled.clone();
-            match tokio::task::spawn_blocking(move || compiled.call(&events)).await {
-                Ok(called) => {
-                    for (level, message) in &called.logs {
-                        tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
-                    }
-                    called.outcome
-                }
-                Err(e) => Err(FilterError::Trap(format!("filter task failed: {e}"))),
-            }
-        };
+        // The guest runs on this task, yielding to tokio at every epoch tick.
+        let called = compiled.call(&events).instrument(span.clone()).await;
+        for (level, message) in &called.logs {
+            tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
+        }
+        let outcome = called.outcome;
         let _entered = span.enter();
         match outcome {
             Ok(verdicts) => {

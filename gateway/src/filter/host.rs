@@ -4,7 +4,8 @@
 //!
 //! Caps per call: linear memory (a guest growing past it traps), CPU time
 //! (an epoch deadline: a ticker thread advances the engine's epoch every
-//! millisecond), and the bytes a call may hand back. A trap or a timeout is
+//! millisecond; at each tick the call yields to the async executor, and past
+//! the filter's budget it is interrupted), and the bytes a call may hand back. A trap or a timeout is
 //! an `Err` here; what it means for the events is the chain's business.
 
 use std::collections::BTreeMap;
@@ -15,12 +16,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 
 wasmtime::component::bindgen!({
     path: "../proto/wit",
     world: "filter",
+    // Calls run on the request's task and yield to tokio every epoch tick,
+    // so a slow guest never holds a worker thread.
+    exports: { default: async },
 });
 
 use weir::filter::host::Level;
@@ -158,7 +162,7 @@ impl FilterEngine {
             version,
         };
         // One trial init: a filter that refuses its config never goes live.
-        compiled.instantiate(&mut compiled.store())?;
+        futures::executor::block_on(compiled.instantiate(&mut compiled.store()))?;
         Ok(compiled)
     }
 }
@@ -195,29 +199,42 @@ impl CompiledFilter {
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.caps.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let budget = (self.caps.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
+        let mut used = 0;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            used += 1;
+            if used >= budget {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
         store
     }
 
     /// A fresh instance, initialised with the tenant's config.
-    fn instantiate(&self, store: &mut Store<HostState>) -> Result<Filter, FilterError> {
+    async fn instantiate(&self, store: &mut Store<HostState>) -> Result<Filter, FilterError> {
         let filter = self
             .pre
-            .instantiate(&mut *store)
+            .instantiate_async(&mut *store)
+            .await
             .map_err(|e| self.failure(e))?;
         filter
             .call_init(&mut *store, &self.config)
+            .await
             .map_err(|e| self.failure(e))?
             .map_err(FilterError::Init)?;
         Ok(filter)
     }
 
     /// Runs the filter over `events` in a fresh instance.
-    pub fn call(&self, events: &[WitEvent]) -> Called {
+    pub async fn call(&self, events: &[WitEvent]) -> Called {
         let mut store = self.store();
-        let outcome = self.run(&mut store, events);
+        let outcome = self.run(&mut store, events).await;
         let state = store.into_data();
         Called {
             outcome,
@@ -226,14 +243,15 @@ impl CompiledFilter {
         }
     }
 
-    fn run(
+    async fn run(
         &self,
         store: &mut Store<HostState>,
         events: &[WitEvent],
     ) -> Result<Vec<Verdict>, FilterError> {
-        let filter = self.instantiate(store)?;
+        let filter = self.instantiate(store).await?;
         let verdicts = filter
             .call_filter(&mut *store, events)
+            .await
             .map_err(|e| self.failure(e))?;
         if verdicts.len() != events.len() {
             return Err(FilterError::WrongCount {

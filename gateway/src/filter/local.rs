@@ -62,7 +62,7 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
     );
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
     let started = Instant::now();
-    let called = compiled.call(&events);
+    let called = futures::executor::block_on(compiled.call(&events));
     let call_ms = started.elapsed().as_secs_f64() * 1000.0;
     let logs: String = called
         .logs

@@ -1,0 +1,77 @@
+//! The cost of user filters per event: a pass-through filter (the host's own
+//! cost: instantiation, init, copying events in and verdicts out) and
+//! `redact-pii`, at batch sizes 1, 50 and 500; and one instantiation alone.
+//! Needs the components of `scripts/build-filters.sh`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use weir::filter::host::{Caps, FilterEngine, WitEvent};
+
+fn component(name: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-filters.sh)", path.display()))
+}
+
+fn events(n: usize) -> Vec<WitEvent> {
+    (0..n)
+        .map(|i| WitEvent {
+            backend_id: format!("01a201c9-7d46-748f-85b8-{i:012}"),
+            id: format!("ev-{i}"),
+            tenant: "bench".into(),
+            category: "PERF".into(),
+            received_at: 1_763_780_000_000,
+            client_ip: Some("81.2.69.142".into()),
+            geo: None,
+            body: format!(
+                r#"{{"id":"ev-{i}","name":"checkout","email":"ann@example.com","props":{{"note":"call +44 20 7946 0958","pad":"{}"}}}}"#,
+                "x".repeat(280)
+            )
+            .into_bytes(),
+        })
+        .collect()
+}
+
+fn filters(c: &mut Criterion) {
+    let engine = FilterEngine::new().expect("engine");
+    let caps = Caps {
+        memory_bytes: 64 << 20,
+        timeout: Duration::from_secs(5),
+        max_output_bytes: 64 << 20,
+    };
+    for (name, config) in [("pass_through", ""), ("redact_pii", "{}")] {
+        let compiled = engine
+            .compile(&component(name), config, caps)
+            .expect("compiles");
+        let mut group = c.benchmark_group(format!("filter/{name}"));
+        for n in [1, 50, 500] {
+            let batch = events(n);
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
+                b.iter(|| {
+                    futures::executor::block_on(compiled.call(batch))
+                        .outcome
+                        .map(|v| v.len())
+                })
+            });
+        }
+        group.finish();
+    }
+    let compiled = engine
+        .compile(&component("pass_through"), "", caps)
+        .expect("compiles");
+    c.bench_function("filter/instantiate_and_init", |b| {
+        b.iter(|| {
+            futures::executor::block_on(compiled.call(&[]))
+                .outcome
+                .map(|v| v.len())
+        })
+    });
+}
+
+criterion_group!(benches, filters);
+criterion_main!(benches);
