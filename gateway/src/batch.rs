@@ -163,6 +163,19 @@ pub enum PartCode {
 }
 
 impl PartCode {
+    /// The code as it appears in answers and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartCode::Ok => "ok",
+            PartCode::Invalid => "invalid",
+            PartCode::TooLarge => "too_large",
+            PartCode::RateLimited => "rate_limited",
+            PartCode::Filtered => "filtered",
+            PartCode::FilterError => "filter_error",
+            PartCode::DeliveryFailed => "delivery_failed",
+        }
+    }
+
     /// Whether a part with this code counts as handled (not an error).
     pub fn is_accepted(self) -> bool {
         matches!(self, PartCode::Ok | PartCode::Filtered)

@@ -28,6 +28,7 @@ use tracing::{field, info_span, Instrument};
 
 use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, OnError};
+use crate::metrics::Metrics;
 use host::{Caps, CompiledFilter, FilterEngine, FilterError, Verdict, WitEvent, WitGeo};
 
 /// One filter of a tenant's chain: its settings and the version in use.
@@ -135,6 +136,7 @@ pub async fn filter(
     batch: &mut Batch<'_>,
     tenant: &str,
     max_event_bytes: usize,
+    metrics: &Metrics,
 ) {
     for slot in chain {
         let pending: Vec<usize> = (0..batch.events.len())
@@ -168,6 +170,7 @@ pub async fn filter(
             tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
         }
         let outcome = called.outcome;
+        metrics.filter_call(&slot.name, outcome.is_ok());
         let _entered = span.enter();
         match outcome {
             Ok(verdicts) => {

@@ -6,7 +6,8 @@
 //! module and a span (child of the request span) here; a stage that refuses
 //! the whole request returns a [`Reject`], which becomes the answer.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response};
 use tracing::{field, info_span, Instrument};
@@ -15,7 +16,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
-use crate::server::{Gateway, Peer};
+use crate::server::{AnsweredFor, Gateway, Peer};
 use crate::{auth, body, decode, enrich, filter, trace};
 
 /// Handles one upload and always answers, with the request id.
@@ -41,17 +42,22 @@ where
     );
     // A request without (valid) trace context starts a new trace.
     let _ = span.set_parent(trace::extract(request.headers()));
-    let response = match stages(gateway, request, peer, request_id)
+    let mut tenant = None;
+    let mut response = match stages(gateway, request, peer, request_id, &mut tenant)
         .instrument(span.clone())
         .await
     {
         Ok(response) => response,
         Err(reject) => {
+            gateway.metrics.refused_upload(reject.error);
             tracing::info!(parent: &span, status = reject.status.as_u16(), error = reject.error, message = %reject.message, "upload refused");
             respond::reject(&reject, request_id)
         }
     };
     span.record("http.response.status_code", response.status().as_u16());
+    if let Some(tenant) = tenant {
+        response.extensions_mut().insert(AnsweredFor(tenant));
+    }
     response
 }
 
@@ -60,6 +66,7 @@ async fn stages<B>(
     request: Request<B>,
     peer: Peer,
     request_id: &str,
+    answered_for: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, Reject>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
@@ -80,7 +87,9 @@ where
     };
     span.record("tenant", &*tenant.name);
     auth::check_client_cert(&tenant, peer.client_cert.as_ref())?;
+    *answered_for = Some(tenant.name.clone());
     let limits = tenant.limits();
+    let metrics = &gateway.metrics;
 
     // Before the body is read: the request rate, then a place among the in-flight requests.
     tenant
@@ -101,13 +110,19 @@ where
     .instrument(info_span!("read_body"))
     .await?;
 
-    let upload =
-        info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, limits))?;
+    let timer = Instant::now();
+    let decoded =
+        info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, limits));
+    metrics.stage("decode", timer.elapsed().as_secs_f64());
+    let upload = decoded?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
 
     let validate = info_span!("validate", events = field::Empty, invalid = field::Empty);
-    let mut batch = validate.in_scope(|| decode::split(upload, limits, now_ms()))?;
+    let timer = Instant::now();
+    let split = validate.in_scope(|| decode::split(upload, limits, now_ms()));
+    metrics.stage("validate", timer.elapsed().as_secs_f64());
+    let mut batch = split?;
     let valid = batch.pending().count();
     validate.record("events", batch.events.len());
     validate.record("invalid", batch.events.len() - valid);
@@ -132,28 +147,36 @@ where
     };
 
     if limited.is_none() && valid > 0 {
+        let timer = Instant::now();
         info_span!("enrich")
             .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
+        metrics.stage("enrich", timer.elapsed().as_secs_f64());
         if !tenant.filters.is_empty() {
+            let timer = Instant::now();
             filter::filter(
                 &tenant.filters,
                 &mut batch,
                 &tenant.name,
                 limits.max_event_bytes,
+                metrics,
             )
             .await;
+            metrics.stage("filter", timer.elapsed().as_secs_f64());
         }
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
         let produce = info_span!("produce", otel.kind = "producer", messaging.system = "kafka", messaging.destination.name = %topic);
         // The record's traceparent names the produce span: consumers become its children.
         let trace_headers = trace::inject(&produce.context());
+        let timer = Instant::now();
         gateway
             .producer
             .produce(&mut batch, &tenant.name, request_id, &trace_headers)
             .instrument(produce)
             .await;
+        metrics.stage("produce", timer.elapsed().as_secs_f64());
     }
+    metrics.batch(&tenant.name, &batch);
     Ok(respond::answer(&batch, request_id, limited.as_ref()))
 }
 

@@ -16,7 +16,7 @@
 //! 10. [`respond`]: the per-event answer
 //!
 //! Shared types live in [`batch`]; [`config`] is the configuration,
-//! [`trace`] the OpenTelemetry tracing, [`broker`] the embedded broker used
+//! [`trace`] the OpenTelemetry tracing, [`metrics`] the golden signals, [`broker`] the embedded broker used
 //! when no Kafka is configured, [`tail`] the operator's record reader.
 
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod geoip;
 pub mod health;
 pub mod ingest;
 pub mod limit;
+pub mod metrics;
 pub mod produce;
 pub mod reload;
 pub mod respond;

@@ -18,6 +18,7 @@ use weir::config::Config;
 use weir::filter::host::{Caps, FilterEngine};
 use weir::geoip::GeoIp;
 use weir::limit::{Admission, Rate, Unauthenticated};
+use weir::metrics::Metrics;
 use weir::produce::Producer;
 use weir::server::{self, ConnectionLimits, Gateway, Listener, Role};
 use weir::{tail, tls, trace};
@@ -262,6 +263,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
 
     let filters = FilterEngine::new()?;
+    let admission = Arc::new(Admission::new(config.server.max_inflight));
+    let metrics = {
+        let admission = admission.clone();
+        Metrics::new(
+            Arc::new(move || admission.inflight() as u64),
+            Arc::new(producer.queued()),
+        )
+        .map_err(anyhow::Error::msg)?
+    };
     let unauthenticated = Unauthenticated::new(Rate {
         per_second: config.server.unauthenticated_per_second,
         burst: config.server.unauthenticated_burst,
@@ -274,7 +284,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         geoip,
         trusted_proxies: config.server.trusted_proxies.clone(),
         body_timeout: Duration::from_millis(config.server.body_timeout_ms),
-        admission: Admission::new(config.server.max_inflight),
+        admission,
+        metrics,
         unauthenticated,
         config_path: config_path.clone(),
         filters: filters.clone(),

@@ -256,6 +256,12 @@ impl Producer {
         .map_err(|e| e.to_string())?
     }
 
+    /// Records queued in the producer, not yet acknowledged (saturation).
+    pub fn queued(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let producer = self.inner.clone();
+        move || producer.in_flight_count().max(0) as u64
+    }
+
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
         self.inner.flush(timeout).map_err(|e| e.to_string())

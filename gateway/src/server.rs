@@ -29,6 +29,7 @@ use crate::auth::Tenants;
 use crate::filter::host::FilterEngine;
 use crate::geoip::GeoIp;
 use crate::limit::{Admission, Unauthenticated};
+use crate::metrics::Metrics;
 use crate::produce::Producer;
 use crate::respond::{self, Body, Reject, REQUEST_ID};
 use crate::{health, ingest, reload};
@@ -46,13 +47,18 @@ pub struct Gateway {
     pub geoip: Option<GeoIp>,
     pub trusted_proxies: Vec<IpNet>,
     pub body_timeout: Duration,
-    pub admission: Admission,
+    pub admission: Arc<Admission>,
     pub unauthenticated: Option<Unauthenticated>,
     /// The file a reload reads.
     pub config_path: Option<PathBuf>,
     /// The Wasm engine of every tenant's filters.
     pub filters: Arc<FilterEngine>,
+    pub metrics: Metrics,
 }
+
+/// The tenant a response was for, left by `ingest` for the request metrics.
+#[derive(Clone)]
+pub struct AnsweredFor(pub Arc<str>);
 
 /// Connection-level limits of every listener.
 #[derive(Debug, Clone)]
@@ -217,7 +223,37 @@ pub async fn serve(
 }
 
 /// Routes one request by method and path.
+/// Routes one request and records its metrics.
 async fn route(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    peer: Peer,
+    role: Role,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let label = match (role, request.uri().path()) {
+        (Role::Ingest, "/v1/batch") => "/v1/batch",
+        (_, "/healthz") => "/healthz",
+        (_, "/readyz") => "/readyz",
+        (Role::Admin, "/metrics") => "/metrics",
+        (Role::Admin, "/admin/reload") => "/admin/reload",
+        _ => "other",
+    };
+    let response = route_inner(gateway, request, peer, role).await;
+    let tenant = response
+        .extensions()
+        .get::<AnsweredFor>()
+        .map(|t| t.0.clone());
+    gateway.metrics.request(
+        label,
+        response.status().as_u16(),
+        tenant.as_deref().unwrap_or("-"),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn route_inner(
     gateway: &Gateway,
     request: Request<Incoming>,
     peer: Peer,
@@ -232,6 +268,14 @@ async fn route(
         (_, "/healthz", &Method::GET) => health::healthz(&request_id),
         (_, "/readyz", &Method::GET) => health::readyz(gateway, &request_id).await,
         (Role::Admin, "/admin/reload", &Method::POST) => admin_reload(gateway, &request_id),
+        (Role::Admin, "/metrics", &Method::GET) => {
+            let mut response = Response::new(Body::from(gateway.metrics.render()));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         (Role::Admin, "/admin/reload", _) => not_allowed("POST", &request, &request_id),
         (Role::Ingest, "/v1/batch", _) => not_allowed("POST", &request, &request_id),
         (_, "/healthz" | "/readyz", _) => not_allowed("GET", &request, &request_id),

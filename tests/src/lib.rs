@@ -658,13 +658,22 @@ pub mod contract {
         schema["$ref"] = format!("#/components/schemas/{name}").into();
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema".into();
         let validator = jsonschema::validator_for(&schema).expect("the OpenAPI schemas compile");
+        assert_valid(
+            &validator,
+            instance,
+            &format!("{name} of proto/openapi.yaml"),
+        );
+    }
+
+    /// Fails with every violation and the instance when it does not match.
+    fn assert_valid(validator: &jsonschema::Validator, instance: &serde_json::Value, what: &str) {
         let errors: Vec<String> = validator
             .iter_errors(instance)
             .map(|e| format!("{} at {}", e, e.instance_path))
             .collect();
         assert!(
             errors.is_empty(),
-            "{name} does not match proto/openapi.yaml: {errors:?}\n{instance}"
+            "does not match {what}: {errors:?}\n{instance}"
         );
     }
 
@@ -692,13 +701,6 @@ pub mod contract {
             let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
             jsonschema::validator_for(&schema).expect("the record schema compiles")
         });
-        let errors: Vec<String> = validator
-            .iter_errors(value)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "record does not match proto/record.schema.json: {errors:?}\n{value}"
-        );
+        assert_valid(validator, value, "proto/record.schema.json");
     }
 }

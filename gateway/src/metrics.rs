@@ -1,0 +1,214 @@
+//! Metrics of the gateway itself, with the OpenTelemetry SDK, read as
+//! Prometheus text on the admin listener's `/metrics`.
+//!
+//! The four golden signals: traffic (`weir_http_requests_total`,
+//! `weir_events_total`), latency (`weir_http_request_duration_seconds`,
+//! `weir_stage_duration_seconds` per stage, Kafka delivery included in
+//! `produce`), errors (by status and by part code) and saturation
+//! (`weir_inflight_requests`, `weir_kafka_queue_messages`). Plus the upload
+//! outcome counters users know from the old gateway (`weir_uploads_total` by
+//! `outcome`: all_upload, wrong_meta, wrong_data, success_upload).
+//!
+//! Label cardinality is bounded: never a device, IP, event id or key. The
+//! tenant comes from the config; the category is client-chosen, so only the
+//! first [`MAX_CATEGORIES`] seen get their own label, the rest are `other`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::batch::{Batch, PartCode};
+
+/// Distinct category labels at most; more share the label `other`.
+pub const MAX_CATEGORIES: usize = 200;
+
+/// Latency buckets, seconds: 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every instrument of the node.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    requests: Counter<u64>,
+    request_duration: Histogram<f64>,
+    events: Counter<u64>,
+    uploads: Counter<u64>,
+    stage_duration: Histogram<f64>,
+    filter_calls: Counter<u64>,
+    categories: Mutex<HashSet<String>>,
+}
+
+/// Reads a saturation value when `/metrics` is scraped.
+pub type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+impl Metrics {
+    /// Creates the instruments; `inflight` and `kafka_queue` are read at each scrape.
+    pub fn new(inflight: Gauge, kafka_queue: Gauge) -> Result<Metrics, String> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("weir");
+        meter
+            .u64_observable_gauge("weir.inflight.requests")
+            .with_description("Requests in flight on the node (saturation)")
+            .with_callback(move |observer| observer.observe(inflight(), &[]))
+            .build();
+        meter
+            .u64_observable_gauge("weir.kafka.queue.messages")
+            .with_description(
+                "Records waiting in the producer for Kafka's acknowledgement (saturation)",
+            )
+            .with_callback(move |observer| observer.observe(kafka_queue(), &[]))
+            .build();
+        Ok(Metrics {
+            requests: meter
+                .u64_counter("weir.http.requests")
+                .with_description("HTTP requests by route, status and tenant")
+                .build(),
+            request_duration: meter
+                .f64_histogram("weir.http.request.duration")
+                .with_unit("s")
+                .with_description("Time from request to answer")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            events: meter
+                .u64_counter("weir.events")
+                .with_description("Events by tenant, category and part code")
+                .build(),
+            uploads: meter
+                .u64_counter("weir.uploads")
+                .with_description(
+                    "Uploads by outcome: all_upload, wrong_meta, wrong_data, success_upload",
+                )
+                .build(),
+            stage_duration: meter
+                .f64_histogram("weir.stage.duration")
+                .with_unit("s")
+                .with_description(
+                    "Time in each pipeline stage (produce includes the wait for Kafka)",
+                )
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            filter_calls: meter
+                .u64_counter("weir.filter.calls")
+                .with_description("Filter calls by filter and outcome (ok, error)")
+                .build(),
+            categories: Mutex::new(HashSet::new()),
+            registry,
+            provider,
+        })
+    }
+
+    /// One answered request.
+    pub fn request(&self, route: &'static str, status: u16, tenant: &str, seconds: f64) {
+        let status = KeyValue::new("status", i64::from(status));
+        self.requests.add(
+            1,
+            &[
+                KeyValue::new("route", route),
+                status.clone(),
+                KeyValue::new("tenant", tenant.to_owned()),
+            ],
+        );
+        self.request_duration
+            .record(seconds, &[KeyValue::new("route", route), status]);
+    }
+
+    /// One stage of one request.
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stage_duration
+            .record(seconds, &[KeyValue::new("stage", stage)]);
+    }
+
+    /// One filter call.
+    pub fn filter_call(&self, filter: &str, ok: bool) {
+        self.filter_calls.add(
+            1,
+            &[
+                KeyValue::new("filter", filter.to_owned()),
+                KeyValue::new("outcome", if ok { "ok" } else { "error" }),
+            ],
+        );
+    }
+
+    /// The outcome of an upload refused as a whole, by its rejection's error code.
+    pub fn refused_upload(&self, error: &str) {
+        self.uploads
+            .add(1, &[KeyValue::new("outcome", "all_upload")]);
+        let outcome = match error {
+            "invalid_meta" | "invalid_category" | "category_not_allowed" => "wrong_meta",
+            "malformed_json" | "invalid_data" | "empty_batch" | "too_deep" | "invalid_utf8"
+            | "empty_body" | "too_many_events" | "bad_encoding" | "body_too_large" => "wrong_data",
+            _ => return,
+        };
+        self.uploads.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// The outcome of an answered batch, and its events by part code.
+    pub fn batch(&self, tenant: &str, batch: &Batch<'_>) {
+        self.uploads
+            .add(1, &[KeyValue::new("outcome", "all_upload")]);
+        let category = self.category(&batch.meta.category);
+        let mut counts: Vec<(PartCode, u64)> = Vec::new();
+        for part in batch.events.iter().filter_map(|e| e.part.as_ref()) {
+            match counts.iter_mut().find(|(code, _)| *code == part.code) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((part.code, 1)),
+            }
+        }
+        for (code, n) in &counts {
+            self.events.add(
+                *n,
+                &[
+                    KeyValue::new("tenant", tenant.to_owned()),
+                    KeyValue::new("category", category.clone()),
+                    KeyValue::new("code", code.as_str()),
+                ],
+            );
+        }
+        if counts
+            .iter()
+            .any(|(code, _)| matches!(code, PartCode::Invalid | PartCode::TooLarge))
+        {
+            self.uploads
+                .add(1, &[KeyValue::new("outcome", "wrong_data")]);
+        } else if counts.iter().all(|(code, _)| code.is_accepted()) {
+            self.uploads
+                .add(1, &[KeyValue::new("outcome", "success_upload")]);
+        }
+    }
+
+    fn category(&self, category: &str) -> String {
+        let mut seen = self.categories.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(category)
+            || (seen.len() < MAX_CATEGORIES && seen.insert(category.to_owned()))
+        {
+            category.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}

@@ -1,0 +1,180 @@
+//! The node's own metrics: after known traffic, `/metrics` on the admin
+//! listener counts exactly what was sent, in valid Prometheus text.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use weir_e2e::{create_topics, get, kafka, key_hash, post, unique, Node};
+
+/// `name{labels} value` lines of a Prometheus text exposition, checked for
+/// well-formedness: every sample belongs to a family declared by `# TYPE`.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut types = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.get(*base).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample without # TYPE: {line}");
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "unterminated labels: {line}");
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`.
+fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .filter(|(series, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_exactly_what_was_sent() {
+    let category = unique("obs");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash("k")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let ok = |n: usize| {
+        let data: Vec<_> = (0..n).map(|i| json!({"id": format!("e{i}")})).collect();
+        json!({"meta": {"category": category}, "data": data}).to_string()
+    };
+    assert_eq!(post(&node, "k", ok(3)).await.unwrap().status, 200);
+    assert_eq!(post(&node, "k", ok(3)).await.unwrap().status, 200);
+    let partial =
+        json!({"meta": {"category": category}, "data": [{"id": "a"}, {"no": "id"}]}).to_string();
+    assert_eq!(post(&node, "k", partial).await.unwrap().status, 207);
+    assert_eq!(post(&node, "k", "{not json").await.unwrap().status, 400);
+    assert_eq!(
+        post(&node, "k", json!({"meta": {}, "data": []}).to_string())
+            .await
+            .unwrap()
+            .status,
+        400
+    );
+    assert_eq!(post(&node, "wrong", ok(1)).await.unwrap().status, 401);
+
+    let admin = node.admin.clone().unwrap();
+    let answer = get(&admin, "/metrics").await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let samples = parse(&text);
+
+    let uploads = |outcome| sum(&samples, "weir_uploads_total", &[("outcome", outcome)]);
+    assert_eq!(uploads("all_upload"), 6.0, "{text}");
+    assert_eq!(uploads("success_upload"), 2.0);
+    assert_eq!(uploads("wrong_meta"), 1.0);
+    assert_eq!(uploads("wrong_data"), 2.0);
+
+    let events = |code| {
+        sum(
+            &samples,
+            "weir_events_total",
+            &[("tenant", "acme"), ("category", &category), ("code", code)],
+        )
+    };
+    assert_eq!(events("ok"), 7.0);
+    assert_eq!(events("invalid"), 1.0);
+
+    let requests = |status, tenant| {
+        sum(
+            &samples,
+            "weir_http_requests_total",
+            &[
+                ("route", "/v1/batch"),
+                ("status", status),
+                ("tenant", tenant),
+            ],
+        )
+    };
+    assert_eq!(requests("200", "acme"), 2.0);
+    assert_eq!(requests("207", "acme"), 1.0);
+    assert_eq!(requests("400", "acme"), 2.0);
+    assert_eq!(requests("401", "-"), 1.0);
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_http_request_duration_seconds_count",
+            &[("route", "/v1/batch")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_stage_duration_seconds_count",
+            &[("stage", "produce")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_stage_duration_seconds_count",
+            &[("stage", "decode")]
+        ),
+        5.0
+    );
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("weir_inflight_requests")),
+        "saturation gauge missing"
+    );
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("weir_kafka_queue_messages")),
+        "Kafka queue gauge missing"
+    );
+    // Bounded labels: never a device, IP, event or request id.
+    assert!(
+        !text.contains("\"e0\"") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+}
