@@ -178,3 +178,100 @@ async fn metrics_count_exactly_what_was_sent() {
         "{text}"
     );
 }
+
+/// Every `weir_*` metric name in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("weir_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
+    let category = unique("obsd");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let pass = weir_e2e::filter_wasm("pass_through");
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\n",
+        key_hash("k"),
+        pass.display()
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
+    assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
+    let text = String::from_utf8(
+        get(&node.admin.clone().unwrap(), "/metrics")
+            .await
+            .unwrap()
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    let exposed: std::collections::BTreeSet<String> = parse(&text)
+        .keys()
+        .map(|series| series.split('{').next().unwrap().to_owned())
+        .collect();
+
+    let root = weir_e2e::root().join("deploy/observability");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("dashboard.json")).unwrap())
+            .unwrap();
+    let mut expressions: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            expressions.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    let rules: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("alerts.yml")).unwrap()).unwrap();
+    let mut alerts = 0;
+    for group in rules["groups"].as_array().expect("groups") {
+        assert!(group["name"].is_string());
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"].as_str().expect("every rule is an alert");
+            assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
+            assert!(
+                rule["annotations"]["runbook"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+                "{name}: runbook"
+            );
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{name}: summary"
+            );
+            let expr = rule["expr"].as_str().expect("expr");
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "{name}: unbalanced parentheses"
+            );
+            expressions.push(expr.to_owned());
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 6);
+    let mut used = 0;
+    for expr in &expressions {
+        for name in metric_names(expr) {
+            assert!(
+                exposed.contains(&name),
+                "{name} (in `{expr}`) is not exposed; exposed: {exposed:?}"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > expressions.len(), "every expression names a metric");
+    let _ = std::fs::read_to_string(root.join("collector.yaml"))
+        .map(|t| serde_yaml::from_str::<serde_json::Value>(&t).expect("collector.yaml is YAML"));
+}
