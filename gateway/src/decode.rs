@@ -120,6 +120,9 @@ fn decode_meta(value: LazyValue<'_>) -> Result<Meta<'_>, Reject> {
             "app" => &mut app,
             _ => continue,
         };
+        if value.is_null() {
+            continue; // null is the same as absent
+        }
         let Some(s) = value.as_str() else {
             return Err(bad_request(
                 "invalid_meta",
@@ -410,6 +413,9 @@ mod tests {
         );
         assert!(batch.events.iter().all(|e| e.part.is_none()));
         assert_eq!(batch.received_at, 7);
+        let null_device = r#"{"meta":{"category":"c","device_id":null},"data":[{"id":"a"}]}"#;
+        let batch = decode_and_split(null_device.as_bytes(), &limits(), 0).unwrap();
+        assert_eq!(batch.meta.device_id, None);
     }
 
     #[test]
