@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response};
+use opentelemetry::trace::TraceContextExt;
 use tracing::{field, info_span, Instrument};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -35,6 +36,7 @@ where
         otel.name = "POST /v1/batch",
         otel.kind = "server",
         request_id,
+        trace_id = field::Empty,
         tenant = field::Empty,
         category = field::Empty,
         events = field::Empty,
@@ -42,6 +44,9 @@ where
     );
     // A request without (valid) trace context starts a new trace.
     let _ = span.set_parent(trace::extract(request.headers()));
+    // Log lines of the request carry its trace id (and request id, tenant) to join logs and traces.
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", field::display(trace_id));
     let mut tenant = None;
     let mut response = match stages(gateway, request, peer, request_id, &mut tenant)
         .instrument(span.clone())

@@ -45,7 +45,9 @@ pub fn init(log: &LogConfig, provider: &SdkTracerProvider) -> Result<(), String>
     } else {
         fmt.json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The request's span fields (request_id, trace_id, tenant) on every line.
+            .with_current_span(true)
+            .with_span_list(false)
             .boxed()
     };
     let otel = tracing_opentelemetry::layer()

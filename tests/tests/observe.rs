@@ -275,3 +275,51 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
     let _ = std::fs::read_to_string(root.join("collector.yaml"))
         .map(|t| serde_yaml::from_str::<serde_json::Value>(&t).expect("collector.yaml is YAML"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash("the-secret-key")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let request = weir_e2e::batch_request(
+        Some("the-secret-key"),
+        "{broken",
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-request-id", "log-test-1"),
+        ],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 400);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let line = loop {
+        let logs = node.log_text();
+        if let Some(line) = logs.lines().find(|l| l.contains("upload refused")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 'upload refused' line in:\n{logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["span"]["request_id"], "log-test-1", "{line}");
+    assert_eq!(
+        line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
+    assert_eq!(line["span"]["tenant"], "acme", "{line}");
+    assert_eq!(line["error"], "malformed_json");
+    assert!(
+        !node.log_text().contains("the-secret-key"),
+        "an API key was logged"
+    );
+}
