@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use sonic_rs::JsonValueTrait as _;
 use tracing::{field, info_span, Instrument};
 
 use crate::batch::{Batch, Part, PartCode};
@@ -252,8 +253,6 @@ fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String>
         Err(_) => Err("text that is not JSON".into()),
     }
 }
-
-use sonic_rs::JsonValueTrait as _;
 
 fn wit_event(batch: &Batch<'_>, i: usize, tenant: &str) -> WitEvent {
     let event = &batch.events[i];

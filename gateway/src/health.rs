@@ -37,14 +37,13 @@ pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
         .geoip
         .as_ref()
         .map_or("not configured", |g| g.description.as_str());
+    let tenants = gateway.tenants.load();
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         kafka,
         geoip,
-        tenants: gateway.tenants.load().len(),
-        filter_errors: gateway
-            .tenants
-            .load()
+        tenants: tenants.len(),
+        filter_errors: tenants
             .filter_slots()
             .iter()
             .filter_map(|slot| {

@@ -96,6 +96,11 @@ impl Bucket {
     }
 }
 
+/// `Retry-After` is whole seconds: round up, so that retrying after it succeeds.
+fn whole_seconds_up(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 fn format_rate(per_second: f64) -> String {
     if per_second.fract() == 0.0 {
         format!("{per_second:.0}")
@@ -127,8 +132,7 @@ impl Refusal {
                 wait,
                 policy,
             } => {
-                // Retry-After is whole seconds: round up, so retrying after it succeeds.
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let seconds = whole_seconds_up(*wait);
                 let mut reject = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
@@ -340,7 +344,7 @@ impl Unauthenticated {
     pub fn check(&self, ip: IpAddr) -> Result<(), Reject> {
         self.limiter.check_key(&ip).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let seconds = whole_seconds_up(wait);
             Reject::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

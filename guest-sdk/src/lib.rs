@@ -94,6 +94,15 @@ pub fn count(name: &str, delta: u64) {
     bindings::weir::filter::host::count(name, delta)
 }
 
+/// Parses a filter's config string as JSON (an empty string is `{}`), with
+/// an error that says it is the config.
+pub fn config_json(config: &str) -> Result<serde_json::Value, String> {
+    if config.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_str(config).map_err(|e| format!("config: {e}"))
+}
+
 /// Finds a field of a JSON object by a top-level key or a dotted path
 /// (`"props.email"`), as the example filters' configs name fields.
 pub fn field_mut<'a>(

@@ -199,6 +199,14 @@ pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<R
     Ok(records)
 }
 
+/// The client ids (`value.id`) of the records.
+pub fn ids(records: &[Record]) -> std::collections::BTreeSet<String> {
+    records
+        .iter()
+        .filter_map(|r| r.value["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Reads every record of `topic` until none arrives for `idle`.
 pub fn consume_all(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<Vec<Record>> {
     read(brokers, topic, None, idle)

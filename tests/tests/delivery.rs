@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
-use weir_e2e::{consume_all, contract, key_hash, post, Node};
+use weir_e2e::{consume_all, contract, ids, key_hash, post, Node};
 
 const KEY: &str = "delivery-key";
 
@@ -79,11 +79,7 @@ async fn a_broker_outage_is_retryable_and_the_node_recovers() {
     // Every event answered ok is in Kafka. (A retried batch may add
     // duplicates: at-least-once. Events answered delivery_failed may or may
     // not have landed; the client sends them again.)
-    let records = consume_all(&brokers, "events.orders", Duration::from_secs(2)).unwrap();
-    let stored: BTreeSet<String> = records
-        .iter()
-        .map(|r| r.value["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = ids(&consume_all(&brokers, "events.orders", Duration::from_secs(2)).unwrap());
     assert!(
         acknowledged.is_subset(&stored),
         "acknowledged {acknowledged:?}, stored {stored:?}"

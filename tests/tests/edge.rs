@@ -11,8 +11,8 @@ use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use tokio::sync::Mutex;
 use weir_e2e::{
-    batch_request, consume, consume_all, contract, create_topics, get, kafka, key_hash, post, send,
-    unique, Connection, Node, TestCerts, Transport,
+    batch_request, consume, consume_all, contract, create_topics, get, ids, kafka, key_hash, post,
+    send, unique, Connection, Node, TestCerts, Transport,
 };
 
 const KEY: &str = "edge-key";
@@ -83,12 +83,8 @@ async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
         200
     );
     let records = consume(kafka(), &format!("events.{category}"), 4).unwrap();
-    let ids: BTreeSet<_> = records
-        .iter()
-        .map(|r| r.value["id"].as_str().unwrap().to_owned())
-        .collect();
     assert_eq!(
-        ids,
+        ids(&records),
         BTreeSet::from(["r0", "r1", "r2", "later"].map(String::from))
     );
 }
@@ -468,15 +464,12 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
         "only {} events acknowledged",
         acknowledged.len()
     );
-    let stored: BTreeSet<String> = consume_all(
+    let stored = ids(&consume_all(
         kafka(),
         &format!("events.{category}"),
         Duration::from_secs(2),
     )
-    .unwrap()
-    .iter()
-    .map(|r| r.value["id"].as_str().unwrap().to_owned())
-    .collect();
+    .unwrap());
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(
         lost.is_empty(),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    consume, consume_all, contract, create_topics, filter_wasm, get, kafka, key_hash, post, unique,
-    weir_bin, Node,
+    consume, consume_all, contract, create_topics, filter_wasm, get, ids, kafka, key_hash, post,
+    unique, weir_bin, Node,
 };
 
 fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
@@ -163,11 +163,7 @@ async fn sample_keeps_a_deterministic_fraction() {
         "kept {} of 200 at rate 0.5",
         kept.len()
     );
-    let stored: BTreeSet<String> = consume(kafka(), &format!("events.{category}"), kept.len())
-        .unwrap()
-        .iter()
-        .map(|r| r.value["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = ids(&consume(kafka(), &format!("events.{category}"), kept.len()).unwrap());
     assert_eq!(stored, kept);
     // A per-category rate of 0 drops everything of that category.
     let json = post(&node, "none", body).await.unwrap().json();
@@ -303,15 +299,12 @@ async fn hostile_filters_are_contained_by_their_policy() {
         "guest logs reach the node's log"
     );
 
-    let stored: BTreeSet<String> = consume_all(
+    let stored = ids(&consume_all(
         kafka(),
         &format!("events.{category}"),
         Duration::from_secs(2),
     )
-    .unwrap()
-    .iter()
-    .map(|r| r.value["id"].as_str().unwrap().to_owned())
-    .collect();
+    .unwrap());
     for mode in modes {
         assert!(
             stored.contains(&format!("{mode}-open-1")),

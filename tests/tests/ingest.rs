@@ -6,8 +6,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    batch_request, consume, contract, create_topics, fixture, get, kafka, key_hash, post, send,
-    unique, Node, TestCerts, Transport,
+    batch_request, consume, contract, create_topics, fixture, get, ids, kafka, key_hash, post,
+    send, unique, Node, TestCerts, Transport,
 };
 
 const KEY: &str = "e2e-secret-key";
@@ -735,9 +735,5 @@ async fn sigterm_drains_and_every_acknowledged_event_is_in_kafka() {
     );
     assert!(node.log_text().contains("producer flushed"));
     let records = consume(kafka(), &format!("events.{category}"), acknowledged.len()).unwrap();
-    let ids: BTreeSet<String> = records
-        .iter()
-        .map(|r| r.value["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids, acknowledged);
+    assert_eq!(ids(&records), acknowledged);
 }

@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
-use weir_guest_sdk::{export_filter, field_mut, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, field_mut, Event, Filter, Verdict};
 
 struct RedactPii {
     fields: Option<Vec<String>>,
@@ -17,11 +17,7 @@ struct RedactPii {
 
 impl Filter for RedactPii {
     fn init(config: &str) -> Result<Self, String> {
-        let config: Value = if config.trim().is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_str(config).map_err(|e| format!("config: {e}"))?
-        };
+        let config = config_json(config)?;
         let fields = match config.get("fields") {
             None => None,
             Some(Value::Array(list)) => Some(

@@ -4,7 +4,7 @@
 //!
 //! Config: `{"fields": ["user", "props.screen"]}`.
 
-use weir_guest_sdk::{export_filter, field, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, field, Event, Filter, Verdict};
 
 struct RequireFields {
     fields: Vec<String>,
@@ -12,8 +12,7 @@ struct RequireFields {
 
 impl Filter for RequireFields {
     fn init(config: &str) -> Result<Self, String> {
-        let config: serde_json::Value =
-            serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+        let config = config_json(config)?;
         let fields = config
             .get("fields")
             .and_then(|f| f.as_array())

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use weir_guest_sdk::{export_filter, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, Event, Filter, Verdict};
 
 struct Sample {
     rate: f64,
@@ -15,8 +15,7 @@ struct Sample {
 
 impl Filter for Sample {
     fn init(config: &str) -> Result<Self, String> {
-        let config: serde_json::Value =
-            serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+        let config = config_json(config)?;
         let rate = |v: &serde_json::Value, at: &str| match v.as_f64() {
             Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
             _ => Err(format!("config: {at} must be a number from 0 to 1")),

@@ -3,7 +3,7 @@
 //!
 //! Config: `{"field": "user_agent", "action": "drop"}` (or `"tag"`).
 
-use weir_guest_sdk::{export_filter, field, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, field, Event, Filter, Verdict};
 
 const BOT_MARKERS: &[&str] = &[
     "bot",
@@ -24,8 +24,7 @@ struct TagBots {
 
 impl Filter for TagBots {
     fn init(config: &str) -> Result<Self, String> {
-        let config: serde_json::Value =
-            serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+        let config = config_json(config)?;
         let field = config
             .get("field")
             .and_then(|f| f.as_str())
