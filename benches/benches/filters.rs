@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir::filter::host::{Caps, FilterEngine, WitEvent};
+use weir::filter::host::{BatchInput, Caps, FilterEngine};
 
 fn component(name: &str) -> Vec<u8> {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,23 +17,29 @@ fn component(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-filters.sh)", path.display()))
 }
 
-fn events(n: usize) -> Vec<WitEvent> {
+/// The events' own text: client id and body.
+fn owned(n: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
-        .map(|i| WitEvent {
-            backend_id: format!("01a201c9-7d46-748f-85b8-{i:012}"),
-            id: format!("ev-{i}"),
-            tenant: "bench".into(),
-            category: "PERF".into(),
-            received_at: 1_763_780_000_000,
-            client_ip: Some("81.2.69.142".into()),
-            geo: None,
-            body: format!(
-                r#"{{"id":"ev-{i}","name":"checkout","email":"ann@example.com","props":{{"note":"call +44 20 7946 0958","pad":"{}"}}}}"#,
-                "x".repeat(280)
+        .map(|i| {
+            (
+                format!("ev-{i}"),
+                format!(
+                    r#"{{"id":"ev-{i}","name":"checkout","email":"ann@example.com","props":{{"note":"call +44 20 7946 0958","pad":"{}"}}}}"#,
+                    "x".repeat(280)
+                )
+                .into_bytes(),
             )
-            .into_bytes(),
         })
         .collect()
+}
+
+fn events(owned: &[(String, Vec<u8>)]) -> BatchInput<'_> {
+    let mut batch = BatchInput::new("bench", "PERF", 1_763_780_000_000);
+    for (i, (id, body)) in owned.iter().enumerate() {
+        let backend_id = 0x01a2_01c9_7d46_748f_85b8_0000_0000_0000 + i as u128;
+        batch.push(backend_id, id, Some([81, 2, 69, 142].into()), None, body);
+    }
+    batch
 }
 
 fn filters(c: &mut Criterion) {
@@ -49,7 +55,8 @@ fn filters(c: &mut Criterion) {
             .expect("compiles");
         let mut group = c.benchmark_group(format!("filter/{name}"));
         for n in [1, 50, 500] {
-            let batch = events(n);
+            let owned = owned(n);
+            let batch = events(&owned);
             group.throughput(Throughput::Elements(n as u64));
             group.bench_with_input(BenchmarkId::from_parameter(n), &batch, |b, batch| {
                 b.iter(|| {
@@ -66,7 +73,7 @@ fn filters(c: &mut Criterion) {
         .expect("compiles");
     c.bench_function("filter/instantiate_and_init", |b| {
         b.iter(|| {
-            futures::executor::block_on(compiled.call(&[]))
+            futures::executor::block_on(compiled.call(&BatchInput::new("bench", "PERF", 0)))
                 .outcome
                 .map(|v| v.len())
         })

@@ -30,7 +30,7 @@ use tracing::{field, info_span, Instrument};
 use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, OnError};
 use crate::metrics::Metrics;
-use host::{Caps, CompiledFilter, FilterEngine, FilterError, Verdict, WitEvent, WitGeo};
+use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
 
 /// One filter of a tenant's chain: its settings and the version in use.
 pub struct FilterSlot {
@@ -159,14 +159,24 @@ pub async fn filter(
             replaced = field::Empty,
             outcome = field::Empty,
         );
-        let events: Vec<WitEvent> = pending
-            .iter()
-            .map(|&i| wit_event(batch, i, tenant))
-            .collect();
+        let mut input = BatchInput::new(tenant, &batch.meta.category, batch.received_at);
+        for &i in &pending {
+            let event = &batch.events[i];
+            let enrichment = event.enrichment.as_ref();
+            input.push(
+                enrichment
+                    .and_then(|e| uuid::Uuid::try_parse(&e.backend_id).ok())
+                    .map_or(0, |id| id.as_u128()),
+                event.id.as_deref().unwrap_or_default(),
+                enrichment.and_then(|e| e.client_ip),
+                enrichment.and_then(|e| e.geo.as_ref()),
+                event.raw.as_bytes(),
+            );
+        }
         let started = Instant::now();
-        // The guest runs on a blocking thread: a slow filter never stalls the reactor.
         // The guest runs on this task, yielding to tokio at every epoch tick.
-        let called = compiled.call(&events).instrument(span.clone()).await;
+        let called = compiled.call(&input).instrument(span.clone()).await;
+        drop(input);
         for (level, message) in &called.logs {
             tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
         }
@@ -251,27 +261,6 @@ fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String>
         Ok(value) if value.is_object() => Ok(text),
         Ok(_) => Err("JSON that is not an object".into()),
         Err(_) => Err("text that is not JSON".into()),
-    }
-}
-
-fn wit_event(batch: &Batch<'_>, i: usize, tenant: &str) -> WitEvent {
-    let event = &batch.events[i];
-    let enrichment = event.enrichment.as_ref();
-    WitEvent {
-        backend_id: enrichment.map(|e| e.backend_id.clone()).unwrap_or_default(),
-        id: event.id.clone().unwrap_or_default(),
-        tenant: tenant.to_owned(),
-        category: batch.meta.category.clone(),
-        received_at: batch.received_at,
-        client_ip: enrichment
-            .and_then(|e| e.client_ip)
-            .map(|ip| ip.to_string()),
-        geo: enrichment.and_then(|e| e.geo.as_ref()).map(|g| WitGeo {
-            country: g.country.clone(),
-            region: g.region.clone(),
-            city: g.city.clone(),
-        }),
-        body: event.raw.as_bytes().to_vec(),
     }
 }
 

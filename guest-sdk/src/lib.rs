@@ -41,8 +41,10 @@ pub mod bindings {
     });
 }
 
-pub use bindings::weir::filter::types::{Event, Geo, Verdict};
+pub use bindings::weir::filter::types::{Geo, Verdict};
 pub use serde_json;
+
+use bindings::weir::filter::types::{Batch, Event as WitEvent, IpAddress, Span};
 
 /// A filter: built once per batch call from the tenant's config, then asked
 /// for one verdict per event, in order.
@@ -54,10 +56,97 @@ pub trait Filter: Sized + 'static {
     fn filter(&self, events: &[Event]) -> Vec<Verdict>;
 }
 
-impl Event {
+/// One event of the batch, enriched by the gateway. (On the wire its text
+/// lives in the batch's shared buffer; this view reads it from there.)
+#[derive(Clone, Copy)]
+pub struct Event<'a> {
+    batch: &'a Batch,
+    event: &'a WitEvent,
+}
+
+impl<'a> Event<'a> {
+    /// Views every event of `batch`, in order.
+    #[doc(hidden)]
+    pub fn all(batch: &'a Batch) -> Vec<Event<'a>> {
+        batch
+            .events
+            .iter()
+            .map(|event| Event { batch, event })
+            .collect()
+    }
+
+    fn bytes(&self, span: Span) -> &'a [u8] {
+        let start = span.offset as usize;
+        self.batch
+            .bytes
+            .get(start..start.saturating_add(span.len as usize))
+            .unwrap_or_default()
+    }
+
+    /// The server-assigned UUIDv7, hyphenated (`0190a1b2-...`).
+    pub fn backend_id(&self) -> String {
+        let bits = self.backend_id_bits();
+        let hex = format!("{bits:032x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
+    /// The backend id's 128 bits (the low 62 are random in a UUIDv7).
+    pub fn backend_id_bits(&self) -> u128 {
+        let (high, low) = self.event.backend_id;
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
+    /// The client's event id (unique within its batch).
+    pub fn id(&self) -> &'a str {
+        std::str::from_utf8(self.bytes(self.event.id)).unwrap_or_default()
+    }
+
+    /// The tenant (from the API key).
+    pub fn tenant(&self) -> &'a str {
+        &self.batch.tenant
+    }
+
+    /// `meta.category` of the upload.
+    pub fn category(&self) -> &'a str {
+        &self.batch.category
+    }
+
+    /// Upload time, milliseconds since the Unix epoch.
+    pub fn received_at(&self) -> i64 {
+        self.batch.received_at
+    }
+
+    /// The event's `ip` or the client address.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        Some(match self.event.client_ip? {
+            IpAddress::Ipv4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
+                std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+            }
+        })
+    }
+
+    /// Where the client IP is, when the node has a GeoIP database.
+    pub fn geo(&self) -> Option<&'a Geo> {
+        self.batch.geos.get(self.event.geo? as usize)
+    }
+
+    /// The event object as JSON (UTF-8): as the client sent it, or as an
+    /// earlier filter of the chain replaced it.
+    pub fn body(&self) -> &'a [u8] {
+        self.bytes(self.event.body)
+    }
+
     /// The body parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::from_slice(&self.body)
+        serde_json::from_slice(self.body())
     }
 }
 
@@ -139,9 +228,9 @@ macro_rules! export_filter {
                     .map_err(|_| ::std::string::String::from("init called twice"))
             }
 
-            fn filter(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::Verdict> {
+            fn filter(batch: $crate::bindings::weir::filter::types::Batch) -> ::std::vec::Vec<$crate::Verdict> {
                 match __WEIR_FILTER.get() {
-                    Some(filter) => <$filter as $crate::Filter>::filter(filter, &batch),
+                    Some(filter) => <$filter as $crate::Filter>::filter(filter, &$crate::Event::all(&batch)),
                     None => ::std::panic!("filter called before init"),
                 }
             }

@@ -127,6 +127,63 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_filter_sees_every_enriched_field_of_every_event() {
+    let category = category().await;
+    let geoip = weir_e2e::fixture("GeoIP2-City-Test.mmdb");
+    let node = Node::start(
+        &tenant(
+            "acme",
+            "k",
+            &[(&wasm("hostile_filter"), "echo", "fail-closed")],
+        ),
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_GEOIP_PATH", geoip.to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let events = json!([
+        {"id": "london", "ip": "81.2.69.142", "n": 1},
+        {"id": "v6", "ip": "2001:218::1"},
+        {"id": "unknown", "ip": "10.0.0.1", "s": "ü \"q\""},
+        {"id": "london-again", "ip": "81.2.69.160"}
+    ]);
+    let body = json!({"meta": {"category": category}, "data": events});
+    let json = post(&node, "k", body.to_string()).await.unwrap().json();
+    assert_eq!(json["code"], 0, "{json}");
+    let records = consume(kafka(), &format!("events.{category}"), 4).unwrap();
+    for (i, record) in records.iter().enumerate() {
+        let seen = &record.value["data"];
+        let sent = &events[i];
+        assert_eq!(seen["backend_id"], json["parts"][i]["backend_id"]);
+        assert_eq!(seen["backend_id"], record.value["backend_id"]);
+        assert_eq!(seen["id"], sent["id"]);
+        assert_eq!(seen["tenant"], "acme");
+        assert_eq!(seen["category"], category.as_str());
+        assert_eq!(seen["received_at"], record.value["received_at"]);
+        assert_eq!(seen["client_ip"], sent["ip"]);
+        let geo = &record.value["geo"];
+        let expected = if geo.is_null() {
+            Value::Null
+        } else {
+            json!([geo["country"], geo["region"], geo["city"]])
+        };
+        assert_eq!(seen["geo"], expected, "event {i}");
+        let seen_body: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+        assert_eq!(&seen_body, sent);
+    }
+    assert_eq!(
+        records[0].value["data"]["geo"],
+        json!(["GB", "England", "London"])
+    );
+    assert!(
+        records[1].value["data"]["geo"].is_array(),
+        "the IPv6 address is located too"
+    );
+    assert_eq!(records[2].value["data"]["geo"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sample_keeps_a_deterministic_fraction() {
     let category = category().await;
     let half = tenant(

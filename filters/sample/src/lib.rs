@@ -43,10 +43,10 @@ impl Filter for Sample {
             .map(|e| {
                 let rate = self
                     .categories
-                    .get(&e.category)
+                    .get(e.category())
                     .copied()
                     .unwrap_or(self.rate);
-                if fraction(&e.backend_id) < rate {
+                if fraction(e.backend_id_bits()) < rate {
                     Verdict::Keep
                 } else {
                     weir_guest_sdk::count("sampled_out", 1);
@@ -57,10 +57,10 @@ impl Filter for Sample {
     }
 }
 
-/// FNV-1a of the id, as a fraction in [0, 1).
-fn fraction(id: &str) -> f64 {
+/// FNV-1a of the backend id's bytes, as a fraction in [0, 1).
+fn fraction(id: u128) -> f64 {
     let mut hash: u64 = 0xcbf29ce484222325;
-    for b in id.bytes() {
+    for b in id.to_be_bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x100000001b3);
     }

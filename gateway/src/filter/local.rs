@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::host::{Caps, FilterEngine, Verdict, WitEvent};
+use super::host::{BatchInput, Caps, FilterEngine, Verdict};
 
 /// Runs the filter at `path` with `config` over the events in `events_json`
 /// (a JSON array of event objects, or a whole batch with `meta` and `data`).
@@ -34,23 +34,23 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let events: Vec<WitEvent> = list
+    // Each event's id and body; the client address is the event's `ip`.
+    let owned: Vec<(String, Option<std::net::IpAddr>, Vec<u8>)> = list
         .iter()
         .enumerate()
-        .map(|(i, e)| WitEvent {
-            backend_id: uuid::Uuid::now_v7().hyphenated().to_string(),
-            id: e
+        .map(|(i, e)| {
+            let id = e
                 .get("id")
                 .and_then(|v| v.as_str())
-                .map_or_else(|| format!("event-{i}"), str::to_owned),
-            tenant: "local".into(),
-            category: category.clone(),
-            received_at: now,
-            client_ip: e.get("ip").and_then(|v| v.as_str()).map(str::to_owned),
-            geo: None,
-            body: serde_json::to_vec(e).unwrap_or_default(),
+                .map_or_else(|| format!("event-{i}"), str::to_owned);
+            let ip = e.get("ip").and_then(|v| v.as_str()?.parse().ok());
+            (id, ip, serde_json::to_vec(e).unwrap_or_default())
         })
         .collect();
+    let mut events = BatchInput::new("local", &category, now);
+    for (id, ip, body) in &owned {
+        events.push(uuid::Uuid::now_v7().as_u128(), id, *ip, None, body);
+    }
 
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let engine = FilterEngine::new().map_err(|e| e.to_string())?;
@@ -81,16 +81,13 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
         compiled.version,
         events.len()
     );
-    for (event, verdict) in events.iter().zip(&verdicts) {
+    for ((id, _, _), verdict) in owned.iter().zip(&verdicts) {
         let _ = match verdict {
-            Verdict::Keep => writeln!(out, "  {}: keep", event.id),
-            Verdict::Drop(reason) => writeln!(out, "  {}: drop ({reason})", event.id),
-            Verdict::Replace(body) => writeln!(
-                out,
-                "  {}: replace {}",
-                event.id,
-                String::from_utf8_lossy(body)
-            ),
+            Verdict::Keep => writeln!(out, "  {id}: keep"),
+            Verdict::Drop(reason) => writeln!(out, "  {id}: drop ({reason})"),
+            Verdict::Replace(body) => {
+                writeln!(out, "  {id}: replace {}", String::from_utf8_lossy(body))
+            }
         };
     }
     let _ = writeln!(out, "compile + init check {compile_ms:.1} ms, call (fresh instance, init, filter) {call_ms:.2} ms");

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end comparisons with the load generator, every variant in one run
+# so the ratios are comparable on a noisy machine:
+#
+#   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
+#   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
+#
+# The node runs on core 0 (`taskset -c 0`), the load generator and a tansu
+# broker (in-memory storage) on core 1, with GeoIP (DB-IP City Lite from
+# scripts/setup.sh --geoip) and traceparent on. Each variant: a fresh node,
+# `weir-load --concurrency 64 --batch 50 --event-bytes 400` for DURATION
+# seconds (default 10). The variants take turns for ROUNDS rounds (default
+# 3) and the table shows medians: this machine's noise between two runs of
+# the same thing is often ±15%. Needs scripts/setup.sh --tests --geoip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-filters}"
+duration="${DURATION:-10}"
+rounds="${ROUNDS:-3}"
+port=19092
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+cargo build --quiet --release -p weir-gateway -p weir-benches
+wasm=target/wasm32-unknown-unknown/release
+[ -f "$wasm/pass_through.wasm" ] || scripts/build-filters.sh
+geoip=var/geoip/dbip-city-lite.mmdb
+[ -f "$geoip" ] || scripts/setup.sh --geoip
+
+taskset -c 1 var/bin/tansu broker --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do var/bin/tansu topic create --broker "tcp://127.0.0.1:$port" --partitions 4 events.LOAD >/dev/null 2>&1 && break; sleep 0.2; done
+
+tenant="$(target/release/weir-load --print-tenants --key load)"
+filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
+
+# One variant: name, then extra TOML for the config, then env assignments.
+run() {
+  local name="$1" extra="$2"; shift 2
+  cat >"$work/weir.toml" <<EOF
+[server]
+listen = "127.0.0.1:18080"
+tls_listen = ""
+admin_listen = "127.0.0.1:19090"
+[kafka]
+brokers = "127.0.0.1:$port"
+[geoip]
+path = "$PWD/$geoip"
+[log]
+level = "warn"
+format = "json"
+$tenant
+$extra
+EOF
+  env "$@" taskset -c 0 target/release/weir --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
+  local node=$!
+  pids+=("$node")
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null && break; sleep 0.1; done
+  local line
+  line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
+    --batch 50 --event-bytes 400 --duration "$duration" --json | tail -1)"
+  kill "$node"; wait "$node" 2>/dev/null || true
+  printf '%s\t%s\n' "$name" "$line" >>"$work/results"
+  printf '%-22s %s\n' "$name" "$line" >&2
+}
+
+variants() {
+  case "$mode" in
+    filters)
+      run "no filter" ""
+      run "pass-through" "$(filter pass_through "''")"
+      run "four chained" "$(filter require_fields "'{\"fields\": [\"id\"]}'")
+$(filter tag_bots "'{\"field\": \"user_agent\", \"action\": \"tag\"}'")
+$(filter redact_pii "'{\"fields\": [\"props.email\"]}'")
+$(filter sample "'{\"rate\": 1.0}'")"
+      ;;
+    telemetry)
+      run "telemetry off" "" WEIR_TELEMETRY=off
+      run "metrics only" "" WEIR_TELEMETRY=metrics
+      run "traces 100%" "" WEIR_TELEMETRY=all OTEL_TRACES_SAMPLER_ARG=1.0
+      run "traces 1%" "" WEIR_TELEMETRY=all OTEL_TRACES_SAMPLER_ARG=0.01
+      ;;
+    *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
+  esac
+}
+for _ in $(seq "$rounds"); do variants; done
+
+# Medians per variant; the ratio is each round's ratio to the first variant, median.
+python3 - "$work/results" <<'EOF'
+import json, statistics, sys
+rows = [(name, json.loads(line)) for name, line in (l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1]))]
+names = list(dict.fromkeys(name for name, _ in rows))
+runs = {name: [r for n, r in rows if n == name] for name in names}
+base = runs[names[0]]
+print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}  (medians of {len(base)} rounds)")
+for name in names:
+    rs = runs[name]
+    med = lambda key: statistics.median(r[key] for r in rs)
+    ratio = statistics.median(r["events_per_s"] / b["events_per_s"] for r, b in zip(rs, base))
+    print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.2f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {sum(r['non_2xx'] for r in rs):>8}")
+EOF
