@@ -275,6 +275,10 @@ pub struct FilterConfig {
     /// Bytes one call may return (replacements and drop reasons).
     #[serde(default = "default_filter_output")]
     pub max_output_bytes: usize,
+    /// Wasm fuel of one call (about one unit per instruction): an exact,
+    /// repeatable CPU cap on top of the timeout; metered guests run slower.
+    #[serde(default)]
+    pub fuel: Option<u64>,
 }
 
 fn default_filter_memory_mb() -> usize {

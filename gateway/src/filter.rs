@@ -128,6 +128,7 @@ pub fn caps(settings: &FilterConfig) -> Caps {
         memory_bytes: settings.memory_mb * 1024 * 1024,
         timeout: Duration::from_millis(settings.timeout_ms),
         max_output_bytes: settings.max_output_bytes,
+        fuel: settings.fuel,
     }
 }
 

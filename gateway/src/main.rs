@@ -93,6 +93,9 @@ enum FilterCommand {
         timeout_ms: u64,
         #[arg(long, default_value_t = 16 * 1024 * 1024)]
         max_output_bytes: usize,
+        /// Wasm fuel of the call (exact CPU cap); none by default.
+        #[arg(long)]
+        fuel: Option<u64>,
     },
 }
 
@@ -153,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             memory_mb,
             timeout_ms,
             max_output_bytes,
+            fuel,
         }) => {
             let events = std::fs::read_to_string(&events)
                 .with_context(|| format!("reading {}", events.display()))?;
@@ -160,6 +164,7 @@ fn main() -> anyhow::Result<()> {
                 memory_bytes: memory_mb * 1024 * 1024,
                 timeout: Duration::from_millis(timeout_ms),
                 max_output_bytes,
+                fuel,
             };
             let report = weir::filter::local::run(&filter, &config, &events, caps)
                 .map_err(anyhow::Error::msg)?;

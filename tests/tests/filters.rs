@@ -525,4 +525,34 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("the filter failed: ran past its CPU deadline of 50 ms"));
+
+    // Fuel: an exact cap, reached long before the (generous) deadline; and
+    // enough of it changes nothing for a filter that behaves.
+    let run = |filter: &str, config: &str, fuel: &str| {
+        std::process::Command::new(weir_bin())
+            .args(["filter", "test"])
+            .arg(filter_wasm(filter))
+            .arg("--events")
+            .arg(&events)
+            .args(["--config", config, "--timeout-ms", "60000", "--fuel", fuel])
+            .output()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let output = run("hostile_filter", "loop", "1000000");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("the filter failed: ran out of its fuel of 1000000"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let output = run("redact_pii", r##"{"mask": "#"}"##, "100000000");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(r##"  a: replace {"email":"#","id":"a"}"##),
+        "{text}"
+    );
 }

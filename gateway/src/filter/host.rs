@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -58,6 +58,8 @@ pub enum FilterError {
     Init(String),
     #[error("ran past its CPU deadline of {0} ms")]
     Timeout(u64),
+    #[error("ran out of its fuel of {0}")]
+    OutOfFuel(u64),
     #[error("trapped: {0}")]
     Trap(String),
     #[error("returned {got} verdicts for {expected} events")]
@@ -72,6 +74,10 @@ pub struct Caps {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_output_bytes: usize,
+    /// Wasm fuel (about one unit per instruction) for `init` and `filter`
+    /// together: an exact, repeatable CPU cap, unlike the timeout, at the
+    /// price of slower guest code. `None`: the timeout alone.
+    pub fuel: Option<u64>,
 }
 
 /// What a call's guest asked of the host.
@@ -207,14 +213,22 @@ impl<'a> BatchInput<'a> {
     }
 }
 
-/// The engine shared by every filter of the node.
+/// The engines shared by every filter of the node: one without fuel
+/// metering, and one with it, made the first time a filter asks for fuel
+/// (metering slows every guest of an engine, so only those that want it pay).
 pub struct FilterEngine {
+    plain: Arc<Runtime>,
+    fueled: OnceLock<Arc<Runtime>>,
+}
+
+/// One wasmtime engine with its pool, epoch ticker and host imports.
+struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
 }
 
-impl FilterEngine {
-    pub fn new() -> Result<Arc<FilterEngine>, FilterError> {
+impl Runtime {
+    fn new(fuel: bool) -> Result<Arc<Runtime>, FilterError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(MAX_INSTANCES * 2)
@@ -227,12 +241,12 @@ impl FilterEngine {
             // the next call. Measured: see benches/benches/filters.rs.
             .pagemap_scan(Enabled::Auto)
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
-            .async_stack_keep_resident(KEEP_RESIDENT);
+            .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(fuel)
             // Guests are not debugged here: no backtrace capture on every trap.
             .wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -252,7 +266,27 @@ impl FilterEngine {
                 }
             })
             .map_err(|e| FilterError::Compile(e.to_string()))?;
-        Ok(Arc::new(FilterEngine { engine, linker }))
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+}
+
+impl FilterEngine {
+    pub fn new() -> Result<Arc<FilterEngine>, FilterError> {
+        Ok(Arc::new(FilterEngine {
+            plain: Runtime::new(false)?,
+            fueled: OnceLock::new(),
+        }))
+    }
+
+    fn runtime(&self, fuel: bool) -> Result<Arc<Runtime>, FilterError> {
+        if !fuel {
+            return Ok(self.plain.clone());
+        }
+        if let Some(runtime) = self.fueled.get() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Runtime::new(true)?;
+        Ok(self.fueled.get_or_init(|| runtime).clone())
     }
 
     /// Compiles a component and checks it: it must instantiate with only the
@@ -264,15 +298,16 @@ impl FilterEngine {
         caps: Caps,
     ) -> Result<CompiledFilter, FilterError> {
         let version = hex::encode(&Sha256::digest(bytes)[..8]);
-        let component = Component::new(&self.engine, bytes)
+        let runtime = self.runtime(caps.fuel.is_some())?;
+        let component = Component::new(&runtime.engine, bytes)
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
-        let pre = self
+        let pre = runtime
             .linker
             .instantiate_pre(&component)
             .and_then(FilterPre::new)
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let compiled = CompiledFilter {
-            engine: self.clone(),
+            runtime,
             pre,
             config: config.to_owned(),
             caps,
@@ -286,7 +321,7 @@ impl FilterEngine {
 
 /// One filter version, compiled and ready to instantiate.
 pub struct CompiledFilter {
-    engine: Arc<FilterEngine>,
+    runtime: Arc<Runtime>,
     pre: FilterPre<HostState>,
     config: String,
     pub caps: Caps,
@@ -314,8 +349,12 @@ impl CompiledFilter {
                 .build(),
             ..HostState::default()
         };
-        let mut store = Store::new(&self.engine.engine, state);
+        let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
+        if let Some(fuel) = self.caps.fuel {
+            // Only the fueled engine meters, and it always does.
+            let _ = store.set_fuel(fuel);
+        }
         let budget = (self.caps.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
         let mut used = 0;
         store.set_epoch_deadline(1);
@@ -396,6 +435,7 @@ impl CompiledFilter {
     fn failure(&self, e: wasmtime::Error) -> FilterError {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => FilterError::Timeout(self.caps.timeout.as_millis() as u64),
+            Some(Trap::OutOfFuel) => FilterError::OutOfFuel(self.caps.fuel.unwrap_or_default()),
             Some(trap) => FilterError::Trap(trap.to_string()),
             // e.g. "forcing trap when growing memory to 68026368 bytes"
             None => FilterError::Trap(e.root_cause().to_string()),
