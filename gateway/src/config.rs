@@ -42,6 +42,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub geoip: GeoIpConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     /// Limits that every tenant gets unless it sets its own.
     pub defaults: Limits,
     pub tenants: Vec<TenantConfig>,
@@ -186,6 +187,48 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "json".into(),
+        }
+    }
+}
+
+/// The node's own traces and metrics (design §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Make spans at all (false: no spans, no traceparent of our own on records).
+    pub traces: bool,
+    /// Record metrics at all (false: `/metrics` is empty).
+    pub metrics: bool,
+    /// Share of new traces sampled, 0 to 1; a client's own decision
+    /// (its `traceparent` flags) is always followed (parent-based).
+    pub sample_ratio: f64,
+    /// OTLP collector, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP); empty: no export.
+    pub otlp_endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub otlp_protocol: String,
+    /// Headers (gRPC metadata) sent with every export, e.g. an auth token.
+    pub otlp_headers: BTreeMap<String, String>,
+    /// How often metrics are pushed over OTLP, ms.
+    pub metrics_interval_ms: u64,
+    /// `deployment.environment` of the node's resource.
+    pub environment: String,
+    /// The node's region (resource attribute `cloud.region` and a label of its metrics).
+    pub region: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            traces: true,
+            metrics: true,
+            sample_ratio: 1.0,
+            otlp_endpoint: String::new(),
+            otlp_protocol: "grpc".into(),
+            otlp_headers: BTreeMap::new(),
+            metrics_interval_ms: 10_000,
+            environment: "development".into(),
+            region: String::new(),
         }
     }
 }
@@ -344,6 +387,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_GEOIP_PATH", "geoip.path"),
     ("WEIR_LOG_LEVEL", "log.level"),
     ("WEIR_LOG_FORMAT", "log.format"),
+    ("WEIR_TELEMETRY_TRACES", "telemetry.traces"),
+    ("WEIR_TELEMETRY_METRICS", "telemetry.metrics"),
+    ("WEIR_REGION", "telemetry.region"),
+    ("WEIR_ENVIRONMENT", "telemetry.environment"),
+    // The OpenTelemetry SDK's own names.
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp_protocol"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "telemetry.otlp_headers"),
+    ("OTEL_TRACES_SAMPLER_ARG", "telemetry.sample_ratio"),
 ];
 
 impl Config {
@@ -411,6 +463,30 @@ impl Config {
                 "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
                 "WEIR_LOG_LEVEL" => self.log.level = value,
                 "WEIR_LOG_FORMAT" => self.log.format = value,
+                "WEIR_TELEMETRY_TRACES" => self.telemetry.traces = boolean(name, &value)?,
+                "WEIR_TELEMETRY_METRICS" => self.telemetry.metrics = boolean(name, &value)?,
+                "WEIR_REGION" => self.telemetry.region = value,
+                "WEIR_ENVIRONMENT" => self.telemetry.environment = value,
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => self.telemetry.otlp_endpoint = value,
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => self.telemetry.otlp_protocol = value,
+                "OTEL_EXPORTER_OTLP_HEADERS" => {
+                    // `key=value,key2=value2`, values percent-encoded (OTel spec).
+                    self.telemetry.otlp_headers = value
+                        .split(',')
+                        .filter(|pair| !pair.trim().is_empty())
+                        .map(|pair| {
+                            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                                invalid(*name, format!("'{pair}' is not key=value"))
+                            })?;
+                            Ok((key.trim().to_owned(), percent_decode(value.trim())))
+                        })
+                        .collect::<Result<_, ConfigError>>()?
+                }
+                "OTEL_TRACES_SAMPLER_ARG" => {
+                    self.telemetry.sample_ratio = value.trim().parse().map_err(|_| {
+                        invalid(*name, format!("'{value}' is not a number from 0 to 1"))
+                    })?
+                }
                 _ => {}
             }
         }
@@ -419,6 +495,45 @@ impl Config {
 
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(invalid(
+                "telemetry.sample_ratio",
+                "must be a number from 0 to 1",
+            ));
+        }
+        if !matches!(
+            self.telemetry.otlp_protocol.as_str(),
+            "grpc" | "http/protobuf"
+        ) {
+            return Err(invalid(
+                "telemetry.otlp_protocol",
+                format!(
+                    "'{}' is not grpc or http/protobuf",
+                    self.telemetry.otlp_protocol
+                ),
+            ));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && self
+                .telemetry
+                .otlp_endpoint
+                .parse::<http::Uri>()
+                .map_or(true, |uri| uri.scheme().is_none())
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!(
+                    "'{}' is not a URL such as http://127.0.0.1:4317",
+                    self.telemetry.otlp_endpoint
+                ),
+            ));
+        }
+        if self.telemetry.metrics_interval_ms == 0 {
+            return Err(invalid(
+                "telemetry.metrics_interval_ms",
+                "must be more than 0",
+            ));
+        }
         for (key, value) in [
             ("server.listen", &self.server.listen),
             ("server.tls_listen", &self.server.tls_listen),
@@ -640,6 +755,39 @@ fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" | "on" => Ok(true),
+        "false" | "0" | "off" => Ok(false),
+        _ => Err(invalid(name, format!("'{value}' is not true or false"))),
+    }
+}
+
+/// `%XX` escapes decoded (OTEL_EXPORTER_OTLP_HEADERS values); anything
+/// malformed is kept as it is.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,6 +830,32 @@ mod tests {
         assert_eq!(config.kafka.brokers, "b:2");
         assert_eq!(config.server.tls_listen, "");
         assert_eq!(config.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn telemetry_takes_the_opentelemetry_environment() {
+        let config = load(
+            "[telemetry]\nregion = \"eu-west\"\n",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=Bearer%20t0k, x-team = edge",
+                ),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+                ("WEIR_TELEMETRY_METRICS", "off"),
+            ],
+        )
+        .unwrap();
+        let t = &config.telemetry;
+        assert_eq!(t.otlp_endpoint, "http://collector:4318");
+        assert_eq!(t.otlp_protocol, "http/protobuf");
+        assert_eq!(t.otlp_headers["authorization"], "Bearer t0k");
+        assert_eq!(t.otlp_headers["x-team"], "edge");
+        assert_eq!(t.sample_ratio, 0.01);
+        assert!(t.traces && !t.metrics);
+        assert_eq!(t.region, "eu-west");
     }
 
     #[test]

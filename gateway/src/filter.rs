@@ -154,11 +154,15 @@ pub async fn filter(
             "filter",
             filter.name = %slot.name,
             filter.version = %compiled.version,
-            events = pending.len(),
+            tenant,
+            category = batch.meta.category.as_str(),
+            events = pending.len() as i64,
             kept = field::Empty,
             dropped = field::Empty,
             replaced = field::Empty,
             outcome = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
         );
         let mut input = BatchInput::new(tenant, &batch.meta.category, batch.received_at);
         for &i in &pending {
@@ -219,13 +223,15 @@ pub async fn filter(
                         },
                     }
                 }
-                span.record("kept", kept);
-                span.record("dropped", dropped);
-                span.record("replaced", replaced);
+                span.record("kept", kept as i64);
+                span.record("dropped", dropped as i64);
+                span.record("replaced", replaced as i64);
                 span.record("outcome", "ok");
             }
             Err(e) => {
                 span.record("outcome", "error");
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", field::display(&e));
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 match slot.settings.on_error {
                     OnError::FailOpen => {

@@ -37,29 +37,56 @@ where
         otel.kind = "server",
         request_id,
         trace_id = field::Empty,
+        span_id = field::Empty,
         tenant = field::Empty,
         category = field::Empty,
         events = field::Empty,
         http.response.status_code = field::Empty,
+        error.type = field::Empty,
+        otel.status_code = field::Empty,
+        otel.status_description = field::Empty,
     );
     // A request without (valid) trace context starts a new trace.
-    let _ = span.set_parent(trace::extract(request.headers()));
-    // Log lines of the request carry its trace id (and request id, tenant) to join logs and traces.
-    let trace_id = span.context().span().span_context().trace_id();
-    span.record("trace_id", field::display(trace_id));
+    let client_context = trace::extract(request.headers());
+    let _ = span.set_parent(client_context.clone());
+    // Log lines of the request carry its trace and span ids (and request id,
+    // tenant) to join logs and traces. With tracing off: the client's.
+    let context = match span.context() {
+        cx if cx.span().span_context().is_valid() => cx,
+        _ => client_context,
+    };
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", field::display(ids.trace_id()));
+        span.record("span_id", field::display(ids.span_id()));
+    }
     let mut tenant = None;
-    let mut response = match stages(gateway, request, peer, request_id, &mut tenant)
+    let mut problem = None;
+    let mut response = match stages(gateway, request, peer, request_id, &context, &mut tenant)
         .instrument(span.clone())
         .await
     {
         Ok(response) => response,
         Err(reject) => {
             gateway.metrics.refused_upload(reject.error);
+            span.record("error.type", reject.error);
             tracing::info!(parent: &span, status = reject.status.as_u16(), error = reject.error, message = %reject.message, "upload refused");
+            problem = Some(reject.message.clone());
             respond::reject(&reject, request_id)
         }
     };
-    span.record("http.response.status_code", response.status().as_u16());
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    // A client's mistake (4xx) is not the server span's error (OTel HTTP
+    // conventions); a 5xx is, with its reason.
+    if status.is_server_error() {
+        if problem.is_none() {
+            span.record("error.type", "delivery_failed");
+        }
+        span.record("otel.status_code", "ERROR");
+        let problem = problem.unwrap_or_else(|| "events were not delivered to Kafka".into());
+        span.record("otel.status_description", problem.as_str());
+    }
     if let Some(tenant) = tenant {
         response.extensions_mut().insert(AnsweredFor(tenant));
     }
@@ -71,6 +98,7 @@ async fn stages<B>(
     request: Request<B>,
     peer: Peer,
     request_id: &str,
+    context_of_request: &opentelemetry::Context,
     answered_for: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, Reject>
 where
@@ -105,6 +133,12 @@ where
 
     let encoding = body::check_headers(request.headers())?;
     let (parts, incoming) = request.into_parts();
+    let read_body = info_span!(
+        "read_body",
+        encoding = ?encoding,
+        bytes = field::Empty,
+        error.type = field::Empty
+    );
     let bytes = body::read(
         incoming,
         &parts.headers,
@@ -112,26 +146,34 @@ where
         limits,
         gateway.body_timeout,
     )
-    .instrument(info_span!("read_body"))
-    .await?;
+    .instrument(read_body.clone())
+    .await
+    .inspect_err(|reject| failed(&read_body, reject))?;
+    read_body.record("bytes", bytes.len() as i64);
 
     let timer = Instant::now();
-    let decoded =
-        info_span!("decode", bytes = bytes.len()).in_scope(|| decode::decode(&bytes, limits));
+    let decode = info_span!("decode", bytes = bytes.len() as i64, error.type = field::Empty);
+    let decoded = decode.in_scope(|| decode::decode(&bytes, limits));
     metrics.stage("decode", timer.elapsed().as_secs_f64());
-    let upload = decoded?;
+    let upload = decoded.inspect_err(|reject| failed(&decode, reject))?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
 
-    let validate = info_span!("validate", events = field::Empty, invalid = field::Empty);
+    let validate = info_span!(
+        "validate",
+        category = upload.meta.category.as_str(),
+        events = field::Empty,
+        invalid = field::Empty,
+        error.type = field::Empty
+    );
     let timer = Instant::now();
     let split = validate.in_scope(|| decode::split(upload, limits, now_ms()));
     metrics.stage("validate", timer.elapsed().as_secs_f64());
-    let mut batch = split?;
+    let mut batch = split.inspect_err(|reject| failed(&validate, reject))?;
     let valid = batch.pending().count();
-    validate.record("events", batch.events.len());
-    validate.record("invalid", batch.events.len() - valid);
-    span.record("events", batch.events.len());
+    validate.record("events", batch.events.len() as i64);
+    validate.record("invalid", (batch.events.len() - valid) as i64);
+    span.record("events", batch.events.len() as i64);
 
     // The whole batch against the event rate: taken or refused as a whole.
     let limited = match tenant.quotas.check_events(valid as u32) {
@@ -153,8 +195,12 @@ where
 
     if limited.is_none() && valid > 0 {
         let timer = Instant::now();
-        info_span!("enrich")
-            .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
+        info_span!(
+            "enrich",
+            events = valid as i64,
+            geoip = gateway.geoip.is_some()
+        )
+        .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
         metrics.stage("enrich", timer.elapsed().as_secs_f64());
         if !tenant.filters.is_empty() {
             let timer = Instant::now();
@@ -170,19 +216,54 @@ where
         }
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
-        let produce = info_span!("produce", otel.kind = "producer", messaging.system = "kafka", messaging.destination.name = %topic);
-        // The record's traceparent names the produce span: consumers become its children.
-        let trace_headers = trace::inject(&produce.context());
+        let produce = info_span!(
+            "produce",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = %topic,
+            messaging.batch.message_count = batch.pending().count() as i64,
+            delivered = field::Empty,
+            failed = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+        );
+        // The record's traceparent names the produce span: consumers become
+        // its children. (With tracing off: the client's own context.)
+        let trace_headers = match produce.context() {
+            cx if cx.span().span_context().is_valid() => trace::inject(&cx),
+            _ => trace::inject(context_of_request),
+        };
         let timer = Instant::now();
         gateway
             .producer
             .produce(&mut batch, &tenant.name, request_id, &trace_headers)
-            .instrument(produce)
+            .instrument(produce.clone())
             .await;
         metrics.stage("produce", timer.elapsed().as_secs_f64());
+        let failed = batch
+            .events
+            .iter()
+            .filter(|e| matches!(&e.part, Some(p) if p.code == PartCode::DeliveryFailed))
+            .count();
+        produce.record("failed", failed as i64);
+        let delivered = batch
+            .events
+            .iter()
+            .filter(|e| matches!(&e.part, Some(p) if p.code == PartCode::Ok))
+            .count();
+        produce.record("delivered", delivered as i64);
+        if failed > 0 {
+            produce.record("otel.status_code", "ERROR");
+            produce.record("otel.status_description", "some records were not delivered");
+        }
     }
     metrics.batch(&tenant.name, &batch);
     Ok(respond::answer(&batch, request_id, limited.as_ref()))
+}
+
+/// Marks a stage span as where the request was refused.
+fn failed(span: &tracing::Span, reject: &Reject) {
+    span.record("error.type", reject.error);
 }
 
 /// Milliseconds since the Unix epoch.

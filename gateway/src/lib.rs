@@ -16,7 +16,8 @@
 //! 10. [`respond`]: the per-event answer
 //!
 //! Shared types live in [`batch`]; [`config`] is the configuration,
-//! [`trace`] the OpenTelemetry tracing, [`metrics`] the golden signals, [`broker`] the embedded broker used
+//! [`trace`] the OpenTelemetry tracing, [`metrics`] the golden signals, [`otlp`]
+//! their export to a collector, [`broker`] the embedded broker used
 //! when no Kafka is configured, [`tail`] the operator's record reader.
 
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod health;
 pub mod ingest;
 pub mod limit;
 pub mod metrics;
+pub mod otlp;
 pub mod produce;
 pub mod reload;
 pub mod respond;

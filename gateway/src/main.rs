@@ -187,8 +187,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let provider = trace::tracer_provider();
-    trace::init(&config.log, &provider).map_err(anyhow::Error::msg)?;
+    let telemetry = &config.telemetry;
+    let provider = match telemetry.traces {
+        true => Some(trace::tracer_provider(telemetry).map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    trace::init(&config.log, provider.as_ref()).map_err(anyhow::Error::msg)?;
+    if !telemetry.otlp_endpoint.is_empty() {
+        tracing::info!(endpoint = %telemetry.otlp_endpoint, protocol = %telemetry.otlp_protocol, sample_ratio = telemetry.sample_ratio, "exporting traces and metrics over OTLP");
+    }
 
     let geoip = match &config.geoip.path {
         Some(path) => {
@@ -272,6 +279,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     let metrics = {
         let admission = admission.clone();
         Metrics::new(
+            telemetry,
             Arc::new(move || admission.inflight() as u64),
             Arc::new(producer.queued()),
         )
@@ -371,7 +379,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         Ok(()) => tracing::info!("producer flushed; bye"),
         Err(e) => tracing::error!(error = %e, "producer flush incomplete at exit"),
     }
-    let _ = provider.shutdown();
+    // The last spans and metrics go out (blocking: the exporters' I/O runs on
+    // the other workers).
+    tokio::task::block_in_place(|| {
+        if let Some(provider) = &provider {
+            let _ = provider.shutdown();
+        }
+        gateway.metrics.shutdown();
+    });
     // The producer goes before the embedded broker it talks to.
     drop(gateway);
     drop(embedded);

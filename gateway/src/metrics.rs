@@ -15,13 +15,16 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::batch::{Batch, PartCode};
+use crate::config::TelemetryConfig;
+use crate::otlp;
 
 /// Distinct category labels at most; more share the label `other`.
 pub const MAX_CATEGORIES: usize = 200;
@@ -48,16 +51,33 @@ pub struct Metrics {
 pub type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl Metrics {
-    /// Creates the instruments; `inflight` and `kafka_queue` are read at each scrape.
-    pub fn new(inflight: Gauge, kafka_queue: Gauge) -> Result<Metrics, String> {
+    /// Creates the instruments; `inflight` and `kafka_queue` are read at each
+    /// scrape. With `config.metrics` off nothing is recorded; with an OTLP
+    /// endpoint they are also pushed every `metrics_interval_ms`. Call
+    /// inside the runtime.
+    pub fn new(
+        config: &TelemetryConfig,
+        inflight: Gauge,
+        kafka_queue: Gauge,
+    ) -> Result<Metrics, String> {
         let registry = prometheus::Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_target_info()
-            .scope_info_enabled(false)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let mut provider = SdkMeterProvider::builder().with_resource(otlp::resource(config));
+        if config.metrics {
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .without_target_info()
+                .scope_info_enabled(false)
+                .build()
+                .map_err(|e| e.to_string())?;
+            provider = provider.with_reader(exporter);
+            if !config.otlp_endpoint.is_empty() {
+                let reader = PeriodicReader::builder(otlp::metric_exporter(config)?)
+                    .with_interval(Duration::from_millis(config.metrics_interval_ms))
+                    .build();
+                provider = provider.with_reader(reader);
+            }
+        }
+        let provider = provider.build();
         let meter = provider.meter("weir");
         meter
             .u64_observable_gauge("weir.inflight.requests")

@@ -7,7 +7,8 @@
 //! consumer's span becomes its child.
 //!
 //! Spans go to OpenTelemetry independently of the log level: turning logs
-//! down never breaks propagation.
+//! down never breaks propagation. With `telemetry.traces = false` no spans
+//! are made at all, and records carry the client's own `traceparent`.
 
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -20,19 +21,28 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, TelemetryConfig};
+use crate::otlp;
 
-/// The tracer provider of the node. Parent-based sampling: a client's
-/// "not sampled" decision is respected, a new trace is sampled.
-pub fn tracer_provider() -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-        .build()
+/// The tracer provider of the node: parent-based sampling (a client's
+/// decision is followed; `sample_ratio` of new traces are sampled), batched
+/// OTLP export when an endpoint is configured. Call inside the runtime.
+pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, String> {
+    let mut builder = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sample_ratio,
+        ))))
+        .with_resource(otlp::resource(config));
+    if !config.otlp_endpoint.is_empty() {
+        builder = builder.with_batch_exporter(otlp::span_exporter(config)?);
+    }
+    Ok(builder.build())
 }
 
-/// Installs logging (JSON lines or pretty) and the OpenTelemetry layer as
-/// the global subscriber. `RUST_LOG` wins over the configured level.
-pub fn init(log: &LogConfig, provider: &SdkTracerProvider) -> Result<(), String> {
+/// Installs logging (JSON lines or pretty) and, given a provider, the
+/// OpenTelemetry layer as the global subscriber. `RUST_LOG` wins over the
+/// configured level.
+pub fn init(log: &LogConfig, provider: Option<&SdkTracerProvider>) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.is_empty() => {
             EnvFilter::try_new(&value).map_err(|e| format!("RUST_LOG: {e}"))?
@@ -50,9 +60,16 @@ pub fn init(log: &LogConfig, provider: &SdkTracerProvider) -> Result<(), String>
             .with_span_list(false)
             .boxed()
     };
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("weir"))
-        .with_filter(Targets::new().with_target("weir", LevelFilter::INFO));
+    let otel = provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("weir"))
+            // The spans' own attributes say enough; no source location,
+            // thread or busy/idle time on every span.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target("weir", LevelFilter::INFO))
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(otel)

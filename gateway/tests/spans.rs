@@ -53,8 +53,12 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
         trusted_proxies: vec![],
         body_timeout: Duration::from_secs(5),
         admission: std::sync::Arc::new(Admission::new(16)),
-        metrics: weir::metrics::Metrics::new(std::sync::Arc::new(|| 0), std::sync::Arc::new(|| 0))
-            .unwrap(),
+        metrics: weir::metrics::Metrics::new(
+            &Default::default(),
+            std::sync::Arc::new(|| 0),
+            std::sync::Arc::new(|| 0),
+        )
+        .unwrap(),
         unauthenticated: None,
         config_path: None,
     };

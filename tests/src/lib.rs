@@ -4,6 +4,8 @@
 //! One broker serves every test of a test binary; each test uses its own
 //! topics, so tests run in parallel without seeing each other's records.
 
+pub mod otlp;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,10 +1,15 @@
-//! The node's own metrics: after known traffic, `/metrics` on the admin
-//! listener counts exactly what was sent, in valid Prometheus text.
+//! The node observed from outside: after known traffic, `/metrics` on the
+//! admin listener counts exactly what was sent, in valid Prometheus text;
+//! spans and metrics reach a real OTLP receiver (HTTP and gRPC) with their
+//! structure, the client's trace id and their attributes; log lines join
+//! requests and traces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weir_e2e::{create_topics, get, kafka, key_hash, post, unique, Node};
+use weir_e2e::otlp::Receiver;
+use weir_e2e::{consume, create_topics, get, kafka, key_hash, post, unique, Node};
 
 /// `name{labels} value` lines of a Prometheus text exposition, checked for
 /// well-formedness: every sample belongs to a family declared by `# TYPE`.
@@ -317,9 +322,295 @@ async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
         "{line}"
     );
     assert_eq!(line["span"]["tenant"], "acme", "{line}");
+    // The node's own request span: 16 hex digits, not the client's span.
+    let span_id = line["span"]["span_id"].as_str().unwrap_or_default();
+    assert_eq!(span_id.len(), 16, "{line}");
+    assert_ne!(span_id, "00f067aa0ba902b7", "{line}");
     assert_eq!(line["error"], "malformed_json");
     assert!(
         !node.log_text().contains("the-secret-key"),
         "an API key was logged"
+    );
+}
+
+/// A node exporting to `receiver` over `protocol`, with batches of spans and
+/// metrics sent every 200 ms.
+fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
+    let config = format!(
+        "[telemetry]\nmetrics_interval_ms = 300\nenvironment = \"test\"\nregion = \"eu-test-1\"\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash("k")
+    );
+    Node::start(
+        &config,
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .unwrap()
+}
+
+async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
+    let category = unique("otlp");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let node = exporting_node(&receiver, protocol, "1.0");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let body =
+        json!({"meta": {"category": category}, "data": [{"id": "a"}, {"id": "b"}, {"no": "id"}]});
+    let request = weir_e2e::batch_request(
+        Some("k"),
+        body.to_string(),
+        &[("traceparent", &format!("00-{trace_id}-{client_span}-01"))],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 207);
+    let names = [
+        "POST /v1/batch",
+        "read_body",
+        "decode",
+        "validate",
+        "enrich",
+        "produce",
+    ];
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(15), |spans| {
+            names.iter().all(|n| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id() == trace_id && s.span.name == *n)
+            })
+        })
+        .await;
+    let ours: Vec<_> = spans.iter().filter(|s| s.trace_id() == trace_id).collect();
+    let named = |name: &str| {
+        ours.iter()
+            .find(|s| s.span.name == name)
+            .unwrap_or_else(|| panic!("no span {name} in the client's trace: {ours:#?}"))
+    };
+    let ingest = named("POST /v1/batch");
+    assert_eq!(
+        ingest.parent_id(),
+        client_span,
+        "the request span continues the client's trace"
+    );
+    for stage in &names[1..] {
+        assert_eq!(
+            named(stage).parent_id(),
+            ingest.span_id(),
+            "{stage} is a child of the request span"
+        );
+    }
+    assert_eq!(ingest.attribute("tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        ingest.attribute("category").as_deref(),
+        Some(category.as_str())
+    );
+    assert_eq!(ingest.attribute("events").as_deref(), Some("3"));
+    assert_eq!(
+        ingest.attribute("http.response.status_code").as_deref(),
+        Some("207")
+    );
+    assert_eq!(named("validate").attribute("invalid").as_deref(), Some("1"));
+    let produce = named("produce");
+    assert_eq!(produce.attribute("delivered").as_deref(), Some("2"));
+    assert_eq!(produce.attribute("failed").as_deref(), Some("0"));
+    assert_eq!(
+        produce.attribute("messaging.destination.name"),
+        Some(format!("events.{category}"))
+    );
+    // The record's traceparent names the exported produce span.
+    let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
+    let traceparent = &records[0].headers["traceparent"];
+    assert_eq!(
+        traceparent,
+        &format!("00-{trace_id}-{}-01", produce.span_id())
+    );
+    // The resource names the node.
+    assert_eq!(
+        ingest.resource_attribute("service.name").as_deref(),
+        Some("weir")
+    );
+    assert_eq!(
+        ingest.resource_attribute("service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        ingest
+            .resource_attribute("deployment.environment")
+            .as_deref(),
+        Some("test")
+    );
+    assert_eq!(
+        ingest.resource_attribute("cloud.region").as_deref(),
+        Some("eu-test-1")
+    );
+    assert!(ingest.resource_attribute("host.name").is_some());
+
+    // A server-side failure is an error on the span, with its reason:
+    // a category whose topic does not exist is a 503.
+    let missing = unique("nosuchtopic");
+    let request = weir_e2e::batch_request(
+        Some("k"),
+        json!({"meta": {"category": missing}, "data": [{"id": "a"}]}).to_string(),
+        &[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.json());
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(15), |spans| {
+            spans.iter().any(|s| {
+                s.trace_id() == "0af7651916cd43dd8448eb211c80319c"
+                    && s.span.name == "POST /v1/batch"
+            })
+        })
+        .await;
+    let failed = spans
+        .iter()
+        .find(|s| {
+            s.trace_id() == "0af7651916cd43dd8448eb211c80319c" && s.span.name == "POST /v1/batch"
+        })
+        .expect("the failed request's span");
+    let status = failed.span.status.clone().expect("a status");
+    assert_eq!(status.code, 2, "STATUS_CODE_ERROR: {status:?}");
+    assert!(!status.message.is_empty());
+    assert!(failed.attribute("error.type").is_some(), "{failed:?}");
+
+    // Metrics go out over OTLP too.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !receiver.metric_names().iter().any(|n| n == "weir.events") {
+        assert!(
+            Instant::now() < deadline,
+            "no weir.events metric: {:?}",
+            receiver.metric_names()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in [
+        "weir.http.requests",
+        "weir.http.request.duration",
+        "weir.stage.duration",
+        "weir.uploads",
+    ] {
+        assert!(
+            receiver.metric_names().iter().any(|n| n == name),
+            "{name} not exported"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_and_metrics_are_exported_over_otlp_http() {
+    let receiver = Receiver::http().await.unwrap();
+    spans_of_a_posted_batch_reach_the_collector(receiver, "http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_and_metrics_are_exported_over_otlp_grpc() {
+    let receiver = Receiver::grpc().await.unwrap();
+    spans_of_a_posted_batch_reach_the_collector(receiver, "grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed() {
+    let receiver = Receiver::http().await.unwrap();
+    let category = unique("sampled");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let node = exporting_node(&receiver, "http/protobuf", "0");
+    let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
+    // No traceparent: a new trace, sampled at ratio 0 → never exported.
+    for _ in 0..5 {
+        assert_eq!(post(&node, "k", body.clone()).await.unwrap().status, 200);
+    }
+    // The client sampled its trace: followed despite the ratio.
+    let sampled = "11111111111111111111111111111111";
+    let request = weir_e2e::batch_request(
+        Some("k"),
+        body.clone(),
+        &[("traceparent", &format!("00-{sampled}-2222222222222222-01"))],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(15), |spans| {
+            spans
+                .iter()
+                .any(|s| s.trace_id() == sampled && s.span.name == "produce")
+        })
+        .await;
+    assert!(spans
+        .iter()
+        .any(|s| s.trace_id() == sampled && s.span.name == "POST /v1/batch"));
+    assert!(
+        spans.iter().all(|s| s.trace_id() == sampled),
+        "unsampled traces were exported: {:?}",
+        spans.iter().map(|s| s.trace_id()).collect::<BTreeSet<_>>()
+    );
+    // Unsampled requests still propagate: their records carry a traceparent flagged 00.
+    let records = consume(kafka(), &format!("events.{category}"), 6).unwrap();
+    let flags: BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            r.headers["traceparent"]
+                .rsplit('-')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(flags, BTreeSet::from(["00".to_owned(), "01".to_owned()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
+    let category = unique("notrace");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash("k")
+    );
+    let node = Node::start(
+        &config,
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_TELEMETRY_TRACES", "off"),
+        ],
+    )
+    .unwrap();
+    let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = weir_e2e::batch_request(Some("k"), body.clone(), &[("traceparent", client)]);
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
+    let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
+    assert_eq!(
+        records[0].headers.get("traceparent").map(String::as_str),
+        Some(client)
+    );
+    assert_eq!(
+        records[1].headers.get("traceparent"),
+        None,
+        "no trace context, none made up"
     );
 }

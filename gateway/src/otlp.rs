@@ -1,0 +1,162 @@
+//! OTLP export of the node's own traces and metrics to a collector (gRPC or
+//! HTTP/protobuf), and the resource that names the node in both.
+//!
+//! The SDK's batch span processor and periodic metric reader export from
+//! threads of their own; the exporters are built inside the tokio runtime
+//! so their I/O runs there (tonic's channel task, or the HTTP client below).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{
+    MetricExporter, Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _,
+    WithTonicConfig as _,
+};
+use opentelemetry_sdk::Resource;
+
+use crate::config::TelemetryConfig;
+
+/// How long one export may take before it is abandoned.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node as OpenTelemetry names it: `service.name` (`weir`, or
+/// `OTEL_SERVICE_NAME`), `service.version`, `deployment.environment`,
+/// `cloud.region`, `host.name`, plus any `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn resource(config: &TelemetryConfig) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("deployment.environment", config.environment.clone()),
+        KeyValue::new("deployment.environment.name", config.environment.clone()),
+        KeyValue::new("host.name", hostname()),
+    ];
+    if !config.region.is_empty() {
+        attributes.push(KeyValue::new("cloud.region", config.region.clone()));
+    }
+    let mut builder = Resource::builder().with_attributes(attributes);
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        builder = builder.with_service_name("weir");
+    }
+    builder.build()
+}
+
+/// This machine's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn http_protocol(config: &TelemetryConfig) -> bool {
+    config.otlp_protocol == "http/protobuf"
+}
+
+/// `base` + `/v1/traces` or `/v1/metrics` (the spec's rule for a base endpoint).
+fn signal_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+fn metadata(headers: &std::collections::BTreeMap<String, String>) -> tonic::metadata::MetadataMap {
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (key, value) in headers {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes()),
+            value.parse(),
+        ) {
+            map.insert(key, value);
+        }
+    }
+    map
+}
+
+/// The span exporter for `config.otlp_endpoint`. Call inside the runtime.
+pub fn span_exporter(config: &TelemetryConfig) -> Result<SpanExporter, String> {
+    let built = if http_protocol(config) {
+        SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "/v1/traces"))
+            .with_headers(headers(config))
+            .with_http_client(OtlpHttpClient::new())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+    } else {
+        SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .with_metadata(metadata(&config.otlp_headers))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+    };
+    built.map_err(|e| format!("telemetry.otlp_endpoint: {e}"))
+}
+
+/// The metric exporter for `config.otlp_endpoint`. Call inside the runtime.
+pub fn metric_exporter(config: &TelemetryConfig) -> Result<MetricExporter, String> {
+    let built = if http_protocol(config) {
+        MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(signal_url(&config.otlp_endpoint, "/v1/metrics"))
+            .with_headers(headers(config))
+            .with_http_client(OtlpHttpClient::new())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+    } else {
+        MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .with_metadata(metadata(&config.otlp_headers))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+    };
+    built.map_err(|e| format!("telemetry.otlp_endpoint: {e}"))
+}
+
+fn headers(config: &TelemetryConfig) -> HashMap<String, String> {
+    config
+        .otlp_headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// OTLP/HTTP over hyper. The exporters call it from their own threads; the
+/// request runs as a task on the runtime it was made in.
+#[derive(Debug, Clone)]
+struct OtlpHttpClient {
+    runtime: tokio::runtime::Handle,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl OtlpHttpClient {
+    fn new() -> OtlpHttpClient {
+        OtlpHttpClient {
+            runtime: tokio::runtime::Handle::current(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let task = self.runtime.spawn(async move {
+            let response = client.request(request.map(Full::new)).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, HttpError>(Response::from_parts(parts, body))
+        });
+        task.await?
+    }
+}
