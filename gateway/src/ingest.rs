@@ -233,13 +233,13 @@ where
             cx if cx.span().span_context().is_valid() => trace::inject(&cx),
             _ => trace::inject(context_of_request),
         };
-        let timer = Instant::now();
-        gateway
+        let timings = gateway
             .producer
             .produce(&mut batch, &tenant.name, request_id, &trace_headers)
             .instrument(produce.clone())
             .await;
-        metrics.stage("produce", timer.elapsed().as_secs_f64());
+        metrics.stage("produce", timings.enqueue.as_secs_f64());
+        metrics.stage("deliver", timings.deliver.as_secs_f64());
         let failed = batch
             .events
             .iter()

@@ -18,7 +18,7 @@ use weir::config::Config;
 use weir::filter::host::{Caps, FilterEngine};
 use weir::geoip::GeoIp;
 use weir::limit::{Admission, Rate, Unauthenticated};
-use weir::metrics::Metrics;
+use weir::metrics::{Metrics, Saturation};
 use weir::produce::Producer;
 use weir::server::{self, ConnectionLimits, Gateway, Listener, Role};
 use weir::{tail, tls, trace};
@@ -280,8 +280,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         let admission = admission.clone();
         Metrics::new(
             telemetry,
-            Arc::new(move || admission.inflight() as u64),
-            Arc::new(producer.queued()),
+            Saturation {
+                inflight: Arc::new(move || admission.inflight() as u64),
+                kafka_queue: Arc::new(producer.queued()),
+                kafka: producer.stats(),
+                filter_instances: Arc::new(filters.instances()),
+                filter_instances_max: u64::from(weir::filter::host::MAX_INSTANCES),
+            },
         )
         .map_err(anyhow::Error::msg)?
     };

@@ -3,9 +3,15 @@
 //!
 //! The four golden signals: traffic (`weir_http_requests_total`,
 //! `weir_events_total`), latency (`weir_http_request_duration_seconds`,
-//! `weir_stage_duration_seconds` per stage, Kafka delivery included in
-//! `produce`), errors (by status and by part code) and saturation
-//! (`weir_inflight_requests`, `weir_kafka_queue_messages`). Plus the upload
+//! `weir_stage_duration_seconds` per stage: `produce` builds and enqueues
+//! the records, `deliver` waits for Kafka's acknowledgements), errors (by
+//! status and by part code, `weir_kafka_broker_errors`) and saturation
+//! (`weir_inflight_requests`, `weir_open_connections`,
+//! `weir_kafka_queue_messages` and `_bytes` against `_max_bytes` from
+//! librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
+//! `weir_filter_instances` against `_max`, and
+//! `weir_runtime_busy_seconds_total` / `weir_runtime_workers`: the share of
+//! time the async workers are busy). Plus the upload
 //! outcome counters users know from the old gateway (`weir_uploads_total` by
 //! `outcome`: all_upload, wrong_meta, wrong_data, success_upload).
 //!
@@ -14,6 +20,7 @@
 //! first [`MAX_CATEGORIES`] seen get their own label, the rest are `other`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +32,7 @@ use prometheus::{Encoder, TextEncoder};
 use crate::batch::{Batch, PartCode};
 use crate::config::TelemetryConfig;
 use crate::otlp;
+use crate::produce::KafkaStats;
 
 /// Distinct category labels at most; more share the label `other`.
 pub const MAX_CATEGORIES: usize = 200;
@@ -45,21 +53,53 @@ pub struct Metrics {
     stage_duration: Histogram<f64>,
     filter_calls: Counter<u64>,
     categories: Mutex<HashSet<String>>,
+    connections: Arc<Connections>,
 }
 
 /// Reads a saturation value when `/metrics` is scraped.
 pub type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Where the saturation gauges read their values.
+pub struct Saturation {
+    /// Requests in flight.
+    pub inflight: Gauge,
+    /// Records in the producer not yet acknowledged.
+    pub kafka_queue: Gauge,
+    /// librdkafka's latest statistics.
+    pub kafka: Arc<KafkaStats>,
+    /// Filter instances alive (one per running filter call).
+    pub filter_instances: Gauge,
+    /// The pool's capacity of filter instances.
+    pub filter_instances_max: u64,
+}
+
+/// Open connections by listener, kept by [`Metrics::connection`] guards.
+#[derive(Default)]
+struct Connections {
+    ingest: AtomicU64,
+    admin: AtomicU64,
+}
+
+/// One open connection; counted until dropped.
+pub struct OpenConnection(Arc<Connections>, bool);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let counter = if self.1 {
+            &self.0.admin
+        } else {
+            &self.0.ingest
+        };
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Metrics {
-    /// Creates the instruments; `inflight` and `kafka_queue` are read at each
-    /// scrape. With `config.metrics` off nothing is recorded; with an OTLP
+    /// Creates the instruments; the saturation gauges are read at each
+    /// scrape (or export). With `config.metrics` off nothing is recorded; with an OTLP
     /// endpoint they are also pushed every `metrics_interval_ms`. Call
     /// inside the runtime.
-    pub fn new(
-        config: &TelemetryConfig,
-        inflight: Gauge,
-        kafka_queue: Gauge,
-    ) -> Result<Metrics, String> {
+    pub fn new(config: &TelemetryConfig, saturation: Saturation) -> Result<Metrics, String> {
         let registry = prometheus::Registry::new();
         let mut provider = SdkMeterProvider::builder().with_resource(otlp::resource(config));
         if config.metrics {
@@ -79,10 +119,31 @@ impl Metrics {
         }
         let provider = provider.build();
         let meter = provider.meter("weir");
+        let Saturation {
+            inflight,
+            kafka_queue,
+            kafka,
+            filter_instances,
+            filter_instances_max,
+        } = saturation;
         meter
             .u64_observable_gauge("weir.inflight.requests")
             .with_description("Requests in flight on the node (saturation)")
             .with_callback(move |observer| observer.observe(inflight(), &[]))
+            .build();
+        let connections = Arc::new(Connections::default());
+        let open = connections.clone();
+        meter
+            .u64_observable_gauge("weir.open.connections")
+            .with_description("Open client connections by listener (saturation)")
+            .with_callback(move |observer| {
+                for (listener, count) in [("ingest", &open.ingest), ("admin", &open.admin)] {
+                    observer.observe(
+                        count.load(Ordering::Relaxed),
+                        &[KeyValue::new("listener", listener)],
+                    );
+                }
+            })
             .build();
         meter
             .u64_observable_gauge("weir.kafka.queue.messages")
@@ -90,6 +151,85 @@ impl Metrics {
                 "Records waiting in the producer for Kafka's acknowledgement (saturation)",
             )
             .with_callback(move |observer| observer.observe(kafka_queue(), &[]))
+            .build();
+        let stats = kafka.clone();
+        meter
+            .u64_observable_gauge("weir.kafka.queue.bytes")
+            .with_description(
+                "Bytes of the records in the producer's queue (librdkafka statistics)",
+            )
+            .with_callback(move |observer| {
+                observer.observe(stats.queue_bytes.load(Ordering::Relaxed), &[])
+            })
+            .build();
+        let stats = kafka.clone();
+        meter
+            .u64_observable_gauge("weir.kafka.queue.max.bytes")
+            .with_description("Capacity of the producer's queue in bytes")
+            .with_callback(move |observer| {
+                observer.observe(stats.queue_max_bytes.load(Ordering::Relaxed), &[])
+            })
+            .build();
+        let stats = kafka.clone();
+        meter
+            .f64_observable_gauge("weir.kafka.broker.rtt.p99")
+            .with_unit("s")
+            .with_description("p99 of request round trips to each broker (librdkafka statistics)")
+            .with_callback(move |observer| {
+                for (broker, seconds) in stats
+                    .broker_rtt_p99
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                {
+                    observer.observe(*seconds, &[KeyValue::new("broker", broker.clone())]);
+                }
+            })
+            .build();
+        meter
+            .u64_observable_counter("weir.kafka.broker.errors")
+            .with_description(
+                "Requests to each broker that failed or timed out (librdkafka statistics)",
+            )
+            .with_callback(move |observer| {
+                for (broker, errors) in kafka
+                    .broker_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                {
+                    observer.observe(*errors, &[KeyValue::new("broker", broker.clone())]);
+                }
+            })
+            .build();
+        meter
+            .u64_observable_gauge("weir.filter.instances")
+            .with_description("Filter instances alive: calls running (saturation of the pool)")
+            .with_callback(move |observer| observer.observe(filter_instances(), &[]))
+            .build();
+        meter
+            .u64_observable_gauge("weir.filter.instances.max")
+            .with_description("Capacity of the filter instance pool")
+            .with_callback(move |observer| observer.observe(filter_instances_max, &[]))
+            .build();
+        // Busy time of the async workers; its rate over the worker count is the busy ratio.
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let workers = runtime.num_workers() as u64;
+        meter
+            .f64_observable_counter("weir.runtime.busy")
+            .with_unit("s")
+            .with_description("Time the async runtime's workers spent busy, summed over workers")
+            .with_callback(move |observer| {
+                let busy: f64 = (0..runtime.num_workers())
+                    .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+                    .sum();
+                observer.observe(busy, &[]);
+            })
+            .build();
+        meter
+            .u64_observable_gauge("weir.runtime.workers")
+            .with_description("Worker threads of the async runtime")
+            .with_callback(move |observer| observer.observe(workers, &[]))
             .build();
         Ok(Metrics {
             requests: meter
@@ -125,6 +265,7 @@ impl Metrics {
                 .with_description("Filter calls by filter and outcome (ok, error)")
                 .build(),
             categories: Mutex::new(HashSet::new()),
+            connections,
             registry,
             provider,
         })
@@ -143,6 +284,17 @@ impl Metrics {
         );
         self.request_duration
             .record(seconds, &[KeyValue::new("route", route), status]);
+    }
+
+    /// Counts a connection of the ingest (or admin) listener while it is open.
+    pub fn connection(&self, admin: bool) -> OpenConnection {
+        let counter = if admin {
+            &self.connections.admin
+        } else {
+            &self.connections.ingest
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.connections.clone(), admin)
     }
 
     /// One stage of one request.

@@ -18,6 +18,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 use serde::Serialize;
 
 use crate::batch::{Batch, Geo, Part, PartCode};
@@ -36,7 +38,8 @@ pub struct ProducerError(#[from] KafkaError);
 
 /// The node's Kafka producer, shared by every request.
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<StatsContext>,
+    stats: Arc<KafkaStats>,
     topic_template: String,
     key_template: String,
     topics: RwLock<TopicState>,
@@ -58,6 +61,8 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Clie
         .set("compression.codec", "lz4")
         .set("linger.ms", "5")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        // librdkafka's statistics (queue bytes, broker round trips) for the metrics.
+        .set("statistics.interval.ms", "5000")
         // Topics are the operator's to create; the embedded broker makes its own.
         .set(
             "allow.auto.create.topics",
@@ -76,9 +81,13 @@ impl Producer {
         brokers: &str,
         embedded: bool,
     ) -> Result<Producer, ProducerError> {
-        let inner: FutureProducer = client_config(kafka, brokers, embedded).create()?;
+        let stats = Arc::new(KafkaStats::default());
+        let inner = client_config(kafka, brokers, embedded).create_with_context(StatsContext {
+            latest: stats.clone(),
+        })?;
         Ok(Producer {
             inner,
+            stats,
             topic_template: kafka.topic_template.clone(),
             key_template: kafka.key_template.clone(),
             topics: RwLock::default(),
@@ -93,13 +102,16 @@ impl Producer {
     }
 
     /// Sends every pending, enriched event and waits for each acknowledgement.
+    /// Returns how long the records took to build and enqueue, and how long
+    /// the wait for Kafka was.
     pub async fn produce(
         &self,
         batch: &mut Batch<'_>,
         tenant: &str,
         request_id: &str,
         trace: &TraceHeaders,
-    ) {
+    ) -> Timings {
+        let started = Instant::now();
         let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
         if let Err(problem) = self.ensure_topic(&topic).await {
             for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
@@ -110,7 +122,10 @@ impl Producer {
                     true,
                 ));
             }
-            return;
+            return Timings {
+                enqueue: started.elapsed(),
+                deliver: Duration::ZERO,
+            };
         }
 
         let headers = record_headers(trace, request_id, tenant);
@@ -146,6 +161,7 @@ impl Producer {
             waiting.push((index, self.inner.send_result(record).map_err(|(e, _)| e)));
         }
 
+        let enqueue = started.elapsed();
         let (indexes, sends): (Vec<usize>, Vec<_>) = waiting.into_iter().unzip();
         let results = futures::future::join_all(sends.into_iter().map(|send| async move {
             match send {
@@ -158,6 +174,7 @@ impl Producer {
             }
         }))
         .await;
+        let deliver = started.elapsed() - enqueue;
         for (index, result) in indexes.into_iter().zip(results) {
             let event = &mut batch.events[index];
             let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.clone());
@@ -175,6 +192,7 @@ impl Producer {
                 Err(e) => failure(event.id.clone(), backend_id, &e),
             });
         }
+        Timings { enqueue, deliver }
     }
 
     /// The record key from the template, or `None` when a placeholder has no
@@ -256,6 +274,11 @@ impl Producer {
         .map_err(|e| e.to_string())?
     }
 
+    /// The latest librdkafka statistics (every `statistics.interval.ms`).
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        self.stats.clone()
+    }
+
     /// Records queued in the producer, not yet acknowledged (saturation).
     pub fn queued(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let producer = self.inner.clone();
@@ -265,6 +288,60 @@ impl Producer {
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
         self.inner.flush(timeout).map_err(|e| e.to_string())
+    }
+}
+
+/// Where a batch's produce time went.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// Checking the topic, building the records and handing them to librdkafka.
+    pub enqueue: Duration,
+    /// Waiting for Kafka's acknowledgements.
+    pub deliver: Duration,
+}
+
+/// What the metrics read from librdkafka's statistics.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    /// Bytes of the records waiting in the producer's queues.
+    pub queue_bytes: std::sync::atomic::AtomicU64,
+    /// The queue's capacity in bytes (`queue.buffering.max.kbytes`).
+    pub queue_max_bytes: std::sync::atomic::AtomicU64,
+    /// Per broker: its name and the p99 of its request round trips, seconds.
+    pub broker_rtt_p99: std::sync::Mutex<Vec<(String, f64)>>,
+    /// Per broker: requests that failed to be sent or timed out (totals).
+    pub broker_errors: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+/// The producer's librdkafka context: keeps the latest statistics.
+pub struct StatsContext {
+    latest: Arc<KafkaStats>,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let latest = &self.latest;
+        latest.queue_bytes.store(statistics.msg_size, Relaxed);
+        latest
+            .queue_max_bytes
+            .store(statistics.msg_size_max, Relaxed);
+        // Bootstrap entries ("host:port/bootstrap") are not brokers of the cluster.
+        let brokers = || statistics.brokers.values().filter(|b| b.nodeid >= 0);
+        let rtt = brokers()
+            .filter_map(|b| Some((b.nodename.clone(), b.rtt.as_ref()?.p99 as f64 / 1e6)))
+            .collect();
+        let errors = brokers()
+            .map(|b| (b.nodename.clone(), b.txerrs + b.req_timeouts))
+            .collect();
+        *latest
+            .broker_rtt_p99
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = rtt;
+        *latest
+            .broker_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = errors;
     }
 }
 

@@ -175,6 +175,7 @@ pub async fn serve(
                     (gateway.clone(), builder.clone(), graceful.watcher(), listener.tls.clone(), listener.role);
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _open = gateway.metrics.connection(role == Role::Admin);
                     let service = |peer: Peer| {
                         service_fn(move |request| {
                             let gateway = gateway.clone();

@@ -55,8 +55,13 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
         admission: std::sync::Arc::new(Admission::new(16)),
         metrics: weir::metrics::Metrics::new(
             &Default::default(),
-            std::sync::Arc::new(|| 0),
-            std::sync::Arc::new(|| 0),
+            weir::metrics::Saturation {
+                inflight: std::sync::Arc::new(|| 0),
+                kafka_queue: std::sync::Arc::new(|| 0),
+                kafka: Default::default(),
+                filter_instances: std::sync::Arc::new(|| 0),
+                filter_instances_max: 0,
+            },
         )
         .unwrap(),
         unauthenticated: None,

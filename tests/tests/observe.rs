@@ -165,18 +165,32 @@ async fn metrics_count_exactly_what_was_sent() {
         ),
         5.0
     );
-    assert!(
-        samples
-            .keys()
-            .any(|k| k.starts_with("weir_inflight_requests")),
-        "saturation gauge missing"
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_stage_duration_seconds_count",
+            &[("stage", "deliver")]
+        ),
+        3.0,
+        "the wait for Kafka is its own stage"
     );
+    // Saturation: the scrape's own connection is open on the admin listener.
     assert!(
-        samples
-            .keys()
-            .any(|k| k.starts_with("weir_kafka_queue_messages")),
-        "Kafka queue gauge missing"
+        sum(&samples, "weir_open_connections", &[("listener", "admin")]) >= 1.0,
+        "{text}"
     );
+    assert_eq!(sum(&samples, "weir_inflight_requests", &[]), 0.0);
+    assert_eq!(sum(&samples, "weir_kafka_queue_messages", &[]), 0.0);
+    assert_eq!(sum(&samples, "weir_filter_instances", &[]), 0.0);
+    assert_eq!(sum(&samples, "weir_filter_instances_max", &[]), 128.0);
+    assert!(sum(&samples, "weir_runtime_workers", &[]) >= 1.0);
+    assert!(sum(&samples, "weir_runtime_busy_seconds_total", &[]) > 0.0);
+    for family in ["weir_kafka_queue_bytes", "weir_kafka_queue_max_bytes"] {
+        assert!(
+            samples.keys().any(|k| k.starts_with(family)),
+            "{family} missing: {text}"
+        );
+    }
     // Bounded labels: never a device, IP, event or request id.
     assert!(
         !text.contains("\"e0\"") && !text.contains("127.0.0.1"),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -219,6 +220,8 @@ impl<'a> BatchInput<'a> {
 pub struct FilterEngine {
     plain: Arc<Runtime>,
     fueled: OnceLock<Arc<Runtime>>,
+    /// Instances alive now, of every filter (the pool's use).
+    live: Arc<AtomicU64>,
 }
 
 /// One wasmtime engine with its pool, epoch ticker and host imports.
@@ -275,7 +278,14 @@ impl FilterEngine {
         Ok(Arc::new(FilterEngine {
             plain: Runtime::new(false)?,
             fueled: OnceLock::new(),
+            live: Arc::default(),
         }))
+    }
+
+    /// Reads how many filter instances are alive (at most [`MAX_INSTANCES`]).
+    pub fn instances(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let live = self.live.clone();
+        move || live.load(Ordering::Relaxed)
     }
 
     fn runtime(&self, fuel: bool) -> Result<Arc<Runtime>, FilterError> {
@@ -307,6 +317,7 @@ impl FilterEngine {
             .and_then(FilterPre::new)
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let compiled = CompiledFilter {
+            live: self.live.clone(),
             runtime,
             pre,
             config: config.to_owned(),
@@ -322,11 +333,21 @@ impl FilterEngine {
 /// One filter version, compiled and ready to instantiate.
 pub struct CompiledFilter {
     runtime: Arc<Runtime>,
+    live: Arc<AtomicU64>,
     pre: FilterPre<HostState>,
     config: String,
     pub caps: Caps,
     /// First 16 hex digits of the component's SHA-256.
     pub version: String,
+}
+
+/// Counts an instance as alive until dropped (also when a call is cancelled).
+struct Alive<'a>(&'a AtomicU64);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The result of one call: the verdicts or why there are none, and what
@@ -389,6 +410,8 @@ impl CompiledFilter {
 
     /// Runs the filter over `events` in a fresh instance.
     pub async fn call(&self, batch: &BatchInput<'_>) -> Called {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let _alive = Alive(&self.live);
         let mut store = self.store();
         let outcome = self.run(&mut store, batch).await;
         let state = store.into_data();
