@@ -17,7 +17,7 @@
 //!
 //! Shared types live in [`batch`]; [`config`] is the configuration,
 //! [`trace`] the OpenTelemetry tracing, [`metrics`] the golden signals, [`otlp`]
-//! their export to a collector, [`broker`] the embedded broker used
+//! their export to a collector, [`profile`] CPU profiles on demand, [`broker`] the embedded broker used
 //! when no Kafka is configured, [`tail`] the operator's record reader.
 
 pub mod auth;
@@ -35,6 +35,7 @@ pub mod limit;
 pub mod metrics;
 pub mod otlp;
 pub mod produce;
+pub mod profile;
 pub mod reload;
 pub mod respond;
 pub mod server;

@@ -32,7 +32,7 @@ use crate::limit::{Admission, Unauthenticated};
 use crate::metrics::Metrics;
 use crate::produce::Producer;
 use crate::respond::{self, Body, Reject, REQUEST_ID};
-use crate::{health, ingest, reload};
+use crate::{health, ingest, profile, reload};
 
 /// Longest `X-Request-ID` taken from a client.
 const MAX_REQUEST_ID: usize = 128;
@@ -238,6 +238,7 @@ async fn route(
         (_, "/readyz") => "/readyz",
         (Role::Admin, "/metrics") => "/metrics",
         (Role::Admin, "/admin/reload") => "/admin/reload",
+        (Role::Admin, "/debug/pprof/profile") => "/debug/pprof/profile",
         _ => "other",
     };
     let response = route_inner(gateway, request, peer, role).await;
@@ -277,7 +278,11 @@ async fn route_inner(
             );
             response
         }
+        (Role::Admin, "/debug/pprof/profile", &Method::GET) => {
+            profile::profile(request.uri().query(), &request_id).await
+        }
         (Role::Admin, "/admin/reload", _) => not_allowed("POST", &request, &request_id),
+        (Role::Admin, "/debug/pprof/profile", _) => not_allowed("GET", &request, &request_id),
         (Role::Ingest, "/v1/batch", _) => not_allowed("POST", &request, &request_id),
         (_, "/healthz" | "/readyz", _) => not_allowed("GET", &request, &request_id),
         _ => respond::reject(

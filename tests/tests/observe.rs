@@ -628,3 +628,89 @@ async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
         "no trace context, none made up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cpu_profile_is_taken_under_load() {
+    let category = unique("prof");
+    create_topics(kafka(), &[&format!("events.{category}")], 1)
+        .await
+        .unwrap();
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
+        key_hash("k")
+    );
+    let node =
+        std::sync::Arc::new(Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap());
+    let admin = node.admin.clone().unwrap();
+    // Load: four clients posting 50-event batches until the profiles are taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (node, stop, category) = (node.clone(), stop.clone(), category.clone());
+            tokio::spawn(async move {
+                let data: Vec<_> = (0..50)
+                    .map(|i| json!({"id": format!("e{i}"), "pad": "x".repeat(300)}))
+                    .collect();
+                let body = json!({"meta": {"category": category}, "data": data}).to_string();
+                let mut ok = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if post(&node, "k", body.clone())
+                        .await
+                        .is_ok_and(|a| a.status == 200)
+                    {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let profile = {
+        let admin = admin.clone();
+        tokio::spawn(async move { get(&admin, "/debug/pprof/profile?seconds=2").await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
+    assert_eq!(busy.status, 409, "one profile at a time");
+    let profile = profile.await.unwrap();
+    let svg = get(&admin, "/debug/pprof/profile?seconds=1&format=flamegraph")
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut posted = 0;
+    for task in load {
+        posted += task.await.unwrap();
+    }
+    assert!(posted > 0);
+
+    assert_eq!(profile.status, 200);
+    let mut encoded = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&profile.body[..]),
+        &mut encoded,
+    )
+    .expect("gzipped");
+    let decoded: pprof::protos::Profile =
+        pprof::protos::Message::decode(&encoded[..]).expect("a pprof protobuf");
+    assert!(!decoded.sample.is_empty(), "no samples under load");
+    let strings = &decoded.string_table;
+    assert!(
+        strings.iter().any(|s| s.contains("weir::")),
+        "no weir function was sampled under load"
+    );
+    assert!(
+        decoded.duration_nanos >= 1_900_000_000,
+        "{}",
+        decoded.duration_nanos
+    );
+
+    assert_eq!(svg.status, 200);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(String::from_utf8_lossy(&svg.body).contains("<svg"));
+
+    let bad = get(&admin, "/debug/pprof/profile?seconds=9999")
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"], "invalid_query");
+}
