@@ -2,7 +2,8 @@
 # Installs what Weir's tests and local node need. Idempotent, non-interactive:
 # run it as often as you like; it only does what is missing.
 #
-#   scripts/setup.sh --tests   the test tools: a Kafka-protocol broker (tansu)
+#   scripts/setup.sh --tests   the test tools: a Kafka-protocol broker (tansu),
+#                              promtool (checks deploy/observability/alerts.yml)
 #   scripts/setup.sh --geoip   a GeoIP database for the local node (DB-IP City Lite)
 #
 # With neither flag, only the build prerequisites are checked.
@@ -47,6 +48,20 @@ if want --tests && { ! [ -x var/bin/tansu ] || ! var/bin/tansu --version >/dev/n
     ln -sf "$PWD/var/tansu/bin/tansu" var/bin/tansu
   fi
   say "tansu: $(var/bin/tansu --version)"
+fi
+
+# promtool, to check the alert rules: taken out of Debian's prometheus
+# package (downloaded, not installed: no service is set up). If apt cannot
+# fetch it, the tests check the rules with a PromQL parser alone.
+if want --tests && ! [ -x var/bin/promtool ]; then
+  tmp="$(mktemp -d)"
+  if (cd "$tmp" && timeout 300 apt-get download prometheus >/dev/null 2>&1) && dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"; then
+    mv "$tmp/x/usr/bin/promtool" var/bin/promtool
+    say "promtool: $(var/bin/promtool --version 2>&1 | head -1)"
+  else
+    say "could not fetch Debian's prometheus package: alert rules are checked with the PromQL parser only"
+  fi
+  rm -rf "$tmp"
 fi
 
 # A GeoIP database for the local node: DB-IP City Lite (CC BY 4.0,

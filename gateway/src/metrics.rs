@@ -212,6 +212,20 @@ impl Metrics {
             .with_description("Capacity of the filter instance pool")
             .with_callback(move |observer| observer.observe(filter_instances_max, &[]))
             .build();
+        // The node's identity as labels of a constant 1 (the Prometheus "info"
+        // pattern): dashboards join on `instance` to group nodes by region.
+        let info = [
+            KeyValue::new("region", config.region.clone()),
+            KeyValue::new("environment", config.environment.clone()),
+            KeyValue::new("version", env!("CARGO_PKG_VERSION")),
+        ];
+        meter
+            .u64_observable_gauge("weir.node.info")
+            .with_description(
+                "Always 1; the labels name the node's region, environment and version",
+            )
+            .with_callback(move |observer| observer.observe(1, &info))
+            .build();
         // Busy time of the async workers; its rate over the worker count is the busy ratio.
         let runtime = tokio::runtime::Handle::current().metrics();
         let workers = runtime.num_workers() as u64;

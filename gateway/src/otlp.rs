@@ -28,13 +28,16 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The node as OpenTelemetry names it: `service.name` (`weir`, or
 /// `OTEL_SERVICE_NAME`), `service.version`, `deployment.environment`,
-/// `cloud.region`, `host.name`, plus any `OTEL_RESOURCE_ATTRIBUTES`.
+/// `cloud.region`, `host.name` and `service.instance.id` (the host name),
+/// plus any `OTEL_RESOURCE_ATTRIBUTES`.
 pub fn resource(config: &TelemetryConfig) -> Resource {
     let mut attributes = vec![
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("deployment.environment", config.environment.clone()),
         KeyValue::new("deployment.environment.name", config.environment.clone()),
         KeyValue::new("host.name", hostname()),
+        // Unique per node: Prometheus' `instance` for OTLP metrics.
+        KeyValue::new("service.instance.id", hostname()),
     ];
     if !config.region.is_empty() {
         attributes.push(KeyValue::new("cloud.region", config.region.clone()));
