@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
+#                                  # (exported over OTLP/HTTP to a discarding sink on core 1)
 #
 # The node runs on core 0 (`taskset -c 0`), the load generator and a tansu
 # broker (in-memory storage) on core 1, with GeoIP (DB-IP City Lite from
@@ -35,6 +36,10 @@ pids+=($!)
 for _ in $(seq 50); do var/bin/tansu topic create --broker "tcp://127.0.0.1:$port" --partitions 4 events.LOAD >/dev/null 2>&1 && break; sleep 0.2; done
 
 tenant="$(target/release/weir-load --print-tenants --key load)"
+if [ "$mode" = telemetry ]; then
+  taskset -c 1 target/release/weir-load --otlp-sink 127.0.0.1:14318 2>/dev/null &
+  pids+=($!)
+fi
 filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
 
 # One variant: name, then extra TOML for the config, then env assignments.
@@ -78,10 +83,11 @@ $(filter redact_pii "'{\"fields\": [\"props.email\"]}'")
 $(filter sample "'{\"rate\": 1.0}'")"
       ;;
     telemetry)
-      run "telemetry off" "" WEIR_TELEMETRY=off
-      run "metrics only" "" WEIR_TELEMETRY=metrics
-      run "traces 100%" "" WEIR_TELEMETRY=all OTEL_TRACES_SAMPLER_ARG=1.0
-      run "traces 1%" "" WEIR_TELEMETRY=all OTEL_TRACES_SAMPLER_ARG=0.01
+      local otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+      run "telemetry off" "" WEIR_TELEMETRY_TRACES=off WEIR_TELEMETRY_METRICS=off
+      run "metrics only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
+      run "traces 100%" "" OTEL_TRACES_SAMPLER_ARG=1.0 "${otlp[@]}"
+      run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"
       ;;
     *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
   esac

@@ -74,6 +74,10 @@ struct Args {
     /// Requests per second of the quiet tenant.
     #[arg(long, default_value_t = 20.0)]
     quiet_rate: f64,
+    /// Instead of posting: be an OTLP/HTTP sink at this address that reads
+    /// and discards every export (for measuring a node's telemetry cost).
+    #[arg(long)]
+    otlp_sink: Option<String>,
 }
 
 #[derive(Default)]
@@ -109,6 +113,12 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(address) = &args.otlp_sink {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(otlp_sink(address));
+    }
     if args.tls && args.ca.is_none() && !args.insecure {
         bail!("--tls needs --ca <pem> or --insecure");
     }
@@ -116,6 +126,32 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run(args))
+}
+
+/// Accepts OTLP/HTTP exports and answers 200 with an empty (valid)
+/// protobuf response, counting nothing.
+async fn otlp_sink(address: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    eprintln!("OTLP sink on {address}");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |request: http::Request<hyper::body::Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::new()))
+                            .expect("a valid response"),
+                    )
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// The keys of the load tenants: `--key` alone, or `<key>-i` for each of `--tenants`.
