@@ -31,6 +31,8 @@
 //! the bindings wit-bindgen generates from it.
 
 #[doc(hidden)]
+// Generated: the canonical ABI passes the batch record as flat arguments.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../proto/wit",
