@@ -199,8 +199,12 @@ pub struct TelemetryConfig {
     pub traces: bool,
     /// Record metrics at all (false: `/metrics` is empty).
     pub metrics: bool,
-    /// Share of new traces sampled, 0 to 1; a client's own decision
-    /// (its `traceparent` flags) is always followed (parent-based).
+    /// The OpenTelemetry sampler: `parentbased_traceidratio` (the default:
+    /// a client's decision is followed, `sample_ratio` of new traces are
+    /// sampled), `parentbased_always_on`, `parentbased_always_off`,
+    /// `traceidratio`, `always_on` or `always_off`.
+    pub sampler: String,
+    /// Share of new traces sampled, 0 to 1 (for the ratio samplers).
     pub sample_ratio: f64,
     /// OTLP collector, e.g. `http://127.0.0.1:4317` (gRPC) or
     /// `http://127.0.0.1:4318` (HTTP); empty: no export.
@@ -222,6 +226,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             traces: true,
             metrics: true,
+            sampler: "parentbased_traceidratio".into(),
             sample_ratio: 1.0,
             otlp_endpoint: String::new(),
             otlp_protocol: "grpc".into(),
@@ -373,6 +378,16 @@ impl TenantConfig {
     }
 }
 
+/// The samplers `telemetry.sampler` (`OTEL_TRACES_SAMPLER`) may name.
+pub const SAMPLERS: &[&str] = &[
+    "parentbased_traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "traceidratio",
+    "always_on",
+    "always_off",
+];
+
 /// The environment variables Weir reads, with the key each one overrides.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_LISTEN", "server.listen"),
@@ -395,6 +410,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp_protocol"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "telemetry.otlp_headers"),
+    ("OTEL_TRACES_SAMPLER", "telemetry.sampler"),
     ("OTEL_TRACES_SAMPLER_ARG", "telemetry.sample_ratio"),
 ];
 
@@ -482,6 +498,7 @@ impl Config {
                         })
                         .collect::<Result<_, ConfigError>>()?
                 }
+                "OTEL_TRACES_SAMPLER" => self.telemetry.sampler = value,
                 "OTEL_TRACES_SAMPLER_ARG" => {
                     self.telemetry.sample_ratio = value.trim().parse().map_err(|_| {
                         invalid(*name, format!("'{value}' is not a number from 0 to 1"))
@@ -499,6 +516,16 @@ impl Config {
             return Err(invalid(
                 "telemetry.sample_ratio",
                 "must be a number from 0 to 1",
+            ));
+        }
+        if !SAMPLERS.contains(&self.telemetry.sampler.as_str()) {
+            return Err(invalid(
+                "telemetry.sampler",
+                format!(
+                    "'{}' is not one of {}",
+                    self.telemetry.sampler,
+                    SAMPLERS.join(", ")
+                ),
             ));
         }
         if !matches!(
@@ -844,10 +871,16 @@ mod tests {
                     "authorization=Bearer%20t0k, x-team = edge",
                 ),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
                 ("WEIR_TELEMETRY_METRICS", "off"),
             ],
         )
         .unwrap();
+        assert_eq!(config.telemetry.sampler, "traceidratio");
+        assert!(load("", &[("OTEL_TRACES_SAMPLER", "sometimes")])
+            .unwrap_err()
+            .to_string()
+            .starts_with("telemetry.sampler: 'sometimes' is not one of parentbased_traceidratio,"));
         let t = &config.telemetry;
         assert_eq!(t.otlp_endpoint, "http://collector:4318");
         assert_eq!(t.otlp_protocol, "http/protobuf");

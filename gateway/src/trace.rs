@@ -24,19 +24,31 @@ use tracing_subscriber::Layer;
 use crate::config::{LogConfig, TelemetryConfig};
 use crate::otlp;
 
-/// The tracer provider of the node: parent-based sampling (a client's
-/// decision is followed; `sample_ratio` of new traces are sampled), batched
-/// OTLP export when an endpoint is configured. Call inside the runtime.
+/// The tracer provider of the node: by default parent-based sampling (a
+/// client's decision is followed; `sample_ratio` of new traces are
+/// sampled), batched OTLP export when an endpoint is configured. Call
+/// inside the runtime.
 pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, String> {
     let mut builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        ))))
+        .with_sampler(sampler(config))
         .with_resource(otlp::resource(config));
     if !config.otlp_endpoint.is_empty() {
         builder = builder.with_batch_exporter(otlp::span_exporter(config)?);
     }
     Ok(builder.build())
+}
+
+/// The sampler `config.sampler` names (validated with the config).
+fn sampler(config: &TelemetryConfig) -> Sampler {
+    let ratio = Sampler::TraceIdRatioBased(config.sample_ratio);
+    match config.sampler.as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => ratio,
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        _ => Sampler::ParentBased(Box::new(ratio)),
+    }
 }
 
 /// Installs logging (JSON lines or pretty) and, given a provider, the
