@@ -52,7 +52,7 @@ pub struct Metrics {
     uploads: Counter<u64>,
     stage_duration: Histogram<f64>,
     filter_calls: Counter<u64>,
-    categories: Mutex<HashSet<String>>,
+    categories: Mutex<HashSet<Arc<str>>>,
     connections: Arc<Connections>,
 }
 
@@ -286,16 +286,21 @@ impl Metrics {
     }
 
     /// One answered request.
-    pub fn request(&self, route: &'static str, status: u16, tenant: &str, seconds: f64) {
+    /// `tenant` is `None` when no tenant was named (label `-`).
+    pub fn request(
+        &self,
+        route: &'static str,
+        status: u16,
+        tenant: Option<Arc<str>>,
+        seconds: f64,
+    ) {
         let status = KeyValue::new("status", i64::from(status));
-        self.requests.add(
-            1,
-            &[
-                KeyValue::new("route", route),
-                status.clone(),
-                KeyValue::new("tenant", tenant.to_owned()),
-            ],
-        );
+        let tenant = match tenant {
+            Some(tenant) => KeyValue::new("tenant", tenant),
+            None => KeyValue::new("tenant", "-"),
+        };
+        self.requests
+            .add(1, &[KeyValue::new("route", route), status.clone(), tenant]);
         self.request_duration
             .record(seconds, &[KeyValue::new("route", route), status]);
     }
@@ -342,7 +347,7 @@ impl Metrics {
     }
 
     /// The outcome of an answered batch, and its events by part code.
-    pub fn batch(&self, tenant: &str, batch: &Batch<'_>) {
+    pub fn batch(&self, tenant: &Arc<str>, batch: &Batch<'_>) {
         self.uploads
             .add(1, &[KeyValue::new("outcome", "all_upload")]);
         let category = self.category(&batch.meta.category);
@@ -357,7 +362,7 @@ impl Metrics {
             self.events.add(
                 *n,
                 &[
-                    KeyValue::new("tenant", tenant.to_owned()),
+                    KeyValue::new("tenant", tenant.clone()),
                     KeyValue::new("category", category.clone()),
                     KeyValue::new("code", code.as_str()),
                 ],
@@ -375,15 +380,19 @@ impl Metrics {
         }
     }
 
-    fn category(&self, category: &str) -> String {
+    /// The category's label: itself while fewer than [`MAX_CATEGORIES`] are
+    /// known, else `other`. Shared, so labelling allocates nothing.
+    fn category(&self, category: &str) -> Arc<str> {
         let mut seen = self.categories.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(category)
-            || (seen.len() < MAX_CATEGORIES && seen.insert(category.to_owned()))
-        {
-            category.to_owned()
-        } else {
-            "other".to_owned()
+        if let Some(known) = seen.get(category) {
+            return known.clone();
         }
+        if seen.len() < MAX_CATEGORIES {
+            let label: Arc<str> = category.into();
+            seen.insert(label.clone());
+            return label;
+        }
+        Arc::from("other")
     }
 
     /// The Prometheus text exposition of every metric.

@@ -249,7 +249,7 @@ async fn route(
     gateway.metrics.request(
         label,
         response.status().as_u16(),
-        tenant.as_deref().unwrap_or("-"),
+        tenant,
         started.elapsed().as_secs_f64(),
     );
     response

@@ -79,7 +79,12 @@ pub fn init(log: &LogConfig, provider: Option<&SdkTracerProvider>) -> Result<(),
             // thread or busy/idle time on every span.
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
             .with_tracked_inactivity(false)
+            // Spans are entered at every poll; the OpenTelemetry context is
+            // taken from them explicitly (`span.context()`), never from the
+            // thread's current context, so it need not follow each enter.
+            .with_context_activation(false)
             .with_filter(Targets::new().with_target("weir", LevelFilter::INFO))
     });
     tracing_subscriber::registry()

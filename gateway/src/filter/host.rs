@@ -34,8 +34,10 @@ wasmtime::component::bindgen!({
     ownership: Borrowing { duplicate_if_necessary: true },
 });
 
-use weir::filter::host::Level;
-use weir::filter::types::{Batch as WitBatch, Event as WitEvent, Geo as WitGeo, IpAddress, Span};
+use self::weir::filter::host::Level;
+use self::weir::filter::types::{
+    Batch as WitBatch, Event as WitEvent, Geo as WitGeo, IpAddress, Span,
+};
 
 /// How often the engine's epoch advances: the unit of the CPU deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -89,9 +91,9 @@ pub struct HostState {
     pub counters: BTreeMap<String, u64>,
 }
 
-impl weir::filter::types::Host for HostState {}
+impl self::weir::filter::types::Host for HostState {}
 
-impl weir::filter::host::Host for HostState {
+impl self::weir::filter::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         if self.logs.len() < MAX_LOG_LINES {
             let level = match level {
