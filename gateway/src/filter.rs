@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use sonic_rs::JsonValueTrait as _;
-use tracing::{field, info_span, Instrument};
+use tracing::{field, Instrument};
+
+use crate::stage_span;
 
 use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, OnError};
@@ -139,6 +141,7 @@ pub async fn filter(
     tenant: &str,
     max_event_bytes: usize,
     metrics: &Metrics,
+    traced: bool,
 ) {
     for slot in chain {
         let pending: Vec<usize> = (0..batch.events.len())
@@ -150,7 +153,8 @@ pub async fn filter(
         let Some(compiled) = slot.current() else {
             continue;
         };
-        let span = info_span!(
+        let span = stage_span!(
+            traced,
             "filter",
             filter.name = %slot.name,
             filter.version = %compiled.version,
@@ -182,8 +186,14 @@ pub async fn filter(
         // The guest runs on this task, yielding to tokio at every epoch tick.
         let called = compiled.call(&input).instrument(span.clone()).await;
         drop(input);
+        // Guest log lines belong to the filter span, or to the request's
+        // span when the filter's is not recorded.
+        let log_parent = match span.is_none() {
+            true => tracing::Span::current(),
+            false => span.clone(),
+        };
         for (level, message) in &called.logs {
-            tracing::info!(parent: &span, filter = %slot.name, tenant, guest_level = %level, "{message}");
+            tracing::info!(parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}");
         }
         let outcome = called.outcome;
         metrics.filter_call(&slot.name, outcome.is_ok());

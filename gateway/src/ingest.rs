@@ -18,7 +18,7 @@ use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
 use crate::server::{AnsweredFor, Gateway, Peer};
-use crate::{auth, body, decode, enrich, filter, trace};
+use crate::{auth, body, decode, enrich, filter, stage_span, trace};
 
 /// Handles one upload and always answers, with the request id.
 pub async fn ingest<B>(
@@ -51,7 +51,10 @@ where
     let _ = span.set_parent(client_context.clone());
     // Log lines of the request carry its trace and span ids (and request id,
     // tenant) to join logs and traces. With tracing off: the client's.
-    let context = match span.context() {
+    let own = span.context();
+    // Stage spans only for sampled requests (see `stage_span!`).
+    let traced = own.span().span_context().is_sampled();
+    let context = match own {
         cx if cx.span().span_context().is_valid() => cx,
         _ => client_context,
     };
@@ -62,9 +65,17 @@ where
     }
     let mut tenant = None;
     let mut problem = None;
-    let mut response = match stages(gateway, request, peer, request_id, &context, &mut tenant)
-        .instrument(span.clone())
-        .await
+    let mut response = match stages(
+        gateway,
+        request,
+        peer,
+        request_id,
+        &context,
+        traced,
+        &mut tenant,
+    )
+    .instrument(span.clone())
+    .await
     {
         Ok(response) => response,
         Err(reject) => {
@@ -99,6 +110,7 @@ async fn stages<B>(
     peer: Peer,
     request_id: &str,
     context_of_request: &opentelemetry::Context,
+    traced: bool,
     answered_for: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, Reject>
 where
@@ -133,7 +145,8 @@ where
 
     let encoding = body::check_headers(request.headers())?;
     let (parts, incoming) = request.into_parts();
-    let read_body = info_span!(
+    let read_body = stage_span!(
+        traced,
         "read_body",
         encoding = ?encoding,
         bytes = field::Empty,
@@ -152,14 +165,16 @@ where
     read_body.record("bytes", bytes.len() as i64);
 
     let timer = Instant::now();
-    let decode = info_span!("decode", bytes = bytes.len() as i64, error.type = field::Empty);
+    let decode =
+        stage_span!(traced, "decode", bytes = bytes.len() as i64, error.type = field::Empty);
     let decoded = decode.in_scope(|| decode::decode(&bytes, limits));
     metrics.stage("decode", timer.elapsed().as_secs_f64());
     let upload = decoded.inspect_err(|reject| failed(&decode, reject))?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
 
-    let validate = info_span!(
+    let validate = stage_span!(
+        traced,
         "validate",
         category = upload.meta.category.as_str(),
         events = field::Empty,
@@ -195,7 +210,8 @@ where
 
     if limited.is_none() && valid > 0 {
         let timer = Instant::now();
-        info_span!(
+        stage_span!(
+            traced,
             "enrich",
             events = valid as i64,
             geoip = gateway.geoip.is_some()
@@ -210,13 +226,15 @@ where
                 &tenant.name,
                 limits.max_event_bytes,
                 metrics,
+                traced,
             )
             .await;
             metrics.stage("filter", timer.elapsed().as_secs_f64());
         }
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
-        let produce = info_span!(
+        let produce = stage_span!(
+            traced,
             "produce",
             otel.kind = "producer",
             messaging.system = "kafka",
@@ -228,7 +246,8 @@ where
             otel.status_description = field::Empty,
         );
         // The record's traceparent names the produce span: consumers become
-        // its children. (With tracing off: the client's own context.)
+        // its children. (Unsampled: the request span, flagged not sampled;
+        // with tracing off: the client's own context.)
         let trace_headers = match produce.context() {
             cx if cx.span().span_context().is_valid() => trace::inject(&cx),
             _ => trace::inject(context_of_request),

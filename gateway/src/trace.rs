@@ -94,6 +94,20 @@ pub fn init(log: &LogConfig, provider: Option<&SdkTracerProvider>) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
+/// A stage's span, recorded only when `$traced` (the request is sampled):
+/// an unsampled request, most of them at low ratios, pays for its request
+/// span alone. `Span::none()` takes records and instrumentation as no-ops.
+#[macro_export]
+macro_rules! stage_span {
+    ($traced:expr, $($span:tt)+) => {
+        if $traced {
+            ::tracing::info_span!($($span)+)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
