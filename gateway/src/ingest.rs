@@ -52,8 +52,8 @@ where
     // Log lines of the request carry its trace and span ids (and request id,
     // tenant) to join logs and traces. With tracing off: the client's.
     let own = span.context();
-    // Stage spans only for sampled requests (see `stage_span!`).
-    let traced = own.span().span_context().is_sampled();
+    // Stage spans only for sampled requests whose spans go somewhere (see `stage_span!`).
+    let traced = gateway.export_spans && own.span().span_context().is_sampled();
     let context = match own {
         cx if cx.span().span_context().is_valid() => cx,
         _ => client_context,

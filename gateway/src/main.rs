@@ -307,6 +307,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         unauthenticated,
         config_path: config_path.clone(),
         filters: filters.clone(),
+        export_spans: telemetry.traces && !telemetry.otlp_endpoint.is_empty(),
     });
     {
         // Filter files are watched: a changed one is compiled off the request

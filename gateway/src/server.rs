@@ -54,6 +54,9 @@ pub struct Gateway {
     /// The Wasm engine of every tenant's filters.
     pub filters: Arc<FilterEngine>,
     pub metrics: Metrics,
+    /// Whether spans go anywhere (an exporter is set): without one, only
+    /// the request span is made (for the trace ids in logs and records).
+    pub export_spans: bool,
 }
 
 /// The tenant a response was for, left by `ingest` for the request metrics.
