@@ -13,6 +13,11 @@
 # seconds (default 10). The variants take turns for ROUNDS rounds (default
 # 3) and the table shows medians: this machine's noise between two runs of
 # the same thing is often ±15%. Needs scripts/setup.sh --tests --geoip.
+#
+# RATE=300 measures CPU instead of throughput: one connection posts RATE
+# batches/s (below saturation) and the table shows the node's CPU time per
+# request (utime + stime from /proc), which the other core's noise moves
+# far less than throughput; the ratio is then no-telemetry CPU / this CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-filters}"
@@ -42,6 +47,9 @@ if [ "$mode" = telemetry ]; then
 fi
 filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
 
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # One variant: name, then extra TOML for the config, then env assignments.
 run() {
   local name="$1" extra="$2"; shift 2
@@ -65,8 +73,18 @@ EOF
   pids+=("$node")
   for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null && break; sleep 0.1; done
   local line
-  line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
-    --batch 50 --event-bytes 400 --duration "$duration" --json | tail -1)"
+  if [ -n "${RATE:-}" ]; then
+    local before after out requests
+    before="$(cpu_ticks "$node")"
+    out="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 0 \
+      --quiet-key load --quiet-rate "$RATE" --batch 50 --event-bytes 400 --duration "$duration")"
+    after="$(cpu_ticks "$node")"
+    requests="$(grep -o 'quiet tenant: [0-9]*' <<<"$out" | grep -o '[0-9]*$')"
+    line="{\"cpu_us_per_request\":$(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )),\"requests\":$requests}"
+  else
+    line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
+      --batch 50 --event-bytes 400 --duration "$duration" --json | tail -1)"
+  fi
   kill "$node"; wait "$node" 2>/dev/null || true
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
   printf '%-22s %s\n' "$name" "$line" >&2
@@ -101,6 +119,14 @@ rows = [(name, json.loads(line)) for name, line in (l.rstrip("\n").split("\t", 1
 names = list(dict.fromkeys(name for name, _ in rows))
 runs = {name: [r for n, r in rows if n == name] for name in names}
 base = runs[names[0]]
+if "cpu_us_per_request" in base[0]:
+    print(f"{'variant':<16} {'CPU µs/request':>15} {'ratio':>6}  (medians of {len(base)} rounds; ratio = first variant's CPU / this one's)")
+    for name in names:
+        rs = runs[name]
+        cpu = statistics.median(r["cpu_us_per_request"] for r in rs)
+        ratio = statistics.median(b["cpu_us_per_request"] / r["cpu_us_per_request"] for r, b in zip(rs, base))
+        print(f"{name:<16} {cpu:>15.0f} {ratio:>6.2f}")
+    sys.exit(0)
 print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}  (medians of {len(base)} rounds)")
 for name in names:
     rs = runs[name]
