@@ -81,48 +81,40 @@ fn metadata(headers: &std::collections::BTreeMap<String, String>) -> tonic::meta
     map
 }
 
+/// Builds an exporter of either signal the same way: OTLP/HTTP to
+/// `base + path`, or gRPC to the endpoint, with the configured headers.
+macro_rules! exporter {
+    ($exporter:ident, $config:expr, $path:literal) => {{
+        let config: &TelemetryConfig = $config;
+        let built = if http_protocol(config) {
+            $exporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(signal_url(&config.otlp_endpoint, $path))
+                .with_headers(headers(config))
+                .with_http_client(OtlpHttpClient::new())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+        } else {
+            $exporter::builder()
+                .with_tonic()
+                .with_endpoint(config.otlp_endpoint.clone())
+                .with_metadata(metadata(&config.otlp_headers))
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+        };
+        built.map_err(|e| format!("telemetry.otlp_endpoint: {e}"))
+    }};
+}
+
 /// The span exporter for `config.otlp_endpoint`. Call inside the runtime.
 pub fn span_exporter(config: &TelemetryConfig) -> Result<SpanExporter, String> {
-    let built = if http_protocol(config) {
-        SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(signal_url(&config.otlp_endpoint, "/v1/traces"))
-            .with_headers(headers(config))
-            .with_http_client(OtlpHttpClient::new())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-    } else {
-        SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.otlp_endpoint.clone())
-            .with_metadata(metadata(&config.otlp_headers))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-    };
-    built.map_err(|e| format!("telemetry.otlp_endpoint: {e}"))
+    exporter!(SpanExporter, config, "/v1/traces")
 }
 
 /// The metric exporter for `config.otlp_endpoint`. Call inside the runtime.
 pub fn metric_exporter(config: &TelemetryConfig) -> Result<MetricExporter, String> {
-    let built = if http_protocol(config) {
-        MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(signal_url(&config.otlp_endpoint, "/v1/metrics"))
-            .with_headers(headers(config))
-            .with_http_client(OtlpHttpClient::new())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-    } else {
-        MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.otlp_endpoint.clone())
-            .with_metadata(metadata(&config.otlp_headers))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-    };
-    built.map_err(|e| format!("telemetry.otlp_endpoint: {e}"))
+    exporter!(MetricExporter, config, "/v1/metrics")
 }
 
 fn headers(config: &TelemetryConfig) -> HashMap<String, String> {

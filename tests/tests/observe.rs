@@ -70,16 +70,53 @@ fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> 
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_count_exactly_what_was_sent() {
-    let category = unique("obs");
+/// A fresh category with its topic.
+async fn category(prefix: &str) -> String {
+    let category = unique(prefix);
     create_topics(kafka(), &[&format!("events.{category}")], 1)
         .await
         .unwrap();
-    let config = format!(
+    category
+}
+
+/// The config of one tenant, `acme`, with key `k`.
+fn acme() -> String {
+    format!(
         "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
         key_hash("k")
+    )
+}
+
+/// Runs promtool (from Debian's package, fetched by `scripts/setup.sh
+/// --tests` where apt can) with `input` on stdin and asserts it succeeds;
+/// without promtool, says so and checks nothing.
+fn promtool(args: &[&str], input: &str) {
+    let promtool = weir_e2e::root().join("var/bin/promtool");
+    if !promtool.exists() {
+        eprintln!("promtool not installed (scripts/setup.sh --tests): `promtool {args:?}` skipped");
+        return;
+    }
+    let mut child = std::process::Command::new(&promtool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let checked = child.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_exactly_what_was_sent() {
+    let category = category("obs").await;
+    let config = acme();
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let ok = |n: usize| {
         let data: Vec<_> = (0..n).map(|i| json!({"id": format!("e{i}")})).collect();
@@ -110,24 +147,7 @@ async fn metrics_count_exactly_what_was_sent() {
     let text = String::from_utf8(answer.body.to_vec()).unwrap();
     let samples = parse(&text);
     // Prometheus' own linter accepts the exposition (when installed).
-    let promtool = weir_e2e::root().join("var/bin/promtool");
-    if promtool.exists() {
-        let mut child = std::process::Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let checked = child.wait_with_output().unwrap();
-        assert!(
-            checked.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
-    }
+    promtool(&["check", "metrics"], &text);
 
     let uploads = |outcome| sum(&samples, "weir_uploads_total", &[("outcome", outcome)]);
     assert_eq!(uploads("all_upload"), 6.0, "{text}");
@@ -234,10 +254,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
-    let category = unique("obsd");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
+    let category = category("obsd").await;
     let pass = weir_e2e::filter_wasm("pass_through");
     // librdkafka's statistics twice a second, so its broker metrics appear soon.
     let config = format!(
@@ -326,24 +343,8 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
     }
     // And the rules file is what Prometheus loads (promtool from Debian's
     // package, fetched by scripts/setup.sh --tests where apt can).
-    let promtool = weir_e2e::root().join("var/bin/promtool");
-    if promtool.exists() {
-        let checked = std::process::Command::new(&promtool)
-            .args(["check", "rules"])
-            .arg(root.join("alerts.yml"))
-            .output()
-            .unwrap();
-        assert!(
-            checked.status.success(),
-            "promtool check rules: {}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
-    } else {
-        eprintln!(
-            "promtool not installed (scripts/setup.sh --tests): rules checked by the parser only"
-        );
-    }
+    let rules = root.join("alerts.yml");
+    promtool(&["check", "rules", rules.to_str().unwrap()], "");
     let mut used = 0;
     for expr in expressions.iter().chain(&variables) {
         for name in metric_names(expr) {
@@ -437,8 +438,8 @@ async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
 /// metrics sent every 200 ms.
 fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
     let config = format!(
-        "[telemetry]\nmetrics_interval_ms = 300\nenvironment = \"test\"\nregion = \"eu-test-1\"\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
+        "[telemetry]\nmetrics_interval_ms = 300\nenvironment = \"test\"\nregion = \"eu-test-1\"\n{}",
+        acme()
     );
     Node::start(
         &config,
@@ -454,10 +455,7 @@ fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
 }
 
 async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
-    let category = unique("otlp");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
+    let category = category("otlp").await;
     let node = exporting_node(&receiver, protocol, "1.0");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
@@ -626,10 +624,7 @@ async fn spans_and_metrics_are_exported_over_otlp_grpc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed() {
     let receiver = Receiver::http().await.unwrap();
-    let category = unique("sampled");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
+    let category = category("sampled").await;
     let node = exporting_node(&receiver, "http/protobuf", "0");
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     // No traceparent: a new trace, sampled at ratio 0 → never exported.
@@ -679,14 +674,8 @@ async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
-    let category = unique("notrace");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    let config = format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
-    );
+    let category = category("notrace").await;
+    let config = acme();
     let node = Node::start(
         &config,
         &[
@@ -717,14 +706,8 @@ async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_profile_is_taken_under_load() {
-    let category = unique("prof");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    let config = format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
-    );
+    let category = category("prof").await;
+    let config = acme();
     let node =
         std::sync::Arc::new(Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap());
     let admin = node.admin.clone().unwrap();
