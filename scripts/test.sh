@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 export WEIR_TANSU="$PWD/var/bin/tansu"
+# CI builds once from a clean clone: incremental state would only take disk.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 scripts/build-filters.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
