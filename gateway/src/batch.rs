@@ -109,10 +109,12 @@ pub struct Event<'a> {
 /// What the gateway adds to every event.
 #[derive(Debug, Clone)]
 pub struct Enrichment {
-    /// UUIDv7, time-ordered.
-    pub backend_id: String,
+    /// UUIDv7, time-ordered; kept as bits (written out hyphenated where
+    /// it leaves the node: the record, the key, the answer).
+    pub backend_id: uuid::Uuid,
     pub client_ip: Option<IpAddr>,
-    pub geo: Option<Geo>,
+    /// Shared by the events of a batch that come from one address.
+    pub geo: Option<Arc<Geo>>,
 }
 
 /// Location of an IP address; any field may be unknown.

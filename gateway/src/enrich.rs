@@ -6,6 +6,7 @@
 //! time and request id are per batch and already on the batch.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -16,19 +17,19 @@ use crate::geoip::{canonical, GeoIp};
 /// Enriches every pending event of the batch.
 pub fn enrich(batch: &mut Batch<'_>, client_ip: IpAddr, geoip: Option<&GeoIp>) {
     // Most events of a batch share the client's IP: look each address up once.
-    let mut seen: Vec<(IpAddr, Option<Geo>)> = Vec::new();
+    let mut seen: Vec<(IpAddr, Option<Arc<Geo>>)> = Vec::new();
     for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
         let ip = canonical(event.ip.unwrap_or(client_ip));
         let geo = geoip.and_then(|db| match seen.iter().find(|(seen_ip, _)| *seen_ip == ip) {
             Some((_, geo)) => geo.clone(),
             None => {
-                let geo = db.lookup(ip);
+                let geo = db.lookup(ip).map(Arc::new);
                 seen.push((ip, geo.clone()));
                 geo
             }
         });
         event.enrichment = Some(Enrichment {
-            backend_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            backend_id: uuid::Uuid::now_v7(),
             client_ip: Some(ip),
             geo,
         });
@@ -153,8 +154,7 @@ mod tests {
         let b = batch.events[1].enrichment.as_ref().unwrap();
         assert_eq!(a.client_ip, Some("198.51.100.1".parse().unwrap()));
         assert_eq!(b.client_ip, Some("192.0.2.1".parse().unwrap()));
-        let id = uuid::Uuid::parse_str(&a.backend_id).unwrap();
-        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(a.backend_id.get_version_num(), 7);
         assert!(a.backend_id < b.backend_id, "UUIDv7 ids are time-ordered");
         assert!(batch.events[2].enrichment.is_none());
     }

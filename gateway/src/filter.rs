@@ -168,17 +168,27 @@ pub async fn filter(
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
         );
-        let mut input = BatchInput::new(tenant, &batch.meta.category, batch.received_at);
+        let bytes = pending
+            .iter()
+            .map(|&i| {
+                batch.events[i].raw.len() + batch.events[i].id.as_ref().map_or(0, |id| id.len())
+            })
+            .sum();
+        let mut input = BatchInput::with_capacity(
+            tenant,
+            &batch.meta.category,
+            batch.received_at,
+            pending.len(),
+            bytes,
+        );
         for &i in &pending {
             let event = &batch.events[i];
             let enrichment = event.enrichment.as_ref();
             input.push(
-                enrichment
-                    .and_then(|e| uuid::Uuid::try_parse(&e.backend_id).ok())
-                    .map_or(0, |id| id.as_u128()),
+                enrichment.map_or(0, |e| e.backend_id.as_u128()),
                 event.id.as_deref().unwrap_or_default(),
                 enrichment.and_then(|e| e.client_ip),
-                enrichment.and_then(|e| e.geo.as_ref()),
+                enrichment.and_then(|e| e.geo.as_deref()),
                 event.raw.as_bytes(),
             );
         }

@@ -137,10 +137,15 @@ impl Producer {
                 continue;
             };
             value.clear();
+            let mut hyphenated = [0; uuid::fmt::Hyphenated::LENGTH];
+            let backend_id = &*enrichment
+                .backend_id
+                .hyphenated()
+                .encode_lower(&mut hyphenated);
             write_value(
                 &mut value,
                 &RecordFields {
-                    backend_id: &enrichment.backend_id,
+                    backend_id,
                     id: event.id.as_deref(),
                     tenant,
                     category: &batch.meta.category,
@@ -148,12 +153,12 @@ impl Producer {
                     ts: event.ts,
                     request_id,
                     client_ip: enrichment.client_ip,
-                    geo: enrichment.geo.as_ref(),
+                    geo: enrichment.geo.as_deref(),
                 },
                 batch.meta.raw,
                 &event.raw,
             );
-            let key = device_key.as_deref().unwrap_or(&enrichment.backend_id);
+            let key = device_key.as_deref().unwrap_or(backend_id);
             let record = FutureRecord::to(&topic)
                 .payload(&value[..])
                 .key(key)
@@ -177,7 +182,7 @@ impl Producer {
         let deliver = started.elapsed() - enqueue;
         for (index, result) in indexes.into_iter().zip(results) {
             let event = &mut batch.events[index];
-            let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.clone());
+            let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.to_string());
             event.part = Some(match result {
                 Ok((partition, offset)) => Part {
                     id: event.id.clone(),

@@ -30,6 +30,9 @@
 //! The contract is `proto/wit/filter.wit` (`weir:filter`); this crate wraps
 //! the bindings wit-bindgen generates from it.
 
+#[cfg(all(feature = "arena", target_arch = "wasm32"))]
+mod arena;
+
 #[doc(hidden)]
 // Generated: the canonical ABI passes the batch record as flat arguments.
 #[allow(clippy::too_many_arguments)]

@@ -556,3 +556,46 @@ fn weir_filter_test_prints_each_verdict() {
         "{text}"
     );
 }
+
+/// The guest SDK's arena: a 50-event batch is handed over and filtered
+/// without the guest's memory growing (what spares the host an `mprotect`
+/// pair per batch); a batch larger than the arena still works, on memory
+/// grown past it.
+#[test]
+fn the_sdk_arena_takes_a_batch_without_growing_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = |events: usize, pad: usize| {
+        let path = dir.path().join(format!("{events}x{pad}.json"));
+        let batch: Vec<Value> = (0..events)
+            .map(|i| json!({"id": format!("e{i}"), "pad": "x".repeat(pad)}))
+            .collect();
+        std::fs::write(&path, serde_json::to_vec(&batch).unwrap()).unwrap();
+        let output = std::process::Command::new(weir_bin())
+            .args(["filter", "test"])
+            .arg(filter_wasm("hostile_filter"))
+            .arg("--events")
+            .arg(&path)
+            .args(["--config", "pages"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{text}");
+        let verdicts: Vec<(usize, usize)> = text
+            .lines()
+            .filter_map(|line| line.split_once(": drop (pages ")?.1.strip_suffix(')'))
+            .map(|pages| {
+                let (init, now) = pages.split_once(' ').unwrap();
+                (init.parse().unwrap(), now.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(verdicts.len(), events, "{text}");
+        verdicts[0]
+    };
+    let (init, now) = pages(50, 380);
+    assert_eq!(now, init, "a 50 × 400 B batch fits the arena");
+    let (init, now) = pages(40, 60_000);
+    assert!(
+        now > init,
+        "2.4 MB does not fit a 1 MiB arena: {init} → {now}"
+    );
+}

@@ -131,15 +131,23 @@ pub struct BatchInput<'a> {
 }
 
 impl<'a> BatchInput<'a> {
-    pub fn new(tenant: &'a str, category: &'a str, received_at: i64) -> Self {
+    /// An empty batch with room for `events` events and `bytes` bytes of
+    /// ids and bodies (so the buffer is not grown and copied as it fills).
+    pub fn with_capacity(
+        tenant: &'a str,
+        category: &'a str,
+        received_at: i64,
+        events: usize,
+        bytes: usize,
+    ) -> Self {
         BatchInput {
             tenant,
             category,
             received_at,
             places: Vec::new(),
             geos: Vec::new(),
-            bytes: Vec::new(),
-            events: Vec::new(),
+            bytes: Vec::with_capacity(bytes),
+            events: Vec::with_capacity(events),
         }
     }
 
@@ -155,7 +163,12 @@ impl<'a> BatchInput<'a> {
         let id = self.append(id.as_bytes());
         let body = self.append(body);
         let geo = geo.map(
-            |geo| match self.places.iter().position(|known| *known == geo) {
+            // Events from one address share one `Geo`: compare pointers first.
+            |geo| match self
+                .places
+                .iter()
+                .position(|known| std::ptr::eq(*known, geo) || *known == geo)
+            {
                 Some(i) => i as u32,
                 None => {
                     self.places.push(geo);
@@ -480,7 +493,7 @@ mod tests {
             city: Some("London".into()),
         };
         let also_london = london.clone();
-        let mut input = BatchInput::new("acme", "PERF", 7);
+        let mut input = BatchInput::with_capacity("acme", "PERF", 7, 3, 0);
         input.push(
             1 << 64 | 2,
             "a",

@@ -1,0 +1,111 @@
+//! The guest's allocator: a bump arena in the module's zero-initialised data,
+//! then the standard allocator once the arena is full.
+//!
+//! Why: the host makes a fresh instance for every batch, and what the host
+//! hands over (the batch's buffer, the event list) is written through this
+//! allocator. With the standard one, the heap starts at the end of the
+//! module's initial memory, so every call grew the memory (`memory.grow`),
+//! and every next instance shrank it back: two `mprotect`s and a TLB flush
+//! per batch. The arena lies inside the initial memory (it is `.bss`: no
+//! bytes in the module, no copy at instantiation), so a batch that fits it
+//! never grows the memory, and bumping a pointer is cheaper than a free list.
+//!
+//! Nothing is given back to the arena but the latest allocation (and a
+//! latest allocation grows in place): an instance lives for one batch, so
+//! the whole arena goes when it ends. Past the arena, allocations go to
+//! the standard allocator, which reuses freed memory as usual, so a filter
+//! that churns through memory wastes at most the arena's size.
+//!
+//! Turn it off (`default-features = false`) to bring your own
+//! `#[global_allocator]`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::UnsafeCell;
+
+/// Bytes of the arena: a 50-event batch of 400-byte events needs ~25 KiB;
+/// a batch at the node's default body limit fits too.
+const SIZE: usize = 1 << 20;
+
+#[repr(C, align(16))]
+struct Arena {
+    bytes: UnsafeCell<[u8; SIZE]>,
+    /// Offset of the first free byte.
+    next: UnsafeCell<usize>,
+}
+
+// SAFETY: a wasm32 guest without the threads proposal has one thread.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena {
+    bytes: UnsafeCell::new([0; SIZE]),
+    next: UnsafeCell::new(0),
+};
+
+/// Arena first, then [`System`].
+pub struct ArenaFirst;
+
+impl ArenaFirst {
+    fn base() -> usize {
+        ARENA.bytes.get() as usize
+    }
+
+    fn contains(ptr: *mut u8) -> bool {
+        (Self::base()..Self::base() + SIZE).contains(&(ptr as usize))
+    }
+
+    /// Whether `ptr` with `size` bytes is the arena's latest allocation.
+    ///
+    /// # Safety
+    /// Single-threaded use only (see `Sync` above).
+    unsafe fn is_latest(ptr: *mut u8, size: usize) -> bool {
+        ptr as usize + size == Self::base() + *ARENA.next.get()
+    }
+}
+
+unsafe impl GlobalAlloc for ArenaFirst {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let base = Self::base();
+        let next = *ARENA.next.get();
+        // `align` is a power of two: round the address up to it.
+        let start = (base + next + layout.align() - 1) & !(layout.align() - 1);
+        let end = start - base + layout.size();
+        if end <= SIZE {
+            *ARENA.next.get() = end;
+            return start as *mut u8;
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if !Self::contains(ptr) {
+            return System.dealloc(ptr, layout);
+        }
+        if Self::is_latest(ptr, layout.size()) {
+            *ARENA.next.get() = ptr as usize - Self::base();
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if Self::contains(ptr) && Self::is_latest(ptr, layout.size()) {
+            let end = ptr as usize - Self::base() + new_size;
+            if end <= SIZE {
+                *ARENA.next.get() = end;
+                return ptr;
+            }
+        }
+        if !Self::contains(ptr) {
+            return System.realloc(ptr, layout, new_size);
+        }
+        // SAFETY (of the layout): `new_size` with the old alignment is valid
+        // per `GlobalAlloc::realloc`'s contract.
+        let new = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+        if !new.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: ArenaFirst = ArenaFirst;
