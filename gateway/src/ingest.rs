@@ -18,6 +18,7 @@ use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
 use crate::respond::{self, Body, Reject};
 use crate::server::{AnsweredFor, Gateway, Peer};
+use crate::trace::RequestTrace;
 use crate::{auth, body, decode, enrich, filter, stage_span, trace};
 
 /// Handles one upload and always answers, with the request id.
@@ -31,33 +32,48 @@ where
     B: hyper::body::Body<Data = bytes::Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let span = info_span!(
-        "ingest",
-        otel.name = "POST /v1/batch",
-        otel.kind = "server",
-        request_id,
-        trace_id = field::Empty,
-        span_id = field::Empty,
-        tenant = field::Empty,
-        category = field::Empty,
-        events = field::Empty,
-        http.response.status_code = field::Empty,
-        error.type = field::Empty,
-        otel.status_code = field::Empty,
-        otel.status_description = field::Empty,
-    );
-    // A request without (valid) trace context starts a new trace.
+    // The request span: for OpenTelemetry (target `weir`) when the request
+    // is sampled and spans go somewhere, else for log lines only (target
+    // `weir::request`, which costs nothing while the log level is above info).
+    macro_rules! request_span {
+        ($target:expr) => {
+            info_span!(
+                target: $target,
+                "ingest",
+                otel.name = trace::REQUEST_SPAN,
+                otel.kind = "server",
+                request_id,
+                trace_id = field::Empty,
+                span_id = field::Empty,
+                tenant = field::Empty,
+                category = field::Empty,
+                events = field::Empty,
+                http.response.status_code = field::Empty,
+                error.type = field::Empty,
+                otel.status_code = field::Empty,
+                otel.status_description = field::Empty,
+            )
+        };
+    }
+    // A request without (valid) trace context starts a new trace. The
+    // sampling decision comes before any span (see `trace::RequestSampler`).
     let client_context = trace::extract(request.headers());
-    let _ = span.set_parent(client_context.clone());
-    // Log lines of the request carry its trace and span ids (and request id,
-    // tenant) to join logs and traces. With tracing off: the client's.
-    let own = span.context();
-    // Stage spans only for sampled requests whose spans go somewhere (see `stage_span!`).
-    let traced = gateway.export_spans && own.span().span_context().is_sampled();
-    let context = match own {
-        cx if cx.span().span_context().is_valid() => cx,
-        _ => client_context,
+    let decision = gateway.sampler.as_ref().map(|s| s.decide(&client_context));
+    // Stage spans only for requests whose own span is recorded (see `stage_span!`).
+    let traced = matches!(decision, Some(RequestTrace::Record(_)));
+    let (span, context) = match decision {
+        Some(RequestTrace::Record(parent)) => {
+            let span = request_span!("weir");
+            let _ = span.set_parent(parent);
+            let own = span.context();
+            (span, own)
+        }
+        Some(RequestTrace::Skip(own)) => (request_span!("weir::request"), own),
+        // Tracing off: the client's own context travels on unchanged.
+        None => (request_span!("weir::request"), client_context),
     };
+    // Log lines of the request carry its trace and span ids (and request id,
+    // tenant) to join logs and traces.
     let ids = context.span().span_context().clone();
     if ids.is_valid() {
         span.record("trace_id", field::display(ids.trace_id()));

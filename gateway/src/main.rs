@@ -307,7 +307,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         unauthenticated,
         config_path: config_path.clone(),
         filters: filters.clone(),
-        export_spans: telemetry.traces && !telemetry.otlp_endpoint.is_empty(),
+        // Without an exporter, sampled requests get ids but no spans.
+        sampler: telemetry
+            .traces
+            .then(|| trace::RequestSampler::new(telemetry, !telemetry.otlp_endpoint.is_empty())),
     });
     {
         // Filter files are watched: a changed one is compiled off the request

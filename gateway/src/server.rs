@@ -32,6 +32,7 @@ use crate::limit::{Admission, Unauthenticated};
 use crate::metrics::Metrics;
 use crate::produce::Producer;
 use crate::respond::{self, Body, Reject, REQUEST_ID};
+use crate::trace::RequestSampler;
 use crate::{health, ingest, profile, reload};
 
 /// Longest `X-Request-ID` taken from a client.
@@ -54,9 +55,9 @@ pub struct Gateway {
     /// The Wasm engine of every tenant's filters.
     pub filters: Arc<FilterEngine>,
     pub metrics: Metrics,
-    /// Whether spans go anywhere (an exporter is set): without one, only
-    /// the request span is made (for the trace ids in logs and records).
-    pub export_spans: bool,
+    /// Samples requests before their spans are made; `None` with
+    /// `telemetry.traces = false` (no spans; the client's context travels on).
+    pub sampler: Option<RequestSampler>,
 }
 
 /// The tenant a response was for, left by `ingest` for the request metrics.

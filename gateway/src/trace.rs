@@ -9,13 +9,23 @@
 //! Spans go to OpenTelemetry independently of the log level: turning logs
 //! down never breaks propagation. With `telemetry.traces = false` no spans
 //! are made at all, and records carry the client's own `traceparent`.
+//!
+//! A request is sampled or not before any span is made ([`RequestSampler`]):
+//! an unsampled request, most of them at low ratios, gets no OpenTelemetry
+//! span at all, only ids made here to propagate and to log, so it does not
+//! pay for span bookkeeping that would be thrown away.
 
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::Context;
+use opentelemetry::trace::{
+    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, SdkTracerProvider,
+    ShouldSample,
+};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,7 +40,7 @@ use crate::otlp;
 /// inside the runtime.
 pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, String> {
     let mut builder = SdkTracerProvider::builder()
-        .with_sampler(sampler(config))
+        .with_sampler(KeepDecision(sampler(config)))
         .with_resource(otlp::resource(config));
     if !config.otlp_endpoint.is_empty() {
         builder = builder.with_batch_exporter(otlp::span_exporter(config)?);
@@ -48,6 +58,106 @@ fn sampler(config: &TelemetryConfig) -> Sampler {
         "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
         _ => Sampler::ParentBased(Box::new(ratio)),
+    }
+}
+
+/// Name of the request span, as exported.
+pub const REQUEST_SPAN: &str = "POST /v1/batch";
+
+/// Decides whether a request is sampled, before its span is made.
+#[derive(Debug)]
+pub struct RequestSampler {
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    /// Whether sampled spans go anywhere (an exporter is set).
+    export: bool,
+}
+
+/// The outcome for one request.
+pub enum RequestTrace {
+    /// Make the request span (and its stage spans) with this parent: the
+    /// client's context, marked so that the SDK keeps this decision.
+    Record(Context),
+    /// No span: this context (a span id made here, the client's trace id or
+    /// a new one, the decision in its flags) is propagated and logged.
+    Skip(Context),
+}
+
+/// Marks a parent context whose child was sampled by [`RequestSampler`].
+#[derive(Debug, Clone, Copy)]
+struct Sampled;
+
+impl RequestSampler {
+    pub fn new(config: &TelemetryConfig, export: bool) -> RequestSampler {
+        RequestSampler {
+            sampler: sampler(config),
+            ids: RandomIdGenerator::default(),
+            export,
+        }
+    }
+
+    /// The configured sampler's decision for a request whose client sent
+    /// `client` (an empty context when it sent none).
+    pub fn decide(&self, client: &Context) -> RequestTrace {
+        let parent = client.span().span_context().clone();
+        let trace_id = match parent.is_valid() {
+            true => parent.trace_id(),
+            false => self.ids.new_trace_id(),
+        };
+        let result = self.sampler.should_sample(
+            Some(client),
+            trace_id,
+            REQUEST_SPAN,
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        let sampled = result.decision == SamplingDecision::RecordAndSample;
+        if sampled && self.export {
+            // (For a new trace the SDK picks another trace id for the span;
+            // the decision, made on a random id, is as random.)
+            return RequestTrace::Record(client.with_value(Sampled));
+        }
+        let flags = match sampled {
+            true => TraceFlags::SAMPLED,
+            false => TraceFlags::default(),
+        };
+        let own = SpanContext::new(
+            trace_id,
+            self.ids.new_span_id(),
+            flags,
+            false,
+            result.trace_state,
+        );
+        RequestTrace::Skip(Context::new().with_remote_span_context(own))
+    }
+}
+
+/// The provider's sampler: keeps a [`RequestSampler`]'s decision for the
+/// request span, and decides every other span as configured.
+#[derive(Debug, Clone)]
+struct KeepDecision(Sampler);
+
+impl ShouldSample for KeepDecision {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        match parent {
+            Some(cx) if cx.get::<Sampled>().is_some() => SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: cx.span().span_context().trace_state().clone(),
+            },
+            _ => self
+                .0
+                .should_sample(parent, trace_id, name, kind, attributes, links),
+        }
     }
 }
 
@@ -85,7 +195,13 @@ pub fn init(log: &LogConfig, provider: Option<&SdkTracerProvider>) -> Result<(),
             // taken from them explicitly (`span.context()`), never from the
             // thread's current context, so it need not follow each enter.
             .with_context_activation(false)
-            .with_filter(Targets::new().with_target("weir", LevelFilter::INFO))
+            // `weir::request` spans are the log-only request spans of
+            // unsampled requests: never OpenTelemetry's business.
+            .with_filter(
+                Targets::new()
+                    .with_target("weir", LevelFilter::INFO)
+                    .with_target("weir::request", LevelFilter::OFF),
+            )
     });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
@@ -178,6 +294,94 @@ mod tests {
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         );
         assert_eq!(out.tracestate.as_deref(), Some("vendor=abc"));
+    }
+
+    fn sampler(name: &str, ratio: f64, export: bool) -> RequestSampler {
+        let config = TelemetryConfig {
+            sampler: name.into(),
+            sample_ratio: ratio,
+            ..TelemetryConfig::default()
+        };
+        RequestSampler::new(&config, export)
+    }
+
+    fn client(flags: &str) -> Context {
+        let mut h = HeaderMap::new();
+        let traceparent = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        h.insert("traceparent", traceparent.parse().unwrap());
+        extract(&h)
+    }
+
+    #[test]
+    fn requests_are_sampled_before_any_span_is_made() {
+        let none = Context::new();
+        // Sampled and exported: a span is to be made, under the client's context.
+        let RequestTrace::Record(parent) =
+            sampler("parentbased_traceidratio", 1.0, true).decide(&none)
+        else {
+            panic!("ratio 1 records every request")
+        };
+        assert!(parent.get::<Sampled>().is_some());
+        // Not sampled: ids made here, a new trace, flags 00.
+        let RequestTrace::Skip(own) = sampler("parentbased_traceidratio", 0.0, true).decide(&none)
+        else {
+            panic!("ratio 0 records no new trace")
+        };
+        let own = own.span().span_context().clone();
+        assert!(own.is_valid());
+        assert!(!own.is_sampled());
+        // The client's decision wins (parent-based) both ways; its trace id is kept.
+        assert!(matches!(
+            sampler("parentbased_traceidratio", 0.0, true).decide(&client("01")),
+            RequestTrace::Record(_)
+        ));
+        let RequestTrace::Skip(own) =
+            sampler("parentbased_traceidratio", 1.0, true).decide(&client("00"))
+        else {
+            panic!("an unsampled client trace stays unsampled")
+        };
+        let own = own.span().span_context().clone();
+        assert_eq!(
+            own.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_ne!(
+            own.span_id().to_string(),
+            "00f067aa0ba902b7",
+            "our own span id"
+        );
+        assert_eq!(
+            inject(&Context::new().with_remote_span_context(own.clone())).traceparent,
+            Some(format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00",
+                own.span_id()
+            ))
+        );
+        // Sampled, but no exporter: no span, the decision still propagates.
+        let RequestTrace::Skip(own) = sampler("always_on", 1.0, false).decide(&none) else {
+            panic!("without an exporter no span is made")
+        };
+        assert!(own.span().span_context().is_sampled());
+        // About `ratio` of new traces are sampled.
+        let half = sampler("traceidratio", 0.5, true);
+        let recorded = (0..2000)
+            .filter(|_| matches!(half.decide(&none), RequestTrace::Record(_)))
+            .count();
+        assert!((800..1200).contains(&recorded), "{recorded} of 2000");
+    }
+
+    #[test]
+    fn the_provider_keeps_the_request_decision() {
+        let keep = KeepDecision(Sampler::AlwaysOff);
+        let decide = |cx: &Context| {
+            keep.should_sample(Some(cx), TraceId::from(7), "x", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        assert_eq!(
+            decide(&Context::new().with_value(Sampled)),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(decide(&Context::new()), SamplingDecision::Drop);
     }
 
     #[test]
