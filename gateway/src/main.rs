@@ -25,6 +25,9 @@ use weir::{tail, tls, trace};
 
 // The request path allocates many small short-lived buffers; mimalloc keeps
 // that off glibc's locks (about 15% of a core under load with glibc malloc).
+// With the `override` feature (Cargo.toml) it also serves C's malloc, so
+// librdkafka's per-record allocations (the message, each header) use it:
+// measured 327 → 294 µs of node CPU per 50-event request (perf, no telemetry).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
