@@ -46,7 +46,7 @@ fn events(owned: &[(String, Vec<u8>)]) -> BatchInput<'_> {
 }
 
 fn filters(c: &mut Criterion) {
-    let engine = FilterEngine::new().expect("engine");
+    let engine = FilterEngine::new();
     let caps = Caps {
         memory_bytes: 64 << 20,
         timeout: Duration::from_secs(5),

@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig => {
             let config = Config::load(cli.config.as_deref())?;
             // Filters are compiled and their init run, as a node would at start.
-            let engine = FilterEngine::new()?;
+            let engine = FilterEngine::new();
             Tenants::from_config(&config, None, Some(&engine)).map_err(anyhow::Error::msg)?;
             println!(
                 "config OK: {} tenant(s), kafka {}",
@@ -277,7 +277,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         });
     }
 
-    let filters = FilterEngine::new()?;
+    let filters = FilterEngine::new();
     let admission = Arc::new(Admission::new(config.server.max_inflight));
     let metrics = {
         let admission = admission.clone();

@@ -341,10 +341,12 @@ unsafe impl Lower for FlatEvent {
 }
 
 /// The engines shared by every filter of the node: one without fuel
-/// metering, and one with it, made the first time a filter asks for fuel
-/// (metering slows every guest of an engine, so only those that want it pay).
+/// metering, and one with it (metering slows every guest of an engine, so
+/// only those that want it pay). Each is made when the first filter that
+/// needs it is compiled: a node without filters has no engine, and no epoch
+/// ticker waking up a thousand times a second.
 pub struct FilterEngine {
-    plain: Arc<Runtime>,
+    plain: OnceLock<Arc<Runtime>>,
     fueled: OnceLock<Arc<Runtime>>,
     /// Instances alive now, of every filter (the pool's use).
     live: Arc<AtomicU64>,
@@ -400,12 +402,12 @@ impl Runtime {
 }
 
 impl FilterEngine {
-    pub fn new() -> Result<Arc<FilterEngine>, FilterError> {
-        Ok(Arc::new(FilterEngine {
-            plain: Runtime::new(false)?,
+    pub fn new() -> Arc<FilterEngine> {
+        Arc::new(FilterEngine {
+            plain: OnceLock::new(),
             fueled: OnceLock::new(),
             live: Arc::default(),
-        }))
+        })
     }
 
     /// Reads how many filter instances are alive (at most [`MAX_INSTANCES`]).
@@ -415,14 +417,16 @@ impl FilterEngine {
     }
 
     fn runtime(&self, fuel: bool) -> Result<Arc<Runtime>, FilterError> {
-        if !fuel {
-            return Ok(self.plain.clone());
-        }
-        if let Some(runtime) = self.fueled.get() {
+        let slot = match fuel {
+            true => &self.fueled,
+            false => &self.plain,
+        };
+        if let Some(runtime) = slot.get() {
             return Ok(runtime.clone());
         }
-        let runtime = Runtime::new(true)?;
-        Ok(self.fueled.get_or_init(|| runtime).clone())
+        // Two first compilations at once may both make one; one is kept.
+        let runtime = Runtime::new(fuel)?;
+        Ok(slot.get_or_init(|| runtime).clone())
     }
 
     /// Compiles a component and checks it: it must instantiate with only the

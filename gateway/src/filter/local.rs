@@ -57,7 +57,7 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
     }
 
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let engine = FilterEngine::new().map_err(|e| e.to_string())?;
+    let engine = FilterEngine::new();
     let started = Instant::now();
     let compiled = Arc::new(
         engine
