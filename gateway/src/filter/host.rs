@@ -246,8 +246,10 @@ struct FlatBatch<'a> {
 /// | 44 | geo: option tag u8; 48: u32 |
 /// | 52 | body: span |
 ///
-/// Its type check is the generated `Event`'s, and a test lowers both into
-/// a guest and compares what it sees.
+/// Its type check is the generated `Event`'s. It implements wasmtime's
+/// `ComponentType`/`Lower` by hand, which are documented as internal: on a
+/// wasmtime upgrade, `flat_events_have_the_event_abi` and the end-to-end
+/// echo test (every field a guest sees) say whether the layout still holds.
 #[derive(Clone, Copy)]
 struct FlatEvent([u8; FlatEvent::SIZE]);
 
