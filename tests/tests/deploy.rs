@@ -194,27 +194,23 @@ fn the_compose_stack_is_wired_together() {
     // Prometheus loads Weir's alert rules where they are mounted.
     let prometheus = yaml(&deploy().join("compose/prometheus.yml"));
     let rules = prometheus["rule_files"][0].as_str().unwrap();
-    assert!(services["prometheus"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|v| v
-            .as_str()
+    // Whether one of a service's volumes is mounted as `wanted` says.
+    let mounts = |service: &str, wanted: &dyn Fn(&str) -> bool| {
+        services[service]["volumes"]
+            .as_array()
             .unwrap()
-            .ends_with(&format!("observability/alerts.yml:{rules}:ro"))));
+            .iter()
+            .any(|v| wanted(v.as_str().unwrap()))
+    };
+    assert!(mounts("prometheus", &|v| v
+        .ends_with(&format!("observability/alerts.yml:{rules}:ro"))));
     // Grafana finds the dashboard where it is mounted.
     let dashboards = yaml(&deploy().join("compose/grafana/dashboards.yaml"));
     let path = dashboards["providers"][0]["options"]["path"]
         .as_str()
         .unwrap();
-    assert!(services["grafana"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|v| v
-            .as_str()
-            .unwrap()
-            .contains(&format!("dashboard.json:{path}/"))));
+    assert!(mounts("grafana", &|v| v
+        .contains(&format!("dashboard.json:{path}/"))));
 }
 
 #[test]
