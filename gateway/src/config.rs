@@ -317,14 +317,14 @@ pub struct FilterConfig {
     /// Linear memory of one call, MiB; growing past it traps.
     #[serde(default = "default_filter_memory_mb")]
     pub memory_mb: usize,
-    /// CPU time of one call (an epoch deadline), ms.
+    /// CPU time of one call, ms (checked about every millisecond of guest code).
     #[serde(default = "default_filter_timeout_ms")]
     pub timeout_ms: u64,
     /// Bytes one call may return (replacements and drop reasons).
     #[serde(default = "default_filter_output")]
     pub max_output_bytes: usize,
     /// Wasm fuel of one call (about one unit per instruction): an exact,
-    /// repeatable CPU cap on top of the timeout; metered guests run slower.
+    /// repeatable CPU cap on top of the timeout.
     #[serde(default)]
     pub fuel: Option<u64>,
 }

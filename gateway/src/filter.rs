@@ -193,7 +193,7 @@ pub async fn filter(
             );
         }
         let started = Instant::now();
-        // The guest runs on this task, yielding to tokio at every epoch tick.
+        // The guest runs on this task, yielding to tokio every fuel slice (~1 ms).
         let called = compiled.call(&input).instrument(span.clone()).await;
         drop(input);
         // Guest log lines belong to the filter span, or to the request's

@@ -525,6 +525,21 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("the filter failed: ran past its CPU deadline of 50 ms"));
+    // The same cap holds for `init`, which runs when the filter is loaded.
+    let output = std::process::Command::new(weir_bin())
+        .args(["filter", "test"])
+        .arg(filter_wasm("hostile_filter"))
+        .arg("--events")
+        .arg(&events)
+        .args(["--config", "init-loop", "--timeout-ms", "50"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ran past its CPU deadline of 50 ms"),
+        "{stderr}"
+    );
 
     // Fuel: an exact cap, reached long before the (generous) deadline; and
     // enough of it changes nothing for a filter that behaves.

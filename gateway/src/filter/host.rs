@@ -3,16 +3,27 @@
 //! `Store` and instance for every batch call, with its caps.
 //!
 //! Caps per call: linear memory (a guest growing past it traps), CPU time
-//! (an epoch deadline: a ticker thread advances the engine's epoch every
-//! millisecond; at each tick the call yields to the async executor, and past
-//! the filter's budget it is interrupted), and the bytes a call may hand back. A trap or a timeout is
-//! an `Err` here; what it means for the events is the chain's business.
+//! (guests are fuel-metered and yield to the async executor every
+//! [`FUEL_SLICE`] units, about a millisecond; the time spent inside the
+//! call's polls is added up, and past the filter's budget the call is
+//! cancelled), optional fuel, and the bytes a call may hand back. A trap or
+//! a timeout is an `Err` here; what it means for the events is the chain's
+//! business.
+//!
+//! Why fuel slices and not an epoch deadline: an epoch needs a ticker thread
+//! waking every millisecond. On a busy node that is a thousand context
+//! switches and timer interrupts a second on the request path, which cost
+//! more (perf: ≈10 µs of CPU per request at 3,000 requests/s) than metering
+//! the guests (criterion, against the epoch build: +2 to +7% per call, e.g.
+//! pass-through of 50 events 9.3 → 9.4 µs, redact-pii of 50 410 → 422 µs).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -25,13 +36,13 @@ use wasmtime::component::{
 };
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    StoreLimits, StoreLimitsBuilder, Trap,
 };
 
 wasmtime::component::bindgen!({
     path: "../proto/wit",
     world: "filter",
-    // Calls run on the request's task and yield to tokio every epoch tick,
+    // Calls run on the request's task and yield to tokio every fuel slice,
     // so a slow guest never holds a worker thread.
     exports: { default: async },
     // Events are lowered straight from the batch's own strings and bytes:
@@ -42,8 +53,10 @@ wasmtime::component::bindgen!({
 use self::weir::filter::host::Level;
 use self::weir::filter::types::{Event as WitEvent, Geo as WitGeo, Span};
 
-/// How often the engine's epoch advances: the unit of the CPU deadline.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Fuel (about one unit per Wasm instruction) a guest burns between two
+/// yields to the executor: about a millisecond of guest code. The CPU
+/// deadline is checked at each yield, so this is also its resolution.
+pub const FUEL_SLICE: u64 = 1_000_000;
 /// Instances that may exist at once (the pool's size).
 pub const MAX_INSTANCES: u32 = 128;
 /// Bytes of each pooled memory and stack reset in place (kept resident)
@@ -81,8 +94,8 @@ pub struct Caps {
     pub timeout: Duration,
     pub max_output_bytes: usize,
     /// Wasm fuel (about one unit per instruction) for `init` and `filter`
-    /// together: an exact, repeatable CPU cap, unlike the timeout, at the
-    /// price of slower guest code. `None`: the timeout alone.
+    /// together: an exact, repeatable CPU cap, unlike the timeout (every
+    /// guest is metered anyway). `None`: the timeout alone.
     pub fuel: Option<u64>,
 }
 
@@ -342,26 +355,22 @@ unsafe impl Lower for FlatEvent {
     }
 }
 
-/// The engines shared by every filter of the node: one without fuel
-/// metering, and one with it (metering slows every guest of an engine, so
-/// only those that want it pay). Each is made when the first filter that
-/// needs it is compiled: a node without filters has no engine, and no epoch
-/// ticker waking up a thousand times a second.
+/// The engine shared by every filter of the node, made when the first
+/// filter is compiled: a node without filters has none.
 pub struct FilterEngine {
-    plain: OnceLock<Arc<Runtime>>,
-    fueled: OnceLock<Arc<Runtime>>,
+    runtime: OnceLock<Arc<Runtime>>,
     /// Instances alive now, of every filter (the pool's use).
     live: Arc<AtomicU64>,
 }
 
-/// One wasmtime engine with its pool, epoch ticker and host imports.
+/// One wasmtime engine with its pool and host imports.
 struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
 }
 
 impl Runtime {
-    fn new(fuel: bool) -> Result<Arc<Runtime>, FilterError> {
+    fn new() -> Result<Arc<Runtime>, FilterError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(MAX_INSTANCES * 2)
@@ -378,26 +387,15 @@ impl Runtime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(fuel)
+            // Every guest is metered: fuel slices are its yield points and
+            // CPU deadline checks, and the optional exact cap.
+            .consume_fuel(true)
             // Guests are not debugged here: no backtrace capture on every trap.
             .wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| FilterError::Compile(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
-            .map_err(|e| FilterError::Compile(e.to_string()))?;
-        // The epoch ticker: a weak engine handle, so it ends with the engine.
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("weir-filter-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
             .map_err(|e| FilterError::Compile(e.to_string()))?;
         Ok(Arc::new(Runtime { engine, linker }))
     }
@@ -406,8 +404,7 @@ impl Runtime {
 impl FilterEngine {
     pub fn new() -> Arc<FilterEngine> {
         Arc::new(FilterEngine {
-            plain: OnceLock::new(),
-            fueled: OnceLock::new(),
+            runtime: OnceLock::new(),
             live: Arc::default(),
         })
     }
@@ -418,17 +415,13 @@ impl FilterEngine {
         move || live.load(Ordering::Relaxed)
     }
 
-    fn runtime(&self, fuel: bool) -> Result<Arc<Runtime>, FilterError> {
-        let slot = match fuel {
-            true => &self.fueled,
-            false => &self.plain,
-        };
-        if let Some(runtime) = slot.get() {
+    fn runtime(&self) -> Result<Arc<Runtime>, FilterError> {
+        if let Some(runtime) = self.runtime.get() {
             return Ok(runtime.clone());
         }
         // Two first compilations at once may both make one; one is kept.
-        let runtime = Runtime::new(fuel)?;
-        Ok(slot.get_or_init(|| runtime).clone())
+        let runtime = Runtime::new()?;
+        Ok(self.runtime.get_or_init(|| runtime).clone())
     }
 
     /// Compiles a component and checks it: it must instantiate with only the
@@ -440,7 +433,7 @@ impl FilterEngine {
         caps: Caps,
     ) -> Result<CompiledFilter, FilterError> {
         let version = hex::encode(&Sha256::digest(bytes)[..8]);
-        let runtime = self.runtime(caps.fuel.is_some())?;
+        let runtime = self.runtime()?;
         let component = Component::new(&runtime.engine, bytes)
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let pre = runtime
@@ -467,7 +460,9 @@ impl FilterEngine {
         // And the type check of `filter` against the host's flat batch, once
         // (each call then takes the function unchecked).
         let mut store = compiled.store();
-        let instance = futures::executor::block_on(compiled.instantiate(&mut store))?;
+        let instance =
+            futures::executor::block_on(cpu_capped(compiled.instantiate(&mut store), caps.timeout))
+                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
         instance
             .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
                 &mut store,
@@ -523,24 +518,11 @@ impl CompiledFilter {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
-        if let Some(fuel) = self.caps.fuel {
-            // Only the fueled engine meters, and it always does.
-            let _ = store.set_fuel(fuel);
-        }
-        let budget = (self.caps.timeout.as_millis() as u64 / EPOCH_TICK.as_millis() as u64).max(1);
-        let mut used = 0;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            used += 1;
-            if used >= budget {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+        // The filter's exact fuel cap, or in effect none; either way the guest
+        // yields every slice, where the CPU deadline is checked (`cpu_capped`).
+        // (Neither call fails: fuel is on and the interval is not 0.)
+        let _ = store.set_fuel(self.caps.fuel.unwrap_or(u64::MAX));
+        let _ = store.fuel_async_yield_interval(Some(FUEL_SLICE));
         store
     }
 
@@ -570,7 +552,11 @@ impl CompiledFilter {
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
         let mut store = self.store();
-        let outcome = self.run(&mut store, batch).await;
+        let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout)
+            .await
+            .unwrap_or(Err(FilterError::Timeout(
+                self.caps.timeout.as_millis() as u64
+            )));
         let state = store.into_data();
         Called {
             outcome,
@@ -620,13 +606,32 @@ impl CompiledFilter {
 
     fn failure(&self, e: wasmtime::Error) -> FilterError {
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => FilterError::Timeout(self.caps.timeout.as_millis() as u64),
             Some(Trap::OutOfFuel) => FilterError::OutOfFuel(self.caps.fuel.unwrap_or_default()),
             Some(trap) => FilterError::Trap(trap.to_string()),
             // e.g. "forcing trap when growing memory to 68026368 bytes"
             None => FilterError::Trap(e.root_cause().to_string()),
         }
     }
+}
+
+/// Runs a call, adding up the time spent inside its polls: the guest's CPU
+/// time, as it yields every [`FUEL_SLICE`]. `None` when that passed
+/// `budget`: the call is then dropped, which cancels it (its store is not
+/// used again).
+async fn cpu_capped<F: Future>(call: F, budget: Duration) -> Option<F::Output> {
+    let mut call = std::pin::pin!(call);
+    let mut used = Duration::ZERO;
+    std::future::poll_fn(move |cx: &mut Context<'_>| {
+        let started = Instant::now();
+        let polled = call.as_mut().poll(cx);
+        used += started.elapsed();
+        match polled {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if used >= budget => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
