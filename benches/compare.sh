@@ -4,7 +4,10 @@
 #
 #   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
-#                                  # (exported over OTLP/HTTP to a discarding sink on core 1)
+#                                  # (exported over OTLP/HTTP to a discarding sink on core 1),
+#                                  # and metrics only with clients sending an unsampled
+#                                  # traceparent, which the records then carry: what
+#                                  # propagation alone costs, apart from tracing
 #
 # The node runs on core 0 (`taskset -c 0`), the load generator and a tansu
 # broker (in-memory storage) on core 1, with GeoIP (DB-IP City Lite from
@@ -50,7 +53,8 @@ filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/
 # CPU time (user + system, clock ticks) a process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# One variant: name, then extra TOML for the config, then env assignments.
+# One variant: name, then extra TOML for the config, then env assignments
+# (LOAD_ARGS: extra arguments of the load generator).
 run() {
   local name="$1" extra="$2"; shift 2
   cat >"$work/weir.toml" <<EOF
@@ -83,7 +87,7 @@ EOF
     line="{\"cpu_us_per_request\":$(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )),\"requests\":$requests}"
   else
     line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
-      --batch 50 --event-bytes 400 --duration "$duration" --json | tail -1)"
+      --batch 50 --event-bytes 400 --duration "$duration" ${LOAD_ARGS:-} --json | tail -1)"
   fi
   kill "$node"; wait "$node" 2>/dev/null || true
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
@@ -106,6 +110,7 @@ $(filter sample "'{\"rate\": 1.0}'")"
       run "metrics only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
       run "traces 100%" "" OTEL_TRACES_SAMPLER_ARG=1.0 "${otlp[@]}"
       run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"
+      LOAD_ARGS=--unsampled-traceparent run "propagation only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
       ;;
     *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
   esac

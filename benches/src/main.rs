@@ -78,6 +78,11 @@ struct Args {
     /// and discards every export (for measuring a node's telemetry cost).
     #[arg(long)]
     otlp_sink: Option<String>,
+    /// Send a W3C `traceparent` flagged not sampled with every request (a
+    /// new trace per request), as a client with its own tracing does: the
+    /// node then propagates it to the records even with its tracing off.
+    #[arg(long)]
+    unsampled_traceparent: bool,
 }
 
 #[derive(Default)]
@@ -330,7 +335,7 @@ async fn quiet_worker(
         let Some(s) = sender.as_mut() else { continue };
         n += 1;
         let started = Instant::now();
-        match post(s, &key, bodies[n % bodies.len()].clone()).await {
+        match post(s, &key, bodies[n % bodies.len()].clone(), None).await {
             Ok(status) if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) => {
                 tally
                     .latencies_us
@@ -349,12 +354,16 @@ async fn post(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     key: &str,
     body: Bytes,
+    traceparent: Option<String>,
 ) -> anyhow::Result<u16> {
-    let request = http::Request::post("/v1/batch")
+    let mut request = http::Request::post("/v1/batch")
         .header("host", "localhost")
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(body))?;
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let request = request.body(Full::new(body))?;
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
@@ -445,7 +454,16 @@ async fn worker(
         let x = ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
         let tenant = zipf.partition_point(|&w| w < x).min(keys.len() - 1);
         let started = Instant::now();
-        let result = post(s, &keys[tenant], bodies[n % bodies.len()].clone()).await;
+        let traceparent = args
+            .unsampled_traceparent
+            .then(|| format!("00-{:016x}{:016x}-{:016x}-00", w + 1, n, n));
+        let result = post(
+            s,
+            &keys[tenant],
+            bodies[n % bodies.len()].clone(),
+            traceparent,
+        )
+        .await;
         let elapsed = started.elapsed();
         match result {
             Ok(status) => {
