@@ -1,6 +1,8 @@
 //! The cost of user filters per event: a pass-through filter (the host's own
-//! cost: instantiation, init, copying events in and verdicts out) and
-//! `redact-pii`, at batch sizes 1, 50 and 500; and one instantiation alone.
+//! cost: instantiation, init, copying events in and verdicts out), and the
+//! example filters `redact-pii` (scanning every string, and named fields),
+//! `require-fields` and `tag-bots`, at batch sizes 1, 50 and 500; and one
+//! instantiation alone.
 //! (Every guest is fuel-metered: see `weir::filter::host`.)
 //! Needs the components of `scripts/build-filters.sh`.
 
@@ -53,9 +55,21 @@ fn filters(c: &mut Criterion) {
         max_output_bytes: 64 << 20,
         fuel: None,
     };
-    for (name, config) in [("pass_through", ""), ("redact_pii", "{}")] {
+    // (bench, component, config)
+    for (name, filter, config) in [
+        ("pass_through", "pass_through", ""),
+        // Every string value scanned.
+        ("redact_pii", "redact_pii", "{}"),
+        // Fields read with `Event::get` (the body is parsed only to tag).
+        (
+            "require_fields",
+            "require_fields",
+            r#"{"fields": ["id", "props.note"]}"#,
+        ),
+        ("tag_bots", "tag_bots", r#"{"field": "user_agent"}"#),
+    ] {
         let compiled = engine
-            .compile(&component(name), config, caps)
+            .compile(&component(filter), config, caps)
             .expect("compiles");
         let mut group = c.benchmark_group(format!("filter/{name}"));
         for n in [1, 50, 500] {

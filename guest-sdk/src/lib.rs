@@ -12,8 +12,8 @@
 //!     fn filter(&self, events: &[Event]) -> Vec<Verdict> {
 //!         events
 //!             .iter()
-//!             .map(|e| match e.json().ok().and_then(|b| b.get("debug").cloned()) {
-//!                 Some(serde_json::Value::Bool(true)) => Verdict::Drop("debug event".into()),
+//!             .map(|e| match e.get("debug") {
+//!                 Ok(Some(serde_json::Value::Bool(true))) => Verdict::Drop("debug event".into()),
 //!                 _ => Verdict::Keep,
 //!             })
 //!             .collect()
@@ -32,6 +32,7 @@
 
 #[cfg(all(feature = "arena", target_arch = "wasm32"))]
 mod arena;
+mod lookup;
 
 #[doc(hidden)]
 // Generated: the canonical ABI passes the batch record as flat arguments.
@@ -152,6 +153,15 @@ impl<'a> Event<'a> {
     /// The body parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(self.body())
+    }
+
+    /// One field of the body, by a top-level key or a dotted path
+    /// (`"props.email"`, as [`field`] finds it), read without parsing the
+    /// rest of the body into values: several times cheaper than
+    /// [`Event::json`] for a filter that looks at a field or two.
+    /// `Ok(None)` when it is missing; `Err` when the body is not JSON.
+    pub fn get(&self, path: &str) -> Result<Option<serde_json::Value>, serde_json::Error> {
+        lookup::lookup(self.body(), path)
     }
 }
 

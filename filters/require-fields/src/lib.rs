@@ -4,7 +4,7 @@
 //!
 //! Config: `{"fields": ["user", "props.screen"]}`.
 
-use weir_guest_sdk::{config_json, export_filter, field, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, Event, Filter, Verdict};
 
 struct RequireFields {
     fields: Vec<String>,
@@ -31,20 +31,19 @@ impl Filter for RequireFields {
         events
             .iter()
             .map(|e| {
-                let Ok(body) = e.json() else {
-                    return Verdict::Drop("body is not JSON".into());
-                };
-                match self
-                    .fields
-                    .iter()
-                    .find(|f| field(&body, f).is_none_or(|v| v.is_null()))
-                {
-                    Some(missing) => {
-                        weir_guest_sdk::count("missing_field", 1);
-                        Verdict::Drop(format!("missing required field {missing}"))
+                // Each field is read on its own (`Event::get`): the body is
+                // never built as a whole.
+                for f in &self.fields {
+                    match e.get(f) {
+                        Err(_) => return Verdict::Drop("body is not JSON".into()),
+                        Ok(None | Some(serde_json::Value::Null)) => {
+                            weir_guest_sdk::count("missing_field", 1);
+                            return Verdict::Drop(format!("missing required field {f}"));
+                        }
+                        Ok(Some(_)) => {}
                     }
-                    None => Verdict::Keep,
                 }
+                Verdict::Keep
             })
             .collect()
     }

@@ -3,7 +3,7 @@
 //!
 //! Config: `{"field": "user_agent", "action": "drop"}` (or `"tag"`).
 
-use weir_guest_sdk::{config_json, export_filter, field, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, Event, Filter, Verdict};
 
 const BOT_MARKERS: &[&str] = &[
     "bot",
@@ -46,10 +46,13 @@ impl Filter for TagBots {
         events
             .iter()
             .map(|e| {
-                let Ok(mut body) = e.json() else {
-                    return Verdict::Keep;
-                };
-                let is_bot = field(&body, &self.field)
+                // Only the user agent is read; the whole body is parsed
+                // only to tag a bot's event.
+                let is_bot = e
+                    .get(&self.field)
+                    .ok()
+                    .flatten()
+                    .as_ref()
                     .and_then(|ua| ua.as_str())
                     .map(|ua| ua.to_ascii_lowercase())
                     .is_some_and(|ua| BOT_MARKERS.iter().any(|m| ua.contains(m)));
@@ -60,6 +63,9 @@ impl Filter for TagBots {
                 if self.drop {
                     return Verdict::Drop("bot user agent".into());
                 }
+                let Ok(mut body) = e.json() else {
+                    return Verdict::Keep;
+                };
                 match body.as_object_mut() {
                     Some(object) => {
                         object.insert("is_bot".into(), true.into());
