@@ -121,7 +121,12 @@ fn compile(
         path: settings.path.display().to_string(),
         message: e.to_string(),
     })?;
-    engine.compile(&bytes, &settings.config, caps(settings))
+    let compiled = engine.compile(&bytes, &settings.config, caps(settings))?;
+    // `init` ran here (see `FilterEngine::compile`): its log lines are the load's.
+    for (level, message) in &compiled.init_logs {
+        tracing::info!(path = %settings.path.display(), version = %compiled.version, guest_level = %level, "filter init: {message}");
+    }
+    Ok(compiled)
 }
 
 /// The caps of a filter's calls, from its settings.

@@ -52,7 +52,8 @@ pub use serde_json;
 
 use bindings::weir::filter::types::{Batch, Event as WitEvent, IpAddress, Span};
 
-/// A filter: built once per batch call from the tenant's config, then asked
+/// A filter: built by `init` from the tenant's config (once, when the node
+/// loads it: each call starts from a snapshot of the result), then asked
 /// for one verdict per event, in order.
 pub trait Filter: Sized + 'static {
     /// Parses the tenant's `config` string (often JSON). An error refuses the filter.
@@ -232,7 +233,7 @@ macro_rules! export_filter {
     ($filter:ty) => {
         struct __WeirFilterExport;
 
-        // One instance serves one batch call: init, then filter.
+        // One instance serves one batch call, from the state init left.
         static __WEIR_FILTER: ::std::sync::OnceLock<$filter> = ::std::sync::OnceLock::new();
 
         impl $crate::bindings::Guest for __WeirFilterExport {

@@ -352,8 +352,13 @@ async fn hostile_filters_are_contained_by_their_policy() {
         "the calm tenant waited {slowest} ms while other tenants' filters misbehaved"
     );
     assert!(
-        node.log_text().contains("hostile filter in mode loop"),
-        "guest logs reach the node's log"
+        node.log_text().contains("events in mode loop"),
+        "a call's guest logs reach the node's log"
+    );
+    assert!(
+        node.log_text()
+            .contains("filter init: hostile filter in mode loop"),
+        "init's guest logs reach the node's log when the filter is loaded"
     );
 
     let stored = ids(&consume_all(
@@ -525,6 +530,29 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("the filter failed: ran past its CPU deadline of 50 ms"));
+    // `init` ran once, when the filter was loaded, and the call started from
+    // its snapshot: the call's own log has no line of `init`.
+    let output = std::process::Command::new(weir_bin())
+        .args(["filter", "test"])
+        .arg(filter_wasm("hostile_filter"))
+        .arg("--events")
+        .arg(&events)
+        .args(["--config", "keep"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("compile + init (once: calls start from its snapshot)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("log info (init): hostile filter in mode keep"),
+        "{text}"
+    );
+    assert!(text.contains("log info: 2 events in mode keep"), "{text}");
+    assert!(!text.contains("log info: hostile filter"), "{text}");
+
     // The same cap holds for `init`, which runs when the filter is loaded.
     let output = std::process::Command::new(weir_bin())
         .args(["filter", "test"])

@@ -1,6 +1,7 @@
 //! The Wasm host: wasmtime's component model with a pooling allocator, each
-//! filter compiled once per version into an `InstancePre`, and a fresh
-//! `Store` and instance for every batch call, with its caps.
+//! filter compiled once per version into an `InstancePre` (as the snapshot
+//! of its `init`, where wasmtime-wizer can take one), and a fresh `Store`
+//! and instance for every batch call, with its caps.
 //!
 //! Caps per call: linear memory (a guest growing past it traps), CPU time
 //! (guests are fuel-metered and yield to the async executor every
@@ -26,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
 use crate::batch::Geo;
 use wasmtime::component::__internal::{
@@ -93,9 +95,9 @@ pub struct Caps {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_output_bytes: usize,
-    /// Wasm fuel (about one unit per instruction) for `init` and `filter`
-    /// together: an exact, repeatable CPU cap, unlike the timeout (every
-    /// guest is metered anyway). `None`: the timeout alone.
+    /// Wasm fuel (about one unit per instruction) of one call (and of
+    /// `init`, where it runs): an exact, repeatable CPU cap, unlike the
+    /// timeout (every guest is metered anyway). `None`: the timeout alone.
     pub fuel: Option<u64>,
 }
 
@@ -425,7 +427,9 @@ impl FilterEngine {
     }
 
     /// Compiles a component and checks it: it must instantiate with only the
-    /// host's imports, and its `init` must accept `config`.
+    /// host's imports, and its `init` must accept `config`. Where it can,
+    /// `init` runs here, once, and every call starts from the state it left
+    /// (see [`FilterEngine::snapshot`]).
     pub fn compile(
         self: &Arc<Self>,
         bytes: &[u8],
@@ -434,6 +438,88 @@ impl FilterEngine {
     ) -> Result<CompiledFilter, FilterError> {
         let version = hex::encode(&Sha256::digest(bytes)[..8]);
         let runtime = self.runtime()?;
+        let snapshot = self.snapshot(&runtime, bytes, config, caps)?;
+        let initialised = snapshot.is_some();
+        let (bytes, init_logs) = match &snapshot {
+            Some((snapshot, logs)) => (&snapshot[..], logs.clone()),
+            None => (bytes, Vec::new()),
+        };
+        let mut compiled = self.prepare(&runtime, bytes, config, caps, version, initialised)?;
+        // A trial instance: `init`, where it runs in every call, must accept
+        // the config, so a filter that refuses it never goes live. And the
+        // type check of `filter` against the host's flat batch, once (each
+        // call then takes the function unchecked).
+        let mut store = compiled.store();
+        let instance =
+            futures::executor::block_on(cpu_capped(compiled.instantiate(&mut store), caps.timeout))
+                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
+        instance
+            .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
+                &mut store,
+                &compiled.filter_export,
+            )
+            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
+        compiled.init_logs = match initialised {
+            true => init_logs,
+            false => store.into_data().logs,
+        };
+        Ok(compiled)
+    }
+
+    /// Runs `init(config)` once, under the filter's caps, and snapshots the
+    /// instance it leaves (wasmtime-wizer): the snapshot is a component
+    /// whose memory and globals start where `init` left them, so calls skip
+    /// `init` (which may be costly: parsing a large config, building
+    /// tables) and still start from a fresh instance. `init` is
+    /// deterministic, as a guest has no clock, randomness or I/O, so the
+    /// state is the same as running it again.
+    ///
+    /// `Ok(None)` when the component cannot be snapshot (wizer takes a
+    /// subset of components, e.g. none that mutate tables): then `init`
+    /// runs in every call, as before. A refused config, a trap or a
+    /// timeout in `init` is an error either way.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime>,
+        bytes: &[u8],
+        config: &str,
+        caps: Caps,
+    ) -> Result<Option<(Vec<u8>, Vec<(String, String)>)>, FilterError> {
+        let wizer = Wizer::new();
+        let Ok((cx, instrumented)) = wizer.instrument_component(bytes) else {
+            return Ok(None);
+        };
+        let Ok(probe) = self.prepare(runtime, &instrumented, config, caps, String::new(), false)
+        else {
+            return Ok(None);
+        };
+        let mut store = probe.store();
+        let instance =
+            futures::executor::block_on(cpu_capped(probe.instantiate(&mut store), caps.timeout))
+                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
+        let snapshot = futures::executor::block_on(wizer.snapshot_component(
+            &cx,
+            &mut WasmtimeWizerComponent {
+                store: &mut store,
+                instance,
+            },
+        ));
+        Ok(snapshot
+            .ok()
+            .map(|snapshot| (snapshot, store.into_data().logs)))
+    }
+
+    /// Compiles `bytes` and finds its exports.
+    fn prepare(
+        self: &Arc<Self>,
+        runtime: &Arc<Runtime>,
+        bytes: &[u8],
+        config: &str,
+        caps: Caps,
+        version: String,
+        initialised: bool,
+    ) -> Result<CompiledFilter, FilterError> {
         let component = Component::new(&runtime.engine, bytes)
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let pre = runtime
@@ -446,30 +532,18 @@ impl FilterEngine {
         let filter_export = component
             .get_export_index(None, "filter")
             .ok_or_else(|| FilterError::Compile("no `filter` export".into()))?;
-        let compiled = CompiledFilter {
+        Ok(CompiledFilter {
             live: self.live.clone(),
-            runtime,
+            runtime: runtime.clone(),
             pre,
             indices,
             filter_export,
             config: config.to_owned(),
             caps,
             version,
-        };
-        // One trial init: a filter that refuses its config never goes live.
-        // And the type check of `filter` against the host's flat batch, once
-        // (each call then takes the function unchecked).
-        let mut store = compiled.store();
-        let instance =
-            futures::executor::block_on(cpu_capped(compiled.instantiate(&mut store), caps.timeout))
-                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
-        instance
-            .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
-                &mut store,
-                &compiled.filter_export,
-            )
-            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
-        Ok(compiled)
+            initialised,
+            init_logs: Vec::new(),
+        })
     }
 }
 
@@ -485,6 +559,11 @@ pub struct CompiledFilter {
     pub caps: Caps,
     /// First 16 hex digits of the component's SHA-256.
     pub version: String,
+    /// Whether `init` already ran (the component is its snapshot), or runs
+    /// in every call.
+    pub initialised: bool,
+    /// What the guest logged in `init` when the filter was loaded.
+    pub init_logs: Vec<(String, String)>,
 }
 
 /// Counts an instance as alive until dropped (also when a call is cancelled).
@@ -526,7 +605,8 @@ impl CompiledFilter {
         store
     }
 
-    /// A fresh instance, initialised with the tenant's config.
+    /// A fresh instance, initialised with the tenant's config (by the
+    /// snapshot it is made from, or by calling `init`).
     async fn instantiate(
         &self,
         store: &mut Store<HostState>,
@@ -537,6 +617,9 @@ impl CompiledFilter {
             .instantiate_async(&mut *store)
             .await
             .map_err(|e| self.failure(e))?;
+        if self.initialised {
+            return Ok(instance);
+        }
         self.indices
             .load(&mut *store, &instance)
             .map_err(|e| self.failure(e))?
