@@ -786,6 +786,39 @@ mod tests {
         assert_eq!((a.0[44], u32_at(a, 48), b.0[44], c.0[44]), (1, 0, 1, 0));
     }
 
+    /// A component wasmtime-wizer cannot snapshot still loads, and gets
+    /// `init` in every call: each fresh instance is initialised (the
+    /// fixture drops every event of an instance whose `init` did not run).
+    #[test]
+    fn a_component_that_cannot_be_snapshot_gets_init_in_every_call() {
+        let wasm = wat::parse_str(include_str!("../../../tests/fixtures/no-snapshot.wat"))
+            .expect("the fixture is valid WAT");
+        let caps = Caps {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(5),
+            max_output_bytes: 1 << 20,
+            fuel: None,
+        };
+        let compiled = FilterEngine::new()
+            .compile(&wasm, "", caps)
+            .expect("the fixture loads");
+        assert!(!compiled.initialised, "wizer refuses a table mutation");
+        let mut batch = BatchInput::with_capacity("acme", "PERF", 0, 3, 6);
+        for _ in 0..3 {
+            batch.push(1, "a", None, None, b"{}");
+        }
+        for _ in 0..2 {
+            let verdicts = futures::executor::block_on(compiled.call(&batch))
+                .outcome
+                .expect("the call succeeds");
+            assert_eq!(verdicts.len(), 3);
+            assert!(
+                verdicts.iter().all(|v| matches!(v, Verdict::Keep)),
+                "{verdicts:?}"
+            );
+        }
+    }
+
     #[test]
     fn flat_events_have_the_event_abi() {
         let abi = <WitEvent as ComponentType>::ABI;
