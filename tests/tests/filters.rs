@@ -489,6 +489,18 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     assert_eq!(parts(&json)[1].1, "live: missing required field user");
 }
 
+/// `weir filter test <filter> --events <events> <args…>`.
+fn filter_test(filter: &str, events: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(weir_bin())
+        .args(["filter", "test"])
+        .arg(filter_wasm(filter))
+        .arg("--events")
+        .arg(events)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn weir_filter_test_prints_each_verdict() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,14 +510,7 @@ fn weir_filter_test_prints_each_verdict() {
         r#"[{"id": "a", "email": "ann@example.com"}, {"id": "b", "n": 1}]"#,
     )
     .unwrap();
-    let output = std::process::Command::new(weir_bin())
-        .args(["filter", "test"])
-        .arg(filter_wasm("redact_pii"))
-        .arg("--events")
-        .arg(&events)
-        .args(["--config", r##"{"mask": "#"}"##])
-        .output()
-        .unwrap();
+    let output = filter_test("redact_pii", &events, &["--config", r##"{"mask": "#"}"##]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -519,27 +524,17 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(text.contains("  b: keep"), "{text}");
     assert!(text.contains("counter masked = 1"), "{text}");
 
-    let output = std::process::Command::new(weir_bin())
-        .args(["filter", "test"])
-        .arg(filter_wasm("hostile_filter"))
-        .arg("--events")
-        .arg(&events)
-        .args(["--config", "loop", "--timeout-ms", "50"])
-        .output()
-        .unwrap();
+    let output = filter_test(
+        "hostile_filter",
+        &events,
+        &["--config", "loop", "--timeout-ms", "50"],
+    );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("the filter failed: ran past its CPU deadline of 50 ms"));
     // `init` ran once, when the filter was loaded, and the call started from
     // its snapshot: the call's own log has no line of `init`.
-    let output = std::process::Command::new(weir_bin())
-        .args(["filter", "test"])
-        .arg(filter_wasm("hostile_filter"))
-        .arg("--events")
-        .arg(&events)
-        .args(["--config", "keep"])
-        .output()
-        .unwrap();
+    let output = filter_test("hostile_filter", &events, &["--config", "keep"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
@@ -554,14 +549,11 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(!text.contains("log info: hostile filter"), "{text}");
 
     // The same cap holds for `init`, which runs when the filter is loaded.
-    let output = std::process::Command::new(weir_bin())
-        .args(["filter", "test"])
-        .arg(filter_wasm("hostile_filter"))
-        .arg("--events")
-        .arg(&events)
-        .args(["--config", "init-loop", "--timeout-ms", "50"])
-        .output()
-        .unwrap();
+    let output = filter_test(
+        "hostile_filter",
+        &events,
+        &["--config", "init-loop", "--timeout-ms", "50"],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -572,14 +564,11 @@ fn weir_filter_test_prints_each_verdict() {
     // Fuel: an exact cap, reached long before the (generous) deadline; and
     // enough of it changes nothing for a filter that behaves.
     let run = |filter: &str, config: &str, fuel: &str| {
-        std::process::Command::new(weir_bin())
-            .args(["filter", "test"])
-            .arg(filter_wasm(filter))
-            .arg("--events")
-            .arg(&events)
-            .args(["--config", config, "--timeout-ms", "60000", "--fuel", fuel])
-            .output()
-            .unwrap()
+        filter_test(
+            filter,
+            &events,
+            &["--config", config, "--timeout-ms", "60000", "--fuel", fuel],
+        )
     };
     let started = Instant::now();
     let output = run("hostile_filter", "loop", "1000000");
@@ -613,14 +602,7 @@ fn the_sdk_arena_takes_a_batch_without_growing_memory() {
             .map(|i| json!({"id": format!("e{i}"), "pad": "x".repeat(pad)}))
             .collect();
         std::fs::write(&path, serde_json::to_vec(&batch).unwrap()).unwrap();
-        let output = std::process::Command::new(weir_bin())
-            .args(["filter", "test"])
-            .arg(filter_wasm("hostile_filter"))
-            .arg("--events")
-            .arg(&path)
-            .args(["--config", "pages"])
-            .output()
-            .unwrap();
+        let output = filter_test("hostile_filter", &path, &["--config", "pages"]);
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(output.status.success(), "{text}");
         let verdicts: Vec<(usize, usize)> = text

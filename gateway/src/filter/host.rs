@@ -450,9 +450,7 @@ impl FilterEngine {
         // type check of `filter` against the host's flat batch, once (each
         // call then takes the function unchecked).
         let mut store = compiled.store();
-        let instance =
-            futures::executor::block_on(cpu_capped(compiled.instantiate(&mut store), caps.timeout))
-                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
+        let instance = compiled.instantiate_at_load(&mut store)?;
         instance
             .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
                 &mut store,
@@ -495,9 +493,7 @@ impl FilterEngine {
             return Ok(None);
         };
         let mut store = probe.store();
-        let instance =
-            futures::executor::block_on(cpu_capped(probe.instantiate(&mut store), caps.timeout))
-                .unwrap_or(Err(FilterError::Timeout(caps.timeout.as_millis() as u64)))?;
+        let instance = probe.instantiate_at_load(&mut store)?;
         let snapshot = futures::executor::block_on(wizer.snapshot_component(
             &cx,
             &mut WasmtimeWizerComponent {
@@ -630,6 +626,20 @@ impl CompiledFilter {
         Ok(instance)
     }
 
+    /// An instance made (and initialised) while the filter is loaded, off
+    /// the request path, under the same CPU cap as a call.
+    fn instantiate_at_load(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> Result<wasmtime::component::Instance, FilterError> {
+        futures::executor::block_on(cpu_capped(self.instantiate(store), self.caps.timeout))
+            .unwrap_or(Err(self.timed_out()))
+    }
+
+    fn timed_out(&self) -> FilterError {
+        FilterError::Timeout(self.caps.timeout.as_millis() as u64)
+    }
+
     /// Runs the filter over `events` in a fresh instance.
     pub async fn call(&self, batch: &BatchInput<'_>) -> Called {
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -637,9 +647,7 @@ impl CompiledFilter {
         let mut store = self.store();
         let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout)
             .await
-            .unwrap_or(Err(FilterError::Timeout(
-                self.caps.timeout.as_millis() as u64
-            )));
+            .unwrap_or(Err(self.timed_out()));
         let state = store.into_data();
         Called {
             outcome,
