@@ -440,11 +440,14 @@ impl FilterEngine {
         let runtime = self.runtime()?;
         let snapshot = self.snapshot(&runtime, bytes, config, caps)?;
         let initialised = snapshot.is_some();
-        let (bytes, init_logs) = match &snapshot {
-            Some((snapshot, logs)) => (&snapshot[..], logs.clone()),
-            None => (bytes, Vec::new()),
+        let (bytes, init_logs) = match snapshot {
+            Some(Snapshot {
+                component,
+                init_logs,
+            }) => (component, init_logs),
+            None => (bytes.to_vec(), Vec::new()),
         };
-        let mut compiled = self.prepare(&runtime, bytes, config, caps, version, initialised)?;
+        let mut compiled = self.prepare(&runtime, &bytes, config, caps, version, initialised)?;
         // A trial instance: `init`, where it runs in every call, must accept
         // the config, so a filter that refuses it never goes live. And the
         // type check of `filter` against the host's flat batch, once (each
@@ -476,14 +479,13 @@ impl FilterEngine {
     /// subset of components, e.g. none that mutate tables): then `init`
     /// runs in every call, as before. A refused config, a trap or a
     /// timeout in `init` is an error either way.
-    #[allow(clippy::type_complexity)]
     fn snapshot(
         self: &Arc<Self>,
         runtime: &Arc<Runtime>,
         bytes: &[u8],
         config: &str,
         caps: Caps,
-    ) -> Result<Option<(Vec<u8>, Vec<(String, String)>)>, FilterError> {
+    ) -> Result<Option<Snapshot>, FilterError> {
         let wizer = Wizer::new();
         let Ok((cx, instrumented)) = wizer.instrument_component(bytes) else {
             return Ok(None);
@@ -501,9 +503,10 @@ impl FilterEngine {
                 instance,
             },
         ));
-        Ok(snapshot
-            .ok()
-            .map(|snapshot| (snapshot, store.into_data().logs)))
+        Ok(snapshot.ok().map(|component| Snapshot {
+            component,
+            init_logs: store.into_data().logs,
+        }))
     }
 
     /// Compiles `bytes` and finds its exports.
@@ -541,6 +544,12 @@ impl FilterEngine {
             init_logs: Vec::new(),
         })
     }
+}
+
+/// A component as its `init` left it, and what `init` logged.
+struct Snapshot {
+    component: Vec<u8>,
+    init_logs: Vec<(String, String)>,
 }
 
 /// One filter version, compiled and ready to instantiate.
