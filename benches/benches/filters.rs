@@ -37,9 +37,7 @@ fn owned(n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 fn events(owned: &[(String, Vec<u8>)]) -> BatchInput<'_> {
-    let bytes = owned.iter().map(|(id, body)| id.len() + body.len()).sum();
-    let mut batch =
-        BatchInput::with_capacity("bench", "PERF", 1_763_780_000_000, owned.len(), bytes);
+    let mut batch = BatchInput::with_capacity("bench", "PERF", 1_763_780_000_000, owned.len());
     for (i, (id, body)) in owned.iter().enumerate() {
         let backend_id = 0x01a2_01c9_7d46_748f_85b8_0000_0000_0000 + i as u128;
         batch.push(backend_id, id, Some([81, 2, 69, 142].into()), None, body);
@@ -92,7 +90,7 @@ fn filters(c: &mut Criterion) {
     c.bench_function("filter/instantiate_and_init", |b| {
         b.iter(|| {
             futures::executor::block_on(
-                compiled.call(&BatchInput::with_capacity("bench", "PERF", 0, 0, 0)),
+                compiled.call(&BatchInput::with_capacity("bench", "PERF", 0, 0)),
             )
             .outcome
             .map(|v| v.len())

@@ -173,18 +173,11 @@ pub async fn filter(
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
         );
-        let bytes = pending
-            .iter()
-            .map(|&i| {
-                batch.events[i].raw.len() + batch.events[i].id.as_ref().map_or(0, |id| id.len())
-            })
-            .sum();
         let mut input = BatchInput::with_capacity(
             tenant,
             &batch.meta.category,
             batch.received_at,
             pending.len(),
-            bytes,
         );
         for &i in &pending {
             let event = &batch.events[i];

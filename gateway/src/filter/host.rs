@@ -38,7 +38,7 @@ use wasmtime::component::{
 };
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap,
+    StoreLimits, StoreLimitsBuilder, Trap, ValRaw,
 };
 
 wasmtime::component::bindgen!({
@@ -134,9 +134,10 @@ impl self::weir::filter::host::Host for HostState {
     }
 }
 
-/// A batch put together for filter calls: the events' ids and bodies go
-/// into one buffer and their locations into one table of distinct places,
-/// so handing it to a guest costs a few copies rather than a few per event
+/// A batch put together for filter calls: the events' ids and bodies are
+/// lowered into the guest as one `list<u8>` straight from the batch
+/// ([`Pieces`]) and their locations into one table of distinct places, so
+/// handing it to a guest costs a few copies rather than a few per event
 /// (wasmtime lowers every string with a call into the guest's allocator).
 pub struct BatchInput<'a> {
     tenant: &'a str,
@@ -144,19 +145,17 @@ pub struct BatchInput<'a> {
     received_at: i64,
     places: Vec<&'a Geo>,
     geos: Vec<WitGeo<'a>>,
-    bytes: Vec<u8>,
+    bytes: Pieces<'a>,
     events: Vec<FlatEvent>,
 }
 
 impl<'a> BatchInput<'a> {
-    /// An empty batch with room for `events` events and `bytes` bytes of
-    /// ids and bodies (so the buffer is not grown and copied as it fills).
+    /// An empty batch with room for `events` events.
     pub fn with_capacity(
         tenant: &'a str,
         category: &'a str,
         received_at: i64,
         events: usize,
-        bytes: usize,
     ) -> Self {
         BatchInput {
             tenant,
@@ -164,7 +163,10 @@ impl<'a> BatchInput<'a> {
             received_at,
             places: Vec::new(),
             geos: Vec::new(),
-            bytes: Vec::with_capacity(bytes),
+            bytes: Pieces {
+                pieces: Vec::with_capacity(2 * events),
+                len: 0,
+            },
             events: Vec::with_capacity(events),
         }
     }
@@ -173,13 +175,13 @@ impl<'a> BatchInput<'a> {
     pub fn push(
         &mut self,
         backend_id: u128,
-        id: &str,
+        id: &'a str,
         client_ip: Option<IpAddr>,
         geo: Option<&'a Geo>,
-        body: &[u8],
+        body: &'a [u8],
     ) {
-        let id = self.append(id.as_bytes());
-        let body = self.append(body);
+        let id = self.bytes.append(id.as_bytes());
+        let body = self.bytes.append(body);
         let geo = geo.map(
             // Events from one address share one `Geo`: compare pointers first.
             |geo| match self
@@ -203,16 +205,6 @@ impl<'a> BatchInput<'a> {
             .push(FlatEvent::new(backend_id, id, client_ip, geo, body));
     }
 
-    fn append(&mut self, bytes: &[u8]) -> Span {
-        // Bodies are capped far below 4 GiB; saturate rather than wrap.
-        let offset = u32::try_from(self.bytes.len()).unwrap_or(u32::MAX);
-        self.bytes.extend_from_slice(bytes);
-        Span {
-            offset,
-            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.events.len()
     }
@@ -233,6 +225,88 @@ impl<'a> BatchInput<'a> {
     }
 }
 
+/// The batch's `bytes`: the events' ids and bodies, end to end, as slices
+/// of the batch itself. Lowered as a `list<u8>` with one allocation in the
+/// guest and a copy per slice, so the bytes are copied once, into the
+/// guest, rather than into a host buffer first.
+struct Pieces<'a> {
+    pieces: Vec<&'a [u8]>,
+    len: usize,
+}
+
+impl<'a> Pieces<'a> {
+    /// Appends `bytes`; returns where they are in the list.
+    fn append(&mut self, bytes: &'a [u8]) -> Span {
+        // Bodies are capped far below 4 GiB; saturate rather than wrap.
+        let span = Span {
+            offset: u32::try_from(self.len).unwrap_or(u32::MAX),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        };
+        if !bytes.is_empty() {
+            self.pieces.push(bytes);
+            self.len += bytes.len();
+        }
+        span
+    }
+
+    /// Copies the pieces into one new allocation in the guest; returns its
+    /// address.
+    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<usize> {
+        let ptr = cx.realloc(0, 0, 1, self.len)?;
+        let Some(mut dst) = cx.as_slice_mut().get_mut(ptr..ptr + self.len) else {
+            wasmtime::bail!("batch bytes out of bounds");
+        };
+        for piece in &self.pieces {
+            let (here, rest) = dst.split_at_mut(piece.len());
+            here.copy_from_slice(piece);
+            dst = rest;
+        }
+        Ok(ptr)
+    }
+
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.pieces.concat()
+    }
+}
+
+// SAFETY: the ABI and type check of `list<u8>`, which `Lower` writes.
+unsafe impl ComponentType for Pieces<'_> {
+    type Lower = <[u8] as ComponentType>::Lower;
+    const ABI: CanonicalAbiInfo = <[u8] as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[u8] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: as wasmtime lowers a `[u8]`: a (pointer, length) pair, flat as two
+// i64 values, in memory as two u32 at an offset wasmtime checked.
+unsafe impl Lower for Pieces<'_> {
+    fn linear_lower_to_flat<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        dst: &mut std::mem::MaybeUninit<Self::Lower>,
+    ) -> wasmtime::Result<()> {
+        let ptr = self.store(cx)?;
+        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(self.len as i64)]);
+        Ok(())
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let ptr = self.store(cx)?;
+        *cx.get::<4>(offset) = u32::try_from(ptr)?.to_le_bytes();
+        *cx.get::<4>(offset + 4) = u32::try_from(self.len)?.to_le_bytes();
+        Ok(())
+    }
+}
+
 /// `weir:filter/types.batch` as the host lowers it: as the generated
 /// `Batch`, but with the events already in their memory layout.
 #[derive(ComponentType, Lower)]
@@ -243,7 +317,7 @@ struct FlatBatch<'a> {
     #[component(name = "received-at")]
     received_at: i64,
     geos: &'a [WitGeo<'a>],
-    bytes: &'a [u8],
+    bytes: &'a Pieces<'a>,
     events: &'a [FlatEvent],
 }
 
@@ -746,7 +820,7 @@ mod tests {
             city: Some("London".into()),
         };
         let also_london = london.clone();
-        let mut input = BatchInput::with_capacity("acme", "PERF", 7, 3, 0);
+        let mut input = BatchInput::with_capacity("acme", "PERF", 7, 3);
         input.push(
             1 << 64 | 2,
             "a",
@@ -767,10 +841,11 @@ mod tests {
             (wit.tenant, wit.category, wit.received_at),
             ("acme", "PERF", 7)
         );
-        assert_eq!(wit.bytes, br#"a{}bb{"x":1}"#);
+        let bytes = wit.bytes.to_vec();
+        assert_eq!(bytes, br#"a{}bb{"x":1}"#);
         assert_eq!(wit.geos.len(), 1, "equal places are one entry");
         assert_eq!(wit.geos[0].city, Some("London"));
-        let text = |span: Span| &wit.bytes[span.offset as usize..(span.offset + span.len) as usize];
+        let text = |span: Span| &bytes[span.offset as usize..(span.offset + span.len) as usize];
         let [a, b, c] = wit.events else {
             panic!("three events")
         };
@@ -820,7 +895,7 @@ mod tests {
             .compile(&wasm, "", caps)
             .expect("the fixture loads");
         assert!(!compiled.initialised, "wizer refuses a table mutation");
-        let mut batch = BatchInput::with_capacity("acme", "PERF", 0, 3, 6);
+        let mut batch = BatchInput::with_capacity("acme", "PERF", 0, 3);
         for _ in 0..3 {
             batch.push(1, "a", None, None, b"{}");
         }

@@ -47,11 +47,7 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
             (id, ip, serde_json::to_vec(e).unwrap_or_default())
         })
         .collect();
-    let bytes = owned
-        .iter()
-        .map(|(id, _, body)| id.len() + body.len())
-        .sum();
-    let mut events = BatchInput::with_capacity("local", &category, now, owned.len(), bytes);
+    let mut events = BatchInput::with_capacity("local", &category, now, owned.len());
     for (id, ip, body) in &owned {
         events.push(uuid::Uuid::now_v7().as_u128(), id, *ip, None, body);
     }
