@@ -5,6 +5,7 @@
 //! `fields`, every string value of the event is scanned. A named field that
 //! holds an object or list is scanned all the way down.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
@@ -43,6 +44,18 @@ impl Filter for RedactPii {
         events
             .iter()
             .map(|e| {
+                // Named fields are read first without building the body
+                // (`Event::get`), which is built and rewritten only when one
+                // of them holds something to mask: most events have none.
+                if let Some(fields) = &self.fields {
+                    let to_mask = fields.iter().any(|f| match e.get(f) {
+                        Ok(Some(mut value)) => redact_value(&mut value, &self.mask) > 0,
+                        _ => false,
+                    });
+                    if !to_mask {
+                        return Verdict::Keep;
+                    }
+                }
                 let Ok(mut body) = e.json() else {
                     return Verdict::Keep;
                 };
@@ -74,6 +87,7 @@ fn redact_value(value: &mut Value, mask: &str) -> usize {
         Value::String(s) => {
             let (text, n) = redact(s, mask);
             if n > 0 {
+                let text = text.into_owned();
                 *s = text;
             }
             n
@@ -87,7 +101,11 @@ fn redact_value(value: &mut Value, mask: &str) -> usize {
 /// Masks e-mail addresses and IPv4 addresses (whole words) and phone
 /// numbers (runs of digits, spaces, dashes, dots, parentheses and a leading
 /// `+` with at least 7 digits) in `text`.
-pub fn redact(text: &str, mask: &str) -> (String, usize) {
+pub fn redact<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
+    // Each of them has an `@` or digits: most strings have neither.
+    if !text.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
+        return (Cow::Borrowed(text), 0);
+    }
     let mut out = String::with_capacity(text.len());
     let mut count = 0;
     for (i, word) in text.split(' ').enumerate() {
@@ -103,7 +121,7 @@ pub fn redact(text: &str, mask: &str) -> (String, usize) {
         }
     }
     let (out, phones) = mask_phones(&out, mask);
-    (out, count + phones)
+    (Cow::Owned(out), count + phones)
 }
 
 fn is_email(word: &str) -> bool {
@@ -176,9 +194,11 @@ mod tests {
             ),
             ("order 12345", "order 12345", 0),
             ("a@b", "a@b", 0),
+            ("no digits, no at sign", "no digits, no at sign", 0),
         ];
         for (input, expected, n) in cases {
-            assert_eq!(redact(input, "***"), (expected.to_owned(), n), "{input}");
+            let (output, masked) = redact(input, "***");
+            assert_eq!((&*output, masked), (expected, n), "{input}");
         }
     }
 }
