@@ -308,7 +308,8 @@ unsafe impl Lower for Pieces<'_> {
 }
 
 /// `weir:filter/types.batch` as the host lowers it: as the generated
-/// `Batch`, but with the events already in their memory layout.
+/// `Batch`, but with the events already in their memory layout and the
+/// bytes still where the batch holds them.
 #[derive(ComponentType, Lower)]
 #[component(record)]
 struct FlatBatch<'a> {
