@@ -16,6 +16,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::batch::{Part, PartCode};
 use crate::limit::Refusal;
+use crate::metrics::Stage;
 use crate::respond::{self, Body, Reject};
 use crate::server::{AnsweredFor, Gateway, Peer};
 use crate::trace::RequestTrace;
@@ -184,7 +185,7 @@ where
     let decode =
         stage_span!(traced, "decode", bytes = bytes.len() as i64, error.type = field::Empty);
     let decoded = decode.in_scope(|| decode::decode(&bytes, limits));
-    metrics.stage("decode", timer.elapsed().as_secs_f64());
+    metrics.stage(Stage::Decode, timer.elapsed().as_secs_f64());
     let upload = decoded.inspect_err(|reject| failed(&decode, reject))?;
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
@@ -199,7 +200,7 @@ where
     );
     let timer = Instant::now();
     let split = validate.in_scope(|| decode::split(upload, limits, now_ms()));
-    metrics.stage("validate", timer.elapsed().as_secs_f64());
+    metrics.stage(Stage::Validate, timer.elapsed().as_secs_f64());
     let mut batch = split.inspect_err(|reject| failed(&validate, reject))?;
     let valid = batch.pending().count();
     validate.record("events", batch.events.len() as i64);
@@ -233,7 +234,7 @@ where
             geoip = gateway.geoip.is_some()
         )
         .in_scope(|| enrich::enrich(&mut batch, client_ip, gateway.geoip.as_ref()));
-        metrics.stage("enrich", timer.elapsed().as_secs_f64());
+        metrics.stage(Stage::Enrich, timer.elapsed().as_secs_f64());
         if !tenant.filters.is_empty() {
             let timer = Instant::now();
             filter::filter(
@@ -245,7 +246,7 @@ where
                 traced,
             )
             .await;
-            metrics.stage("filter", timer.elapsed().as_secs_f64());
+            metrics.stage(Stage::Filter, timer.elapsed().as_secs_f64());
         }
 
         let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
@@ -273,8 +274,8 @@ where
             .produce(&mut batch, &tenant.name, request_id, &trace_headers)
             .instrument(produce.clone())
             .await;
-        metrics.stage("produce", timings.enqueue.as_secs_f64());
-        metrics.stage("deliver", timings.deliver.as_secs_f64());
+        metrics.stage(Stage::Produce, timings.enqueue.as_secs_f64());
+        metrics.stage(Stage::Deliver, timings.deliver.as_secs_f64());
         // Counted only for a recorded span: off the path of unsampled requests.
         if !produce.is_none() {
             let count = |code| {
