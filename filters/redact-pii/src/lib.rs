@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
-use weir_guest_sdk::{config_json, export_filter, field_mut, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, set_field, Event, Filter, Verdict};
 
 struct RedactPii {
     fields: Option<Vec<String>>,
@@ -44,33 +44,14 @@ impl Filter for RedactPii {
         events
             .iter()
             .map(|e| {
-                // Named fields are read first without building the body
-                // (`Event::get`), which is built and rewritten only when one
-                // of them holds something to mask: most events have none.
+                // Named fields: only they are read and, where needed, rewritten.
                 if let Some(fields) = &self.fields {
-                    let to_mask = fields.iter().any(|f| match e.get(f) {
-                        Ok(Some(mut value)) => redact_value(&mut value, &self.mask) > 0,
-                        _ => false,
-                    });
-                    if !to_mask {
-                        return Verdict::Keep;
-                    }
+                    return self.redact_fields(e, fields);
                 }
                 let Ok(mut body) = e.json() else {
                     return Verdict::Keep;
                 };
-                let masked = match &self.fields {
-                    None => redact_value(&mut body, &self.mask),
-                    Some(fields) => {
-                        let mut n = 0;
-                        for f in fields {
-                            if let Some(v) = field_mut(&mut body, f) {
-                                n += redact_value(v, &self.mask);
-                            }
-                        }
-                        n
-                    }
-                };
+                let masked = redact_value(&mut body, &self.mask);
                 if masked == 0 {
                     return Verdict::Keep;
                 }
@@ -78,6 +59,34 @@ impl Filter for RedactPii {
                 Verdict::replace_json(&body)
             })
             .collect()
+    }
+}
+
+impl RedactPii {
+    /// Masks the named fields only: each is read on its own (`Event::get`)
+    /// and, where it holds something to mask, spliced back into the body's
+    /// text; the rest of the body is neither parsed nor rewritten.
+    fn redact_fields(&self, e: &Event, fields: &[String]) -> Verdict {
+        let mut body = Cow::Borrowed(e.body());
+        let mut masked = 0;
+        for field in fields {
+            let Ok(Some(mut value)) = e.get(field) else {
+                continue;
+            };
+            let n = redact_value(&mut value, &self.mask);
+            if n == 0 {
+                continue;
+            }
+            if let Ok(patched) = set_field(&body, field, &value) {
+                body = Cow::Owned(patched);
+                masked += n;
+            }
+        }
+        if masked == 0 {
+            return Verdict::Keep;
+        }
+        weir_guest_sdk::count("masked", masked as u64);
+        Verdict::Replace(body.into_owned())
     }
 }
 

@@ -63,15 +63,11 @@ impl Filter for TagBots {
                 if self.drop {
                     return Verdict::Drop("bot user agent".into());
                 }
-                let Ok(mut body) = e.json() else {
-                    return Verdict::Keep;
-                };
-                match body.as_object_mut() {
-                    Some(object) => {
-                        object.insert("is_bot".into(), true.into());
-                        Verdict::replace_json(&body)
-                    }
-                    None => Verdict::Keep,
+                // The tag is spliced in: the rest of the body is not rebuilt.
+                match e.with_field("is_bot", &true.into()) {
+                    Ok(body) => Verdict::Replace(body),
+                    // Not a JSON object: nothing to tag.
+                    Err(_) => Verdict::Keep,
                 }
             })
             .collect()

@@ -1,0 +1,243 @@
+//! Setting one field of an event's body without rebuilding the rest.
+//!
+//! A filter that tags or masks one field would otherwise parse the whole
+//! body into values and write it all back: every key and value allocated,
+//! and the client's text (key order, number spelling, escapes) rewritten.
+//! This reads the body once to find where the field's value lies and
+//! splices the new value in: the rest stays byte for byte as it was.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// `body` (a JSON object) with the field at `path` set to `value`: a
+/// top-level key equal to the whole path if there is one, else the dotted
+/// path (`"props.email"`), the field [`crate::field_mut`] and
+/// [`crate::Event::get`] find. A missing field is added at the end of its
+/// object, with the objects on its path that are missing. Where a key
+/// appears twice, the later one (the one readers see) is set.
+///
+/// `Err` when `body` is not a JSON object, or a value on the path is not
+/// an object.
+pub fn set_field(body: &[u8], path: &str, value: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(body.len() + 32);
+    set_in(body, Some(path), path, value, &mut out)?;
+    Ok(out)
+}
+
+/// Writes `object` with `rest` set into `out`; `whole` is the full path,
+/// looked for as a key at the top level only.
+fn set_in(
+    object: &[u8],
+    whole: Option<&str>,
+    rest: &str,
+    value: &Value,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let Entries(entries) = serde_json::from_slice(object)?;
+    // The last entry with this key: readers take a later duplicate.
+    let find = |key: &str| {
+        entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, raw)| span(object, raw))
+    };
+    if let Some(at) = whole.and_then(find) {
+        return splice(object, at, out, |out| serde_json::to_writer(out, value));
+    }
+    let (head, tail) = match rest.split_once('.') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (rest, None),
+    };
+    match (find(head), tail) {
+        (Some(at), None) => splice(object, at, out, |out| serde_json::to_writer(out, value)),
+        (Some(at), Some(tail)) => {
+            let inner = &object[at.clone()];
+            if !inner.starts_with(b"{") {
+                return Err(serde_json::Error::custom(format!(
+                    "`{head}` is not an object, so it has no field `{tail}`"
+                )));
+            }
+            splice(object, at, out, |out| set_in(inner, None, tail, value, out))
+        }
+        (None, _) => {
+            // Before the closing brace (the object parsed, so it ends with one).
+            let close = object
+                .iter()
+                .rposition(|&b| b == b'}')
+                .unwrap_or(object.len());
+            out.extend_from_slice(&object[..close]);
+            if !entries.is_empty() {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, head)?;
+            out.push(b':');
+            write_nested(tail, value, out)?;
+            out.extend_from_slice(&object[close..]);
+            Ok(())
+        }
+    }
+}
+
+/// `value` under the dotted `path` of new objects (`a.b` → `{"a":{"b":value}}`).
+fn write_nested(path: Option<&str>, value: &Value, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let Some(path) = path else {
+        return serde_json::to_writer(out, value);
+    };
+    let (head, tail) = match path.split_once('.') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (path, None),
+    };
+    out.push(b'{');
+    serde_json::to_writer(&mut *out, head)?;
+    out.push(b':');
+    write_nested(tail, value, out)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// Writes `text` into `out` with `text[at]` replaced by what `write` writes.
+fn splice(
+    text: &[u8],
+    at: Range<usize>,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(&text[..at.start]);
+    write(out)?;
+    out.extend_from_slice(&text[at.end..]);
+    Ok(())
+}
+
+/// Where `raw` (borrowed from `text` by the parser) lies in `text`.
+fn span(text: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+/// A JSON object's entries in order: each key and its value's text.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(Key(key)) = map.next_key()? {
+            entries.push((key, map.next_value::<&RawValue>()?));
+        }
+        Ok(Entries(entries))
+    }
+}
+
+/// A key, borrowed from the text unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(body: &str, path: &str, value: Value) -> String {
+        String::from_utf8(set_field(body.as_bytes(), path, &value).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn only_the_field_changes_and_the_rest_keeps_its_text() {
+        let body = r#"{ "b": 1.50, "ua" : "curl/8", "n": {"x": "é\u00e9", "y": [1, 2]} }"#;
+        assert_eq!(
+            set(body, "ua", json!("bot")),
+            r#"{ "b": 1.50, "ua" : "bot", "n": {"x": "é\u00e9", "y": [1, 2]} }"#
+        );
+        assert_eq!(
+            set(body, "n.y", json!(null)),
+            r#"{ "b": 1.50, "ua" : "curl/8", "n": {"x": "é\u00e9", "y": null} }"#
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_added_with_the_objects_on_its_path() {
+        assert_eq!(
+            set(r#"{"a":1}"#, "is_bot", json!(true)),
+            r#"{"a":1,"is_bot":true}"#
+        );
+        assert_eq!(set("{ }", "a", json!(1)), r#"{ "a":1}"#);
+        assert_eq!(
+            set(r#"{"a":1}"#, "p.q.r", json!("x")),
+            r#"{"a":1,"p":{"q":{"r":"x"}}}"#
+        );
+        assert_eq!(set(r#"{"p":{}}"#, "p.q", json!(2)), r#"{"p":{"q":2}}"#);
+        assert_eq!(set(r#"{"a":1}"#, "k\"ey", json!(1)), r#"{"a":1,"k\"ey":1}"#);
+    }
+
+    /// Whatever the text, the result reads as `field_mut` on the parsed body
+    /// would have left it, and the set field reads back.
+    #[test]
+    fn agrees_with_field_mut_on_a_parsed_body() {
+        let body = json!({
+            "id": "a",
+            "props": {"email": "ann@example.com", "deep": {"er": null}},
+            "props.email": "top-level wins",
+            "esc\"aped": 1,
+        });
+        let text = serde_json::to_vec(&body).unwrap();
+        for path in ["id", "props", "props.email", "props.deep.er", "esc\"aped"] {
+            let value = json!({"new": [path]});
+            let mut expected = body.clone();
+            *crate::field_mut(&mut expected, path).unwrap() = value.clone();
+            let patched = set_field(&text, path, &value).unwrap();
+            let patched: Value = serde_json::from_slice(&patched).unwrap();
+            assert_eq!(patched, expected, "{path}");
+            assert_eq!(
+                crate::lookup::lookup(&serde_json::to_vec(&patched).unwrap(), path).unwrap(),
+                Some(value)
+            );
+        }
+    }
+
+    #[test]
+    fn the_later_duplicate_is_set_and_bad_bodies_are_errors() {
+        assert_eq!(set(r#"{"a":1,"a":2}"#, "a", json!(3)), r#"{"a":1,"a":3}"#);
+        assert!(set_field(b"[1]", "a", &json!(1)).is_err());
+        assert!(set_field(br#"{"a":1"#, "a", &json!(1)).is_err());
+        assert!(set_field(br#"{"a":1} x"#, "a", &json!(1)).is_err());
+        let err = set_field(br#"{"a":"s"}"#, "a.b", &json!(1)).unwrap_err();
+        assert!(err.to_string().contains("`a` is not an object"), "{err}");
+    }
+}
