@@ -58,6 +58,13 @@ fn filters(c: &mut Criterion) {
         ("pass_through", "pass_through", ""),
         // Every string value scanned.
         ("redact_pii", "redact_pii", "{}"),
+        // Two named fields, both with something to mask in every event:
+        // each is read with `Event::get` and spliced back with `set_field`.
+        (
+            "redact_pii_fields",
+            "redact_pii",
+            r#"{"fields": ["email", "props.note"]}"#,
+        ),
         // Fields read with `Event::get` (the body is parsed only to tag).
         (
             "require_fields",

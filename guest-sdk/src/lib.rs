@@ -169,9 +169,9 @@ impl<'a> Event<'a> {
 
     /// The body with one field (found as [`Event::get`] finds it) set to
     /// `value`, added if missing, and the rest of the text unchanged: for a
-    /// filter that tags or masks a field, far cheaper than parsing the body
-    /// with [`Event::json`] and writing it all back, and the client's text
-    /// (key order, numbers, escapes) survives. Pass the result to
+    /// filter that tags or masks a field, the client's text (key order,
+    /// numbers, escapes) survives, and it is cheaper than parsing the body
+    /// with [`Event::json`] and writing it all back. Pass the result to
     /// `Verdict::Replace`; [`set_field`] sets more fields on it.
     pub fn with_field(
         &self,
