@@ -18,70 +18,126 @@ use serde_json::Value;
 /// top-level key equal to the whole path if there is one, else the dotted
 /// path (`"props.email"`), the field [`crate::field_mut`] and
 /// [`crate::Event::get`] find. A missing field is added at the end of its
-/// object, with the objects on its path that are missing. Where a key
-/// appears twice, the later one (the one readers see) is set.
+/// object, with the objects on its path that are missing. Where a key is
+/// repeated, every copy is set (readers disagree on which copy counts).
 ///
 /// `Err` when `body` is not a JSON object, or a value on the path is not
 /// an object.
 pub fn set_field(body: &[u8], path: &str, value: &Value) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = Vec::with_capacity(body.len() + 32);
-    set_in(body, Some(path), path, value, &mut out)?;
+    let text = serde_json::to_vec(value)?;
+    let mut out = Vec::with_capacity(body.len() + text.len() + 16);
+    let mut set = |_: &RawValue| Ok(Some(text.clone()));
+    rewrite(body, Some(path), path, &mut set, Some(value), &mut out)?;
     Ok(out)
 }
 
-/// Writes `object` with `rest` set into `out`; `whole` is the full path,
-/// looked for as a key at the top level only.
-fn set_in(
+/// `body` (a JSON object) with the field at `path` (found as [`set_field`]
+/// finds it) passed to `edit`, which changes it in place and says whether
+/// it did; `Ok(None)` when nothing changed (or there is no such field).
+/// Where a key is repeated, each copy is edited on its own, so a filter
+/// that masks a field masks every copy. The rest of the text is unchanged.
+///
+/// `Err` when `body` is not a JSON object.
+pub fn edit_field(
+    body: &[u8],
+    path: &str,
+    mut edit: impl FnMut(&mut Value) -> bool,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut edit_copy = |raw: &RawValue| {
+        let mut value: Value = serde_json::from_str(raw.get())?;
+        Ok(match edit(&mut value) {
+            true => Some(serde_json::to_vec(&value)?),
+            false => None,
+        })
+    };
+    let changed = rewrite(body, Some(path), path, &mut edit_copy, None, &mut out)?;
+    Ok(changed.then_some(out))
+}
+
+/// New text for one copy of a field, or `None` to keep it.
+type Edit<'e> = dyn FnMut(&RawValue) -> serde_json::Result<Option<Vec<u8>>> + 'e;
+
+/// Writes `object` into `out` with every copy of the field at `rest` passed
+/// through `edit` (`whole`, the full path, is looked for as a key at the top
+/// level only). A missing field is added as `missing` when given. Whether
+/// anything changed.
+fn rewrite(
     object: &[u8],
     whole: Option<&str>,
     rest: &str,
-    value: &Value,
+    edit: &mut Edit<'_>,
+    missing: Option<&Value>,
     out: &mut Vec<u8>,
-) -> Result<(), serde_json::Error> {
+) -> serde_json::Result<bool> {
     let Entries(entries) = serde_json::from_slice(object)?;
-    // The last entry with this key: readers take a later duplicate.
-    let find = |key: &str| {
+    let copies = |key: &str| -> Vec<&RawValue> {
         entries
             .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, raw)| span(object, raw))
+            .filter(|(k, _)| k == key)
+            .map(|&(_, raw)| raw)
+            .collect()
     };
-    if let Some(at) = whole.and_then(find) {
-        return splice(object, at, out, |out| serde_json::to_writer(out, value));
-    }
-    let (head, tail) = match rest.split_once('.') {
-        Some((head, tail)) => (head, Some(tail)),
-        None => (rest, None),
+    let (targets, head, tail) = match whole.map(copies).filter(|c| !c.is_empty()) {
+        Some(targets) => (targets, rest, None),
+        None => {
+            let (head, tail) = match rest.split_once('.') {
+                Some((head, tail)) => (head, Some(tail)),
+                None => (rest, None),
+            };
+            (copies(head), head, tail)
+        }
     };
-    match (find(head), tail) {
-        (Some(at), None) => splice(object, at, out, |out| serde_json::to_writer(out, value)),
-        (Some(at), Some(tail)) => {
-            let inner = &object[at.clone()];
-            if !inner.starts_with(b"{") {
-                return Err(serde_json::Error::custom(format!(
-                    "`{head}` is not an object, so it has no field `{tail}`"
-                )));
-            }
-            splice(object, at, out, |out| set_in(inner, None, tail, value, out))
+    if targets.is_empty() {
+        let Some(value) = missing else {
+            out.extend_from_slice(object);
+            return Ok(false);
+        };
+        // Before the closing brace (the object parsed, so it ends with one).
+        let close = object
+            .iter()
+            .rposition(|&b| b == b'}')
+            .unwrap_or(object.len());
+        out.extend_from_slice(&object[..close]);
+        if !entries.is_empty() {
+            out.push(b',');
         }
-        (None, _) => {
-            // Before the closing brace (the object parsed, so it ends with one).
-            let close = object
-                .iter()
-                .rposition(|&b| b == b'}')
-                .unwrap_or(object.len());
-            out.extend_from_slice(&object[..close]);
-            if !entries.is_empty() {
-                out.push(b',');
+        serde_json::to_writer(&mut *out, head)?;
+        out.push(b':');
+        write_nested(tail, value, out)?;
+        out.extend_from_slice(&object[close..]);
+        return Ok(true);
+    }
+    let mut changed = false;
+    let mut written = 0;
+    for raw in targets {
+        let at = span(object, raw);
+        out.extend_from_slice(&object[written..at.start]);
+        written = at.end;
+        match tail {
+            None => match edit(raw)? {
+                Some(text) => {
+                    out.extend_from_slice(&text);
+                    changed = true;
+                }
+                None => out.extend_from_slice(raw.get().as_bytes()),
+            },
+            Some(tail) if raw.get().starts_with('{') => {
+                changed |= rewrite(raw.get().as_bytes(), None, tail, edit, missing, out)?;
             }
-            serde_json::to_writer(&mut *out, head)?;
-            out.push(b':');
-            write_nested(tail, value, out)?;
-            out.extend_from_slice(&object[close..]);
-            Ok(())
+            // Not an object: it has no field to edit, and none can be set.
+            Some(tail) => match missing {
+                None => out.extend_from_slice(raw.get().as_bytes()),
+                Some(_) => {
+                    return Err(serde_json::Error::custom(format!(
+                        "`{head}` is not an object, so it has no field `{tail}`"
+                    )))
+                }
+            },
         }
     }
+    out.extend_from_slice(&object[written..]);
+    Ok(changed)
 }
 
 /// `value` under the dotted `path` of new objects (`a.b` → `{"a":{"b":value}}`).
@@ -98,19 +154,6 @@ fn write_nested(path: Option<&str>, value: &Value, out: &mut Vec<u8>) -> serde_j
     out.push(b':');
     write_nested(tail, value, out)?;
     out.push(b'}');
-    Ok(())
-}
-
-/// Writes `text` into `out` with `text[at]` replaced by what `write` writes.
-fn splice(
-    text: &[u8],
-    at: Range<usize>,
-    out: &mut Vec<u8>,
-    write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
-) -> serde_json::Result<()> {
-    out.extend_from_slice(&text[..at.start]);
-    write(out)?;
-    out.extend_from_slice(&text[at.end..]);
     Ok(())
 }
 
@@ -232,12 +275,54 @@ mod tests {
     }
 
     #[test]
-    fn the_later_duplicate_is_set_and_bad_bodies_are_errors() {
-        assert_eq!(set(r#"{"a":1,"a":2}"#, "a", json!(3)), r#"{"a":1,"a":3}"#);
+    fn every_copy_of_a_repeated_key_is_set_and_bad_bodies_are_errors() {
+        assert_eq!(
+            set(r#"{"a":1,"b":0,"a":2}"#, "a", json!(3)),
+            r#"{"a":3,"b":0,"a":3}"#
+        );
+        assert_eq!(
+            set(r#"{"p":{"e":1},"p":{"e":2,"e":3}}"#, "p.e", json!(0)),
+            r#"{"p":{"e":0},"p":{"e":0,"e":0}}"#
+        );
         assert!(set_field(b"[1]", "a", &json!(1)).is_err());
         assert!(set_field(br#"{"a":1"#, "a", &json!(1)).is_err());
         assert!(set_field(br#"{"a":1} x"#, "a", &json!(1)).is_err());
         let err = set_field(br#"{"a":"s"}"#, "a.b", &json!(1)).unwrap_err();
         assert!(err.to_string().contains("`a` is not an object"), "{err}");
+    }
+
+    /// A masking filter must reach every copy: readers disagree on which
+    /// copy of a repeated key counts, and the text goes on unchanged.
+    #[test]
+    fn edit_reaches_every_copy_on_its_own() {
+        let mask = |v: &mut Value| match v.as_str() {
+            Some(s) if s.contains('@') => {
+                *v = json!("***");
+                true
+            }
+            _ => false,
+        };
+        let edited = |body: &str, path| {
+            edit_field(body.as_bytes(), path, mask)
+                .unwrap()
+                .map(|b| String::from_utf8(b).unwrap())
+        };
+        assert_eq!(
+            edited(r#"{"email": "ann@x.io", "n": 1, "email": "none"}"#, "email").as_deref(),
+            Some(r#"{"email": "***", "n": 1, "email": "none"}"#)
+        );
+        assert_eq!(
+            edited(
+                r#"{"p":{"email":"a@b.c"},"p":"text","p":{"x":1}}"#,
+                "p.email"
+            )
+            .as_deref(),
+            Some(r#"{"p":{"email":"***"},"p":"text","p":{"x":1}}"#)
+        );
+        // Nothing to change, or no such field: `None`, and nothing is added.
+        assert_eq!(edited(r#"{"email": "none"}"#, "email"), None);
+        assert_eq!(edited(r#"{"a": 1}"#, "email"), None);
+        assert_eq!(edited(r#"{"a": 1}"#, "a.b"), None);
+        assert!(edit_field(b"[]", "a", mask).is_err());
     }
 }

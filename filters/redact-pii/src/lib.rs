@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
-use weir_guest_sdk::{config_json, export_filter, set_field, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, edit_field, export_filter, Event, Filter, Verdict};
 
 struct RedactPii {
     fields: Option<Vec<String>>,
@@ -63,31 +63,35 @@ impl Filter for RedactPii {
 }
 
 impl RedactPii {
-    /// Masks the named fields only: each is read on its own (`Event::get`)
-    /// and, where it holds something to mask, spliced back into the body's
-    /// text; the rest of the body is neither parsed nor rewritten.
+    /// Masks the named fields only: each is read where it is and, where it
+    /// holds something to mask, rewritten in place in the body's text
+    /// (every copy of a repeated key); the rest of the body is neither
+    /// parsed nor rewritten.
     fn redact_fields(&self, e: &Event, fields: &[String]) -> Verdict {
-        let mut body = Cow::Borrowed(e.body());
-        let mut masked = 0;
-        for field in fields {
-            let Ok(Some(mut value)) = e.get(field) else {
-                continue;
-            };
-            let n = redact_value(&mut value, &self.mask);
-            if n == 0 {
-                continue;
-            }
-            if let Ok(patched) = set_field(&body, field, &value) {
-                body = Cow::Owned(patched);
-                masked += n;
-            }
-        }
-        if masked == 0 {
+        let Some((body, masked)) = redact_fields(e.body(), fields, &self.mask) else {
             return Verdict::Keep;
-        }
+        };
         weir_guest_sdk::count("masked", masked as u64);
-        Verdict::Replace(body.into_owned())
+        Verdict::Replace(body)
     }
+}
+
+/// `body` with PII masked in `fields`, and the number of masks; `None` when
+/// there was nothing to mask (or the body is not a JSON object).
+fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>, usize)> {
+    let mut body = Cow::Borrowed(body);
+    let mut masked = 0;
+    for field in fields {
+        let edit = |value: &mut Value| {
+            let n = redact_value(value, mask);
+            masked += n;
+            n > 0
+        };
+        if let Ok(Some(patched)) = edit_field(&body, field, edit) {
+            body = Cow::Owned(patched);
+        }
+    }
+    (masked > 0).then(|| (body.into_owned(), masked))
 }
 
 /// Masks PII in every string under `value`; the number of masks applied.
@@ -183,7 +187,25 @@ export_filter!(RedactPii);
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, redact_fields};
+
+    /// Named fields are masked in place, every copy of a repeated key
+    /// included (a consumer may read either copy), nested fields too; the
+    /// rest of the text is as the client sent it.
+    #[test]
+    fn named_fields_are_masked_in_every_copy() {
+        let fields = ["email".to_owned(), "props.note".to_owned()];
+        let body = br#"{"email": "ann@example.com", "n": 1.50, "email": "none",
+            "props": {"note": "call +44 20 7946 0958", "keep": "bob@example.com"}}"#;
+        let (masked, n) = redact_fields(body, &fields, "***").unwrap();
+        assert_eq!(
+            String::from_utf8(masked).unwrap(),
+            r#"{"email": "***", "n": 1.50, "email": "none",
+            "props": {"note": "call ***", "keep": "bob@example.com"}}"#
+        );
+        assert_eq!(n, 2);
+        assert_eq!(redact_fields(br#"{"email": "none"}"#, &fields, "***"), None);
+    }
 
     #[test]
     fn masks_emails_phones_and_ipv4() {
