@@ -460,3 +460,16 @@ impl Metrics {
         let _ = self.provider.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Stage;
+
+    /// `Metrics::stage` indexes the bound histograms by `Stage as usize`.
+    #[test]
+    fn stages_are_listed_in_their_own_order() {
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*stage as usize, i, "{stage:?}");
+        }
+    }
+}

@@ -175,6 +175,7 @@ impl Producer {
             let slot = Box::new(AckSlot {
                 acks: acks.clone(),
                 position,
+                answered: false,
             });
             let record = BaseRecord::with_opaque_to(&topic, slot)
                 .payload(&value[..])
@@ -182,8 +183,7 @@ impl Producer {
                 .headers(headers.clone());
             // Not enqueued (e.g. the producer's queue is full): answered here.
             if let Err((e, record)) = self.inner.send(record) {
-                let slot = record.delivery_opaque;
-                slot.acks.answer(slot.position, Err(e));
+                (*record.delivery_opaque).answer(Err(e));
             }
         }
 
@@ -372,7 +372,7 @@ impl Acks {
     }
 
     /// Until every record is answered. (librdkafka answers every record it
-    /// took, by `message.timeout.ms` at the latest.)
+    /// took: delivered, failed, or timed out after `message.timeout.ms`.)
     async fn all(&self) {
         std::future::poll_fn(|cx| {
             if self.remaining.load(Ordering::Acquire) == 0 {
@@ -393,6 +393,24 @@ impl Acks {
 pub struct AckSlot {
     acks: Arc<Acks>,
     position: usize,
+    answered: bool,
+}
+
+impl AckSlot {
+    fn answer(mut self, delivery: Delivery) {
+        self.answered = true;
+        self.acks.answer(self.position, delivery);
+    }
+}
+
+/// A slot dropped unanswered (librdkafka let go of the record without a
+/// report) answers `Canceled`, so that its request never waits forever.
+impl Drop for AckSlot {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.acks.answer(self.position, Err(KafkaError::Canceled));
+        }
+    }
 }
 
 /// The producer's librdkafka callbacks: delivery reports for the waiting
@@ -409,7 +427,7 @@ impl ProducerContext for KafkaContext {
             Ok(message) => Ok((message.partition(), message.offset())),
             Err((e, _)) => Err(e.clone()),
         };
-        slot.acks.answer(slot.position, delivery);
+        (*slot).answer(delivery);
     }
 }
 
@@ -581,6 +599,18 @@ mod tests {
         assert!(matches!(answers[1], Some(Ok((1, 8)))));
         assert!(matches!(answers[2], Some(Ok((0, 7)))));
         thread.join().unwrap();
+        // A slot librdkafka drops without a report answers `Canceled`.
+        let acks = Acks::new(1);
+        drop(Box::new(AckSlot {
+            acks: acks.clone(),
+            position: 0,
+            answered: false,
+        }));
+        assert!(matches!(
+            acks.results[0].get(),
+            Some(Err(KafkaError::Canceled))
+        ));
+        acks.all().await;
         // Nothing sent, nothing to wait for.
         tokio::time::timeout(Duration::from_secs(1), Acks::new(0).all())
             .await
