@@ -59,7 +59,7 @@ fn filters(c: &mut Criterion) {
         // Every string value scanned.
         ("redact_pii", "redact_pii", "{}"),
         // Two named fields, both with something to mask in every event:
-        // each is read with `Event::get` and spliced back with `set_field`.
+        // each is rewritten where it is with `edit_field`.
         (
             "redact_pii_fields",
             "redact_pii",
