@@ -17,12 +17,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use serde::Serialize;
@@ -43,7 +42,7 @@ pub struct ProducerError(#[from] KafkaError);
 
 /// The node's Kafka producer, shared by every request.
 pub struct Producer {
-    inner: ThreadedProducer<KafkaContext>,
+    inner: Arc<BaseProducer<KafkaContext>>,
     stats: Arc<KafkaStats>,
     topic_template: String,
     key_template: String,
@@ -87,9 +86,12 @@ impl Producer {
         embedded: bool,
     ) -> Result<Producer, ProducerError> {
         let stats = Arc::new(KafkaStats::default());
-        let inner = client_config(kafka, brokers, embedded).create_with_context(KafkaContext {
-            latest: stats.clone(),
-        })?;
+        let inner: Arc<BaseProducer<KafkaContext>> = Arc::new(
+            client_config(kafka, brokers, embedded).create_with_context(KafkaContext {
+                latest: stats.clone(),
+            })?,
+        );
+        tokio::spawn(serve_reports(inner.clone()));
         Ok(Producer {
             inner,
             stats,
@@ -335,8 +337,89 @@ pub struct KafkaStats {
     pub broker_errors: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
+/// Serves the producer's events (delivery reports, statistics, errors) on
+/// the async runtime rather than a polling thread of its own: librdkafka
+/// calls back when its queue of events stops being empty, and this task
+/// drains it. The records' memory is then freed on the thread that made
+/// it, and no thread wakes only to hand the answers over.
+async fn serve_reports(producer: Arc<BaseProducer<KafkaContext>>) {
+    let reports = Reports::new(&producer);
+    loop {
+        std::future::poll_fn(|cx| {
+            reports.ready.register(cx.waker());
+            match reports.pending() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await;
+        // Each poll serves one event (a report covers many records); other
+        // tasks get a turn between rounds.
+        for _ in 0..64 {
+            if !reports.pending() {
+                break;
+            }
+            producer.poll(Duration::ZERO);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The producer's main queue, with a callback that wakes [`serve_reports`].
+struct Reports {
+    queue: *mut rdsys::rd_kafka_queue_t,
+    ready: Arc<AtomicWaker>,
+}
+
+// SAFETY: librdkafka's queue handles are thread-safe.
+unsafe impl Send for Reports {}
+unsafe impl Sync for Reports {}
+
+impl Reports {
+    fn new(producer: &BaseProducer<KafkaContext>) -> Reports {
+        let ready = Arc::new(AtomicWaker::new());
+        // SAFETY: a new reference to the client's main queue, released in
+        // `drop`; the callback's opaque is `ready`, which outlives it (the
+        // callback is removed in `drop` before `ready` goes).
+        let queue = unsafe { rdsys::rd_kafka_queue_get_main(producer.client().native_ptr()) };
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(wake_reports),
+                Arc::as_ptr(&ready) as *mut std::ffi::c_void,
+            );
+        }
+        Reports { queue, ready }
+    }
+
+    /// Whether events wait in the queue.
+    fn pending(&self) -> bool {
+        // SAFETY: `queue` is a live reference (see `new`).
+        unsafe { rdsys::rd_kafka_queue_length(self.queue) > 0 }
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; the callback goes before the queue reference.
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+/// Called by librdkafka (on its own thread) when an event arrives in the
+/// empty queue.
+unsafe extern "C" fn wake_reports(_: *mut rdsys::rd_kafka_t, ready: *mut std::ffi::c_void) {
+    // SAFETY: `ready` is the `AtomicWaker` `Reports::new` registered, alive
+    // while the callback is.
+    let ready = unsafe { &*(ready as *const AtomicWaker) };
+    ready.wake();
+}
+
 /// Kafka's answers for one request's records, written by the delivery
-/// callback on librdkafka's polling thread. One per request, and the
+/// callback (see [`serve_reports`]). One per request, and the
 /// request is woken once, when the last answer is in. rdkafka's
 /// `FutureProducer` makes a channel, a boxed sender and a future per
 /// record, and wakes the request for each; replacing it with this gave the
@@ -661,8 +744,8 @@ mod tests {
         assert!(check_key_template("{user}").is_err());
     }
 
-    #[test]
-    fn the_key_falls_back_when_a_placeholder_is_empty() {
+    #[tokio::test]
+    async fn the_key_falls_back_when_a_placeholder_is_empty() {
         let kafka = KafkaConfig::default();
         let producer = Producer::new(&kafka, "127.0.0.1:1", false).unwrap();
         let mut batch = Batch {
