@@ -46,7 +46,11 @@ impl Filter for RedactPii {
             .map(|e| {
                 // Named fields: only they are read and, where needed, rewritten.
                 if let Some(fields) = &self.fields {
-                    return self.redact_fields(e, fields);
+                    let Some((body, masked)) = redact_fields(e.body(), fields, &self.mask) else {
+                        return Verdict::Keep;
+                    };
+                    weir_guest_sdk::count("masked", masked as u64);
+                    return Verdict::Replace(body);
                 }
                 let Ok(mut body) = e.json() else {
                     return Verdict::Keep;
@@ -62,22 +66,10 @@ impl Filter for RedactPii {
     }
 }
 
-impl RedactPii {
-    /// Masks the named fields only: each is read where it is and, where it
-    /// holds something to mask, rewritten in place in the body's text
-    /// (every copy of a repeated key); the rest of the body is neither
-    /// parsed nor rewritten.
-    fn redact_fields(&self, e: &Event, fields: &[String]) -> Verdict {
-        let Some((body, masked)) = redact_fields(e.body(), fields, &self.mask) else {
-            return Verdict::Keep;
-        };
-        weir_guest_sdk::count("masked", masked as u64);
-        Verdict::Replace(body)
-    }
-}
-
 /// `body` with PII masked in `fields`, and the number of masks; `None` when
-/// there was nothing to mask (or the body is not a JSON object).
+/// there was nothing to mask (or the body is not a JSON object). Each field
+/// is read where it is and rewritten in place (every copy of a repeated
+/// key); the rest of the body is neither parsed nor rewritten.
 fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>, usize)> {
     let mut body = Cow::Borrowed(body);
     let mut masked = 0;
