@@ -26,6 +26,15 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+/// librdkafka settings that `[kafka.producer]` may not override, and the
+/// Weir setting that sets them.
+const OWN_KAFKA_SETTINGS: [(&str, &str); 4] = [
+    ("bootstrap.servers", "kafka.brokers"),
+    ("metadata.broker.list", "kafka.brokers"),
+    ("message.timeout.ms", "kafka.delivery_timeout_ms"),
+    ("delivery.timeout.ms", "kafka.delivery_timeout_ms"),
+];
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -613,6 +622,17 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        // librdkafka settings Weir has its own key for: one way to set each,
+        // and no override that breaks what the key guarantees (a
+        // `message.timeout.ms` of 0 would make a request wait for Kafka forever).
+        for (librdkafka, weir) in OWN_KAFKA_SETTINGS {
+            if self.kafka.producer.contains_key(librdkafka) {
+                return Err(invalid(
+                    format!("kafka.producer.\"{librdkafka}\""),
+                    format!("set {weir} instead"),
+                ));
+            }
+        }
         crate::produce::check_topic_template(&self.kafka.topic_template)
             .map_err(|p| invalid("kafka.topic_template", p))?;
         crate::produce::check_key_template(&self.kafka.key_template)
@@ -936,6 +956,17 @@ mod tests {
         assert_eq!(
             problem("[defaults]\nmax_event_bytes = 0\n", &[]),
             "defaults.max_event_bytes: must be greater than 0"
+        );
+        assert_eq!(
+            problem("[kafka.producer]\n\"message.timeout.ms\" = \"0\"\n", &[]),
+            "kafka.producer.\"message.timeout.ms\": set kafka.delivery_timeout_ms instead"
+        );
+        assert_eq!(
+            problem(
+                "[kafka.producer]\n\"bootstrap.servers\" = \"k:9092\"\n",
+                &[]
+            ),
+            "kafka.producer.\"bootstrap.servers\": set kafka.brokers instead"
         );
         assert!(problem("[kafka]\ntopic_template = \"x/{category}\"\n", &[])
             .starts_with("kafka.topic_template:"));
