@@ -201,7 +201,20 @@ pub async fn filter(
             false => span.clone(),
         };
         for (level, message) in &called.logs {
-            tracing::info!(parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}");
+            // At the guest's own level, so that `RUST_LOG` and the log level
+            // govern guest lines as they do the node's.
+            macro_rules! guest_log {
+                ($level:ident) => {
+                    tracing::$level!(parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}")
+                };
+            }
+            match level.as_str() {
+                "trace" => guest_log!(trace),
+                "debug" => guest_log!(debug),
+                "warn" => guest_log!(warn),
+                "error" => guest_log!(error),
+                _ => guest_log!(info),
+            }
         }
         let outcome = called.outcome;
         metrics.filter_call(&slot.name, outcome.is_ok());

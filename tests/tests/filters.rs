@@ -237,7 +237,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
     let category = category().await;
     let hostile = wasm("hostile_filter");
     let mut config = String::new();
-    let modes = ["loop", "memory", "trap", "wrong-count", "huge"];
+    let modes = ["loop", "log-flood", "memory", "trap", "wrong-count", "huge"];
     for mode in modes {
         config += &tenant(
             &format!("{mode}-open"),
@@ -315,7 +315,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
             assert_eq!(p["code"], "filter_error");
             assert_eq!(p["retryable"], true);
             let expected = match mode {
-                "loop" => "ran past its CPU deadline of 500 ms",
+                "loop" | "log-flood" => "ran past its CPU deadline of 500 ms",
                 "memory" => "forcing trap when growing memory",
                 "trap" => "trapped: wasm trap: wasm `unreachable` instruction executed",
                 "wrong-count" => "returned 3 verdicts for 2 events",
@@ -355,6 +355,10 @@ async fn hostile_filters_are_contained_by_their_policy() {
         node.log_text().contains("events in mode loop"),
         "a call's guest logs reach the node's log"
     );
+    // The flood's 8 MiB lines are kept to their first KiB.
+    let flood = |line: &str| line.bytes().filter(|&b| b == b'x').count();
+    let longest = node.log_text().lines().map(flood).max();
+    assert_eq!(longest, Some(1024), "the longest run of a guest's log line");
     assert!(
         node.log_text()
             .contains("filter init: hostile filter in mode loop"),
@@ -621,6 +625,50 @@ fn the_sdk_arena_takes_a_batch_without_growing_memory() {
     let (init, now) = pages(40, 60_000);
     assert!(
         now > init,
-        "2.4 MB does not fit a 1 MiB arena: {init} → {now}"
+        "2.4 MB does not fit a 512 KiB arena: {init} → {now}"
+    );
+}
+
+/// More calls at once than the instance pool holds all get their verdicts:
+/// a call waits for an instance rather than fail for want of one (which,
+/// fail-open, would let events through unfiltered). Ten filters, each
+/// called 20 times at once by one task, each call yielding a few times:
+/// 200 calls in flight, against a pool of `MAX_INSTANCES`.
+#[test]
+fn more_calls_at_once_than_the_pool_holds_all_get_verdicts() {
+    use weir::filter::host::{BatchInput, Caps, FilterEngine, Verdict, MAX_INSTANCES};
+    let bytes = std::fs::read(wasm("hostile_filter")).unwrap();
+    let caps = Caps {
+        memory_bytes: 16 << 20,
+        timeout: Duration::from_secs(60),
+        max_output_bytes: 1 << 20,
+        fuel: None,
+    };
+    let engine = FilterEngine::new();
+    let filters: Vec<_> = (0..10)
+        .map(|_| engine.compile(&bytes, "slow", caps).unwrap())
+        .collect();
+    let calls = filters.len() * 20;
+    assert!(calls > MAX_INSTANCES as usize);
+    let mut batch = BatchInput::with_capacity("acme", "PERF", 0, 2);
+    batch.push(1, "a", None, None, b"{}");
+    batch.push(2, "b", None, None, b"{}");
+    let in_use = engine.instances();
+    let most = AtomicUsize::new(0);
+    let called = futures::executor::block_on(futures::future::join_all(
+        filters.iter().cycle().take(calls).map(|filter| async {
+            let called = filter.call(&batch).await;
+            most.fetch_max(in_use() as usize, Ordering::Relaxed);
+            called
+        }),
+    ));
+    for c in &called {
+        let verdicts = c.outcome.as_ref().expect("every call gets verdicts");
+        assert!(matches!(verdicts[..], [Verdict::Keep, Verdict::Keep]));
+    }
+    let most = most.into_inner();
+    assert!(
+        (2..=MAX_INSTANCES as usize).contains(&most),
+        "{most} instances at once"
     );
 }

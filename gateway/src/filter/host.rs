@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
 use crate::batch::Geo;
@@ -34,11 +35,11 @@ use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
 };
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentType, HasSelf, Linker, Lower, TypedFunc,
+    Component, ComponentExportIndex, ComponentType, Linker, Lower, TypedFunc, WasmStr,
 };
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, ValRaw,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, StoreContextMut, Trap, ValRaw,
 };
 
 wasmtime::component::bindgen!({
@@ -59,14 +60,30 @@ use self::weir::filter::types::{Event as WitEvent, Geo as WitGeo, Span};
 /// yields to the executor: about a millisecond of guest code. The CPU
 /// deadline is checked at each yield, so this is also its resolution.
 pub const FUEL_SLICE: u64 = 1_000_000;
-/// Instances that may exist at once (the pool's size).
+/// Component instances that may exist at once: calls beyond it wait for
+/// one to end ([`FilterEngine`]'s permits), so a full pool never fails a
+/// call (which, fail-open, would let events pass unfiltered).
 pub const MAX_INSTANCES: u32 = 128;
+/// Instances beyond [`MAX_INSTANCES`] kept for loading filters (a trial
+/// instance, a snapshot), so a reload under load finds a slot.
+const LOAD_INSTANCES: u32 = 8;
+/// Calls one filter of one tenant may run at once, so that a tenant whose
+/// filter is slow takes at most this share of the pool, not all of it.
+pub const MAX_CALLS_PER_FILTER: u32 = 16;
+/// Core instances, and linear memories, one call may make (a component
+/// made of several modules has several): the pool holds this many per
+/// instance.
+const MAX_CORE_INSTANCES_PER_CALL: u32 = 4;
 /// Bytes of each pooled memory and stack reset in place (kept resident)
 /// rather than handed back to the kernel between calls.
 const KEEP_RESIDENT: usize = 4 << 20;
-/// Log lines and bytes a single call may leave.
+/// Log lines and bytes a single call may leave, and its counters and the
+/// bytes of a counter's name: the host keeps no more of what a guest hands
+/// it than this, however much it hands.
 const MAX_LOG_LINES: usize = 100;
 const MAX_LOG_LINE: usize = 1024;
+const MAX_COUNTERS: usize = 64;
+const MAX_COUNTER_NAME: usize = 128;
 
 /// Why a filter could not be loaded or did not give verdicts.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,19 +118,132 @@ pub struct Caps {
     pub fuel: Option<u64>,
 }
 
-/// What a call's guest asked of the host.
-#[derive(Debug, Default)]
+/// What a call's guest asked of the host, and the call's limits.
+#[derive(Debug)]
 pub struct HostState {
-    limits: StoreLimits,
+    limits: CallLimits,
+    /// The call's CPU deadline, for host calls (see [`Deadline`]).
+    deadline: Deadline,
     pub logs: Vec<(String, String)>,
     pub counters: BTreeMap<String, u64>,
 }
 
-impl self::weir::filter::types::Host for HostState {}
+/// A call's memory cap, over all its linear memories together (a component
+/// of several modules has one per module), and its count of instances,
+/// memories and tables.
+#[derive(Debug)]
+struct CallLimits {
+    memory_cap: usize,
+    memory_used: usize,
+}
 
-impl self::weir::filter::host::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
-        if self.logs.len() < MAX_LOG_LINES {
+impl ResourceLimiter for CallLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let used = self.memory_used + desired.saturating_sub(current);
+        if used > self.memory_cap {
+            // A trap rather than a failed `memory.grow`: a guest that cannot
+            // get memory has nothing better to do than fail (Rust aborts).
+            wasmtime::bail!(
+                "forcing trap when growing memory to {desired} bytes: the filter's memory cap is {} bytes",
+                self.memory_cap
+            );
+        }
+        self.memory_used = used;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Bounded by the pool's table size.
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_CALL as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_CALL as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_CORE_INSTANCES_PER_CALL as usize
+    }
+}
+
+/// When a call's CPU budget runs out, as seen from a host call.
+///
+/// The budget is checked where the guest yields, every [`FUEL_SLICE`] of
+/// fuel; but host calls burn no fuel, so a guest that loops over host calls
+/// (say, logging a large string) could run long past its budget before it
+/// yields. [`cpu_capped`] sets the instant at which the budget runs out at
+/// each resumption of the call, and the host imports refuse to run past it.
+#[derive(Debug, Clone, Default)]
+struct Deadline(Arc<AtomicU64>);
+
+impl Deadline {
+    /// Nanoseconds since the node's first call, the clock deadlines are kept in.
+    fn now() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    fn set(&self, budget_left: Duration) {
+        let at = Self::now().saturating_add(budget_left.as_nanos() as u64);
+        self.0.store(at, Ordering::Relaxed);
+    }
+
+    fn passed(&self) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != 0 && Self::now() >= at
+    }
+}
+
+/// The error a host import stops a call with when its CPU budget ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("ran past its CPU deadline in a host call")]
+struct PastDeadline;
+
+impl HostState {
+    fn new(memory_cap: usize) -> HostState {
+        HostState {
+            limits: CallLimits {
+                memory_cap,
+                memory_used: 0,
+            },
+            deadline: Deadline::default(),
+            logs: Vec::new(),
+            counters: BTreeMap::new(),
+        }
+    }
+}
+
+/// The `weir:filter/host` imports, added by hand rather than by the
+/// generated `add_to_linker` so that they see the guest's strings where they
+/// lie ([`WasmStr`]) instead of a host copy of each whole string: a guest
+/// may hand over strings as large as its memory, and the host keeps at most
+/// a line of each. Each import also checks the call's CPU deadline.
+fn add_host_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut host = linker.instance("weir:filter/host@0.1.0")?;
+    host.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
+            if store.data().deadline.passed() {
+                return Err(PastDeadline.into());
+            }
+            if store.data().logs.len() >= MAX_LOG_LINES {
+                return Ok(());
+            }
+            let line = prefix(&message.to_str(&store)?, MAX_LOG_LINE).to_owned();
             let level = match level {
                 Level::Trace => "trace",
                 Level::Debug => "debug",
@@ -121,17 +251,31 @@ impl self::weir::filter::host::Host for HostState {
                 Level::Warn => "warn",
                 Level::Error => "error",
             };
-            let mut message = message;
-            message.truncate(message.floor_char_boundary(MAX_LOG_LINE));
-            self.logs.push((level.to_owned(), message));
-        }
-    }
+            store.data_mut().logs.push((level.to_owned(), line));
+            Ok(())
+        },
+    )?;
+    host.func_wrap(
+        "count",
+        |mut store: StoreContextMut<'_, HostState>, (name, delta): (WasmStr, u64)| {
+            if store.data().deadline.passed() {
+                return Err(PastDeadline.into());
+            }
+            let name = prefix(&name.to_str(&store)?, MAX_COUNTER_NAME).to_owned();
+            let counters = &mut store.data_mut().counters;
+            if counters.len() < MAX_COUNTERS || counters.contains_key(&name) {
+                let count = counters.entry(name).or_default();
+                *count = count.saturating_add(delta);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
 
-    fn count(&mut self, name: String, delta: u64) {
-        if self.counters.len() < 64 || self.counters.contains_key(&name) {
-            *self.counters.entry(name).or_default() += delta;
-        }
-    }
+/// At most the first `max` bytes of `text`, cut at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    &text[..text.floor_char_boundary(max)]
 }
 
 /// A batch put together for filter calls: the events' ids and bodies are
@@ -438,6 +582,9 @@ pub struct FilterEngine {
     runtime: OnceLock<Arc<Runtime>>,
     /// Instances alive now, of every filter (the pool's use).
     live: Arc<AtomicU64>,
+    /// One per instance a call may use: calls wait for one (fairly, in
+    /// order) rather than fail when the pool is full.
+    permits: Arc<Semaphore>,
 }
 
 /// One wasmtime engine with its pool and host imports.
@@ -449,10 +596,15 @@ struct Runtime {
 impl Runtime {
     fn new() -> Result<Arc<Runtime>, FilterError> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 2)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 2)
+        // Room for every call's most (see `CallLimits`): with calls waiting
+        // for a permit, the pool never runs out.
+        let per_call = MAX_CORE_INSTANCES_PER_CALL;
+        // (Plus a few instances for loading filters, which take no permit.)
+        let instances = MAX_INSTANCES + LOAD_INSTANCES;
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * per_call)
+            .total_memories(instances * per_call)
+            .total_tables(instances * per_call)
             .max_memory_size(1 << 30)
             // A fresh instance per batch reuses a pooled slot: reset only the
             // pages the last call dirtied (PAGEMAP_SCAN, Linux 6.7+) and keep
@@ -472,8 +624,7 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| FilterError::Compile(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut HostState| state)
-            .map_err(|e| FilterError::Compile(e.to_string()))?;
+        add_host_imports(&mut linker).map_err(|e| FilterError::Compile(e.to_string()))?;
         Ok(Arc::new(Runtime { engine, linker }))
     }
 }
@@ -483,6 +634,7 @@ impl FilterEngine {
         Arc::new(FilterEngine {
             runtime: OnceLock::new(),
             live: Arc::default(),
+            permits: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
         })
     }
 
@@ -608,6 +760,8 @@ impl FilterEngine {
             .ok_or_else(|| FilterError::Compile("no `filter` export".into()))?;
         Ok(CompiledFilter {
             live: self.live.clone(),
+            permits: self.permits.clone(),
+            own_permits: Arc::new(Semaphore::new(MAX_CALLS_PER_FILTER as usize)),
             runtime: runtime.clone(),
             pre,
             indices,
@@ -631,6 +785,9 @@ struct Snapshot {
 pub struct CompiledFilter {
     runtime: Arc<Runtime>,
     live: Arc<AtomicU64>,
+    /// The pool's permits ([`FilterEngine`]), and this filter's share of them.
+    permits: Arc<Semaphore>,
+    own_permits: Arc<Semaphore>,
     pre: FilterPre<HostState>,
     indices: FilterIndices,
     /// The `filter` export, typed as [`FlatBatch`] → verdicts.
@@ -667,14 +824,7 @@ pub struct Called {
 impl CompiledFilter {
     /// A fresh store with this filter's caps.
     fn store(&self) -> Store<HostState> {
-        let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.caps.memory_bytes)
-                .instances(4)
-                .trap_on_grow_failure(true)
-                .build(),
-            ..HostState::default()
-        };
+        let state = HostState::new(self.caps.memory_bytes);
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
         // The filter's exact fuel cap, or in effect none; either way the guest
@@ -716,8 +866,13 @@ impl CompiledFilter {
         &self,
         store: &mut Store<HostState>,
     ) -> Result<wasmtime::component::Instance, FilterError> {
-        futures::executor::block_on(cpu_capped(self.instantiate(store), self.caps.timeout))
-            .unwrap_or(Err(self.timed_out()))
+        let deadline = store.data().deadline.clone();
+        futures::executor::block_on(cpu_capped(
+            self.instantiate(store),
+            self.caps.timeout,
+            &deadline,
+        ))
+        .unwrap_or(Err(self.timed_out()))
     }
 
     fn timed_out(&self) -> FilterError {
@@ -726,10 +881,15 @@ impl CompiledFilter {
 
     /// Runs the filter over `events` in a fresh instance.
     pub async fn call(&self, batch: &BatchInput<'_>) -> Called {
+        // This filter's share first, so a call waiting for it holds none of
+        // the pool. (Neither semaphore is ever closed.)
+        let _own = self.own_permits.acquire().await.ok();
+        let _pool = self.permits.acquire().await.ok();
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
         let mut store = self.store();
-        let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout)
+        let deadline = store.data().deadline.clone();
+        let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
             .await
             .unwrap_or(Err(self.timed_out()));
         let state = store.into_data();
@@ -780,6 +940,9 @@ impl CompiledFilter {
     }
 
     fn failure(&self, e: wasmtime::Error) -> FilterError {
+        if e.downcast_ref::<PastDeadline>().is_some() {
+            return self.timed_out();
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => FilterError::OutOfFuel(self.caps.fuel.unwrap_or_default()),
             Some(trap) => FilterError::Trap(trap.to_string()),
@@ -793,11 +956,17 @@ impl CompiledFilter {
 /// time, as it yields every [`FUEL_SLICE`]. `None` when that passed
 /// `budget`: the call is then dropped, which cancels it (its store is not
 /// used again).
-async fn cpu_capped<F: Future>(call: F, budget: Duration) -> Option<F::Output> {
+async fn cpu_capped<F: Future>(
+    call: F,
+    budget: Duration,
+    deadline: &Deadline,
+) -> Option<F::Output> {
     let mut call = std::pin::pin!(call);
     let mut used = Duration::ZERO;
     std::future::poll_fn(move |cx: &mut Context<'_>| {
         let started = Instant::now();
+        // What is left of the budget, for the host calls of this poll.
+        deadline.set(budget.saturating_sub(used));
         let polled = call.as_mut().poll(cx);
         used += started.elapsed();
         match polled {
@@ -910,6 +1079,27 @@ mod tests {
                 "{verdicts:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_memory_cap_is_over_all_of_a_calls_memories() {
+        let mut limits = CallLimits {
+            memory_cap: 100,
+            memory_used: 0,
+        };
+        assert!(
+            limits.memory_growing(0, 60, None).unwrap(),
+            "a first memory"
+        );
+        assert!(limits.memory_growing(0, 30, None).unwrap(), "a second one");
+        assert!(limits.memory_growing(30, 40, None).unwrap(), "it grows");
+        let err = limits.memory_growing(60, 61, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("forcing trap when growing memory to 61 bytes"),
+            "{err}"
+        );
+        assert_eq!(limits.memory_used, 100);
     }
 
     #[test]
