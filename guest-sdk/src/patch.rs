@@ -31,11 +31,13 @@ pub fn set_field(body: &[u8], path: &str, value: &Value) -> Result<Vec<u8>, serd
     Ok(out)
 }
 
-/// `body` (a JSON object) with the field at `path` (found as [`set_field`]
-/// finds it) passed to `edit`, which changes it in place and says whether
-/// it did; `Ok(None)` when nothing changed (or there is no such field).
-/// Where a key is repeated, each copy is edited on its own, so a filter
-/// that masks a field masks every copy. The rest of the text is unchanged.
+/// `body` (a JSON object) with the field at `path` passed to `edit`, which
+/// changes it in place and says whether it did; `Ok(None)` when nothing
+/// changed (or there is no such field). Every place the field may be is
+/// edited, each on its own, so that a filter that masks a field misses
+/// none: every copy of a repeated key, and both a top-level key equal to
+/// the whole path (`"props.email"`) and the dotted path into `props`. The
+/// rest of the text is unchanged.
 ///
 /// `Err` when `body` is not a JSON object.
 pub fn edit_field(
@@ -71,23 +73,27 @@ fn rewrite(
     out: &mut Vec<u8>,
 ) -> serde_json::Result<bool> {
     let Entries(entries) = serde_json::from_slice(object)?;
-    let copies = |key: &str| -> Vec<&RawValue> {
-        entries
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|&(_, raw)| raw)
-            .collect()
+    let (head, tail) = match rest.split_once('.') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (rest, None),
     };
-    let (targets, head, tail) = match whole.map(copies).filter(|c| !c.is_empty()) {
-        Some(targets) => (targets, rest, None),
-        None => {
-            let (head, tail) = match rest.split_once('.') {
-                Some((head, tail)) => (head, Some(tail)),
-                None => (rest, None),
-            };
-            (copies(head), head, tail)
-        }
-    };
+    // Where the field is: a key equal to the whole path, which readers take
+    // over the dotted path. Setting, it wins; editing, both are edited, so a
+    // mask misses neither.
+    let whole_found = whole.is_some_and(|w| entries.iter().any(|(k, _)| k == w));
+    let editing = missing.is_none();
+    let targets: Vec<(&RawValue, Option<&str>)> = entries
+        .iter()
+        .filter_map(|(key, raw)| {
+            if whole_found && whole == Some(key.as_ref()) {
+                Some((*raw, None))
+            } else if key == head && (editing || !whole_found) {
+                Some((*raw, tail))
+            } else {
+                None
+            }
+        })
+        .collect();
     if targets.is_empty() {
         let Some(value) = missing else {
             out.extend_from_slice(object);
@@ -110,7 +116,7 @@ fn rewrite(
     }
     let mut changed = false;
     let mut written = 0;
-    for raw in targets {
+    for (raw, tail) in targets {
         let at = span(object, raw);
         out.extend_from_slice(&object[written..at.start]);
         written = at.end;
@@ -318,6 +324,15 @@ mod tests {
             )
             .as_deref(),
             Some(r#"{"p":{"email":"***"},"p":"text","p":{"x":1}}"#)
+        );
+        // A top-level key equal to the whole path, and the dotted path too.
+        assert_eq!(
+            edited(
+                r#"{"props.email":"x@y.z","props":{"email":"ann@x.com"}}"#,
+                "props.email"
+            )
+            .as_deref(),
+            Some(r#"{"props.email":"***","props":{"email":"***"}}"#)
         );
         // Nothing to change, or no such field: `None`, and nothing is added.
         assert_eq!(edited(r#"{"email": "none"}"#, "email"), None);
