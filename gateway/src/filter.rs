@@ -287,7 +287,7 @@ pub async fn filter(
 }
 
 /// A replacement body: a JSON object within the event size limit.
-fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String> {
+pub(crate) fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String> {
     if bytes.len() > max_event_bytes {
         return Err(format!(
             "{} bytes, more than the event limit of {max_event_bytes}",

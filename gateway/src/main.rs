@@ -99,6 +99,10 @@ enum FilterCommand {
         /// Wasm fuel of the call (exact CPU cap); none by default.
         #[arg(long)]
         fuel: Option<u64>,
+        /// A replacement larger than this is refused, as on a node (its
+        /// `max_event_bytes`).
+        #[arg(long, default_value_t = weir::config::Limits::default().max_event_bytes)]
+        max_event_bytes: usize,
     },
 }
 
@@ -160,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             timeout_ms,
             max_output_bytes,
             fuel,
+            max_event_bytes,
         }) => {
             let events = std::fs::read_to_string(&events)
                 .with_context(|| format!("reading {}", events.display()))?;
@@ -169,7 +174,7 @@ fn main() -> anyhow::Result<()> {
                 max_output_bytes,
                 fuel,
             };
-            let report = weir::filter::local::run(&filter, &config, &events, caps)
+            let report = weir::filter::local::run(&filter, &config, &events, caps, max_event_bytes)
                 .map_err(anyhow::Error::msg)?;
             print!("{report}");
             Ok(())

@@ -528,6 +528,25 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(text.contains("  b: keep"), "{text}");
     assert!(text.contains("counter masked = 1"), "{text}");
 
+    // As on a node: the filter sees each event's text as written, and a
+    // replacement that is not a JSON object is that event's filter_error.
+    let output = filter_test("hostile_filter", &events, &["--config", "echo"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let echoed: Value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("  a: replace "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(echoed["body"], r#"{"id": "a", "email": "ann@example.com"}"#);
+    let output = filter_test("hostile_filter", &events, &["--config", "non-json"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "  b: filter_error (the filter replaced the event with text that is not JSON)"
+        ),
+        "{text}"
+    );
+
     let output = filter_test(
         "hostile_filter",
         &events,

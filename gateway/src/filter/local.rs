@@ -6,50 +6,77 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sonic_rs::{JsonValueTrait as _, LazyValue};
+
 use super::host::{BatchInput, Caps, FilterEngine, Verdict};
 
+/// An upload as `weir filter test` reads it: the events' own text, as the
+/// node hands it to filters (key order, spacing and number spelling kept).
+#[derive(serde::Deserialize)]
+struct Upload<'a> {
+    #[serde(default)]
+    meta: Option<Meta>,
+    #[serde(borrow)]
+    data: Vec<LazyValue<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Meta {
+    category: Option<String>,
+}
+
 /// Runs the filter at `path` with `config` over the events in `events_json`
-/// (a JSON array of event objects, or a whole batch with `meta` and `data`).
-/// The report is text for a terminal; `Err` when the filter does not load or fails.
-pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<String, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(events_json).map_err(|e| format!("events: not JSON: {e}"))?;
-    let (category, list) = match &value {
-        serde_json::Value::Array(list) => ("local".to_owned(), list.clone()),
-        serde_json::Value::Object(batch) => (
-            batch
-                .get("meta")
-                .and_then(|m| m.get("category"))
-                .and_then(|c| c.as_str())
-                .unwrap_or("local")
-                .to_owned(),
-            batch
-                .get("data")
-                .and_then(|d| d.as_array())
-                .cloned()
-                .ok_or("events: a batch needs a data array")?,
+/// (a JSON array of event objects, or a whole batch with `meta` and `data`),
+/// and checks each replacement as a node does (a JSON object within
+/// `max_event_bytes`). The report is text for a terminal; `Err` when the
+/// events are not a batch, or the filter does not load or fails.
+pub fn run(
+    path: &Path,
+    config: &str,
+    events_json: &str,
+    caps: Caps,
+    max_event_bytes: usize,
+) -> Result<String, String> {
+    let not_a_batch = |e: sonic_rs::Error| {
+        format!("events: expected a JSON array of events or a batch with a data array: {e}")
+    };
+    let (category, list) = match events_json.trim_start().starts_with('[') {
+        true => (
+            "local".to_owned(),
+            sonic_rs::from_str::<Vec<LazyValue<'_>>>(events_json).map_err(not_a_batch)?,
         ),
-        _ => return Err("events: expected a JSON array of events or a batch".into()),
+        false => {
+            let upload: Upload<'_> = sonic_rs::from_str(events_json).map_err(not_a_batch)?;
+            let category = upload.meta.and_then(|m| m.category);
+            (category.unwrap_or_else(|| "local".into()), upload.data)
+        }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    // Each event's id and body; the client address is the event's `ip`.
-    let owned: Vec<(String, Option<std::net::IpAddr>, Vec<u8>)> = list
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let id = e
-                .get("id")
-                .and_then(|v| v.as_str())
-                .map_or_else(|| format!("event-{i}"), str::to_owned);
-            let ip = e.get("ip").and_then(|v| v.as_str()?.parse().ok());
-            (id, ip, serde_json::to_vec(e).unwrap_or_default())
-        })
-        .collect();
+    // Each event's id, client address (its `ip`) and text.
+    let mut owned: Vec<(String, Option<std::net::IpAddr>, &str)> = Vec::new();
+    for (i, event) in list.iter().enumerate() {
+        if !event.is_object() {
+            return Err(format!("events: event {i} is not a JSON object"));
+        }
+        let text = event.as_raw_str();
+        let field = |name: &str| sonic_rs::get(text, [name]).ok();
+        let id = field("id")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("event-{i}"));
+        let ip = field("ip").and_then(|v| v.as_str()?.parse().ok());
+        owned.push((id, ip, text));
+    }
     let mut events = BatchInput::with_capacity("local", &category, now, owned.len());
-    for (id, ip, body) in &owned {
-        events.push(uuid::Uuid::now_v7().as_u128(), id, *ip, None, body);
+    for (id, ip, text) in &owned {
+        events.push(
+            uuid::Uuid::now_v7().as_u128(),
+            id,
+            *ip,
+            None,
+            text.as_bytes(),
+        );
     }
 
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -81,13 +108,17 @@ pub fn run(path: &Path, config: &str, events_json: &str, caps: Caps) -> Result<S
         compiled.version,
         events.len()
     );
-    for ((id, _, _), verdict) in owned.iter().zip(&verdicts) {
+    for ((id, _, _), verdict) in owned.iter().zip(verdicts) {
         let _ = match verdict {
             Verdict::Keep => writeln!(out, "  {id}: keep"),
             Verdict::Drop(reason) => writeln!(out, "  {id}: drop ({reason})"),
-            Verdict::Replace(body) => {
-                writeln!(out, "  {id}: replace {}", String::from_utf8_lossy(body))
-            }
+            Verdict::Replace(body) => match super::replacement(body, max_event_bytes) {
+                Ok(body) => writeln!(out, "  {id}: replace {body}"),
+                Err(problem) => writeln!(
+                    out,
+                    "  {id}: filter_error (the filter replaced the event with {problem})"
+                ),
+            },
         };
     }
     let _ = match compiled.initialised {
