@@ -228,6 +228,12 @@ pub struct TelemetryConfig {
     pub environment: String,
     /// The node's region (resource attribute `cloud.region` and a label of its metrics).
     pub region: String,
+    /// `service.name` of the node's resource.
+    pub service_name: String,
+    /// More attributes of the node's resource (e.g. `k8s.pod.name`); they
+    /// win over the ones Weir sets, but for those with a key of their own
+    /// (`service_name`, `environment`, `region`).
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 impl Default for TelemetryConfig {
@@ -243,6 +249,8 @@ impl Default for TelemetryConfig {
             metrics_interval_ms: 10_000,
             environment: "development".into(),
             region: String::new(),
+            service_name: "weir".into(),
+            resource_attributes: BTreeMap::new(),
         }
     }
 }
@@ -413,9 +421,14 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_LOG_FORMAT", "log.format"),
     ("WEIR_TELEMETRY_TRACES", "telemetry.traces"),
     ("WEIR_TELEMETRY_METRICS", "telemetry.metrics"),
+    // The OpenTelemetry SDK's own names. The resource's attributes first, so
+    // that the variables for one of them win, as the specification orders:
+    // `service.name`, `deployment.environment` and `cloud.region` there set
+    // `telemetry.service_name`, `.environment` and `.region`.
+    ("OTEL_RESOURCE_ATTRIBUTES", "telemetry.resource_attributes"),
+    ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     ("WEIR_REGION", "telemetry.region"),
     ("WEIR_ENVIRONMENT", "telemetry.environment"),
-    // The OpenTelemetry SDK's own names.
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp_protocol"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "telemetry.otlp_headers"),
@@ -495,18 +508,24 @@ impl Config {
                 "OTEL_EXPORTER_OTLP_ENDPOINT" => self.telemetry.otlp_endpoint = value,
                 "OTEL_EXPORTER_OTLP_PROTOCOL" => self.telemetry.otlp_protocol = value,
                 "OTEL_EXPORTER_OTLP_HEADERS" => {
-                    // `key=value,key2=value2`, values percent-encoded (OTel spec).
-                    self.telemetry.otlp_headers = value
-                        .split(',')
-                        .filter(|pair| !pair.trim().is_empty())
-                        .map(|pair| {
-                            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                                invalid(*name, format!("'{pair}' is not key=value"))
-                            })?;
-                            Ok((key.trim().to_owned(), percent_decode(value.trim())))
-                        })
-                        .collect::<Result<_, ConfigError>>()?
+                    self.telemetry.otlp_headers = key_values(name, &value)?
                 }
+                "OTEL_RESOURCE_ATTRIBUTES" => {
+                    let t = &mut self.telemetry;
+                    for (key, value) in key_values(name, &value)? {
+                        match key.as_str() {
+                            "service.name" => t.service_name = value,
+                            "deployment.environment" | "deployment.environment.name" => {
+                                t.environment = value
+                            }
+                            "cloud.region" => t.region = value,
+                            _ => {
+                                t.resource_attributes.insert(key, value);
+                            }
+                        }
+                    }
+                }
+                "OTEL_SERVICE_NAME" => self.telemetry.service_name = value,
                 "OTEL_TRACES_SAMPLER" => self.telemetry.sampler = value,
                 "OTEL_TRACES_SAMPLER_ARG" => {
                     self.telemetry.sample_ratio = value.trim().parse().map_err(|_| {
@@ -810,6 +829,21 @@ fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// `key=value,key2=value2`, values percent-encoded: the OpenTelemetry
+/// variables' format (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES`).
+fn key_values(name: &str, value: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    value
+        .split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid(name, format!("'{pair}' is not key=value")))?;
+            Ok((key.trim().to_owned(), percent_decode(value.trim())))
+        })
+        .collect()
+}
+
 /// `%XX` escapes decoded (OTEL_EXPORTER_OTLP_HEADERS values); anything
 /// malformed is kept as it is.
 fn percent_decode(value: &str) -> String {
@@ -909,6 +943,26 @@ mod tests {
         assert_eq!(t.sample_ratio, 0.01);
         assert!(t.traces && !t.metrics);
         assert_eq!(t.region, "eu-west");
+        assert_eq!(t.service_name, "weir");
+
+        // The resource: OTEL_SERVICE_NAME over `service.name` in
+        // OTEL_RESOURCE_ATTRIBUTES over the default; WEIR_REGION over
+        // `cloud.region` there.
+        let resource = |env: &[(&str, &str)]| load("", env).unwrap().telemetry;
+        let attributes =
+            "service.name=edge,deployment.environment=prod,cloud.region=eu,k8s.pod.name=weir%2D0";
+        let t = resource(&[("OTEL_RESOURCE_ATTRIBUTES", attributes)]);
+        assert_eq!(
+            (&*t.service_name, &*t.environment, &*t.region),
+            ("edge", "prod", "eu")
+        );
+        assert_eq!(t.resource_attributes["k8s.pod.name"], "weir-0");
+        let t = resource(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", attributes),
+            ("OTEL_SERVICE_NAME", "gateway"),
+            ("WEIR_REGION", "us"),
+        ]);
+        assert_eq!((&*t.service_name, &*t.region), ("gateway", "us"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use opentelemetry_otlp::{
     MetricExporter, Protocol, SpanExporter, WithExportConfig as _, WithHttpConfig as _,
     WithTonicConfig as _,
 };
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::Resource;
 
 use crate::config::TelemetryConfig;
@@ -26,10 +27,11 @@ use crate::config::TelemetryConfig;
 /// How long one export may take before it is abandoned.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The node as OpenTelemetry names it: `service.name` (`weir`, or
-/// `OTEL_SERVICE_NAME`), `service.version`, `deployment.environment`,
+/// The node as OpenTelemetry names it: `service.name`
+/// (`telemetry.service_name`), `service.version`, `deployment.environment`,
 /// `cloud.region`, `host.name` and `service.instance.id` (the host name),
-/// plus any `OTEL_RESOURCE_ATTRIBUTES`.
+/// the SDK's own `telemetry.sdk.*`, and `telemetry.resource_attributes`
+/// (with `OTEL_RESOURCE_ATTRIBUTES`, read with the config), which win.
 pub fn resource(config: &TelemetryConfig) -> Resource {
     let mut attributes = vec![
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
@@ -42,11 +44,19 @@ pub fn resource(config: &TelemetryConfig) -> Resource {
     if !config.region.is_empty() {
         attributes.push(KeyValue::new("cloud.region", config.region.clone()));
     }
-    let mut builder = Resource::builder().with_attributes(attributes);
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        builder = builder.with_service_name("weir");
-    }
-    builder.build()
+    attributes.extend(
+        config
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+    );
+    // Not `Resource::builder()`: its detectors read the process environment
+    // on their own, and would override the config.
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(attributes)
+        .with_service_name(config.service_name.clone())
+        .build()
 }
 
 /// This machine's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).

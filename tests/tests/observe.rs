@@ -449,6 +449,7 @@ fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_TRACES_SAMPLER_ARG", ratio),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.name=weir-0"),
         ],
     )
     .unwrap()
@@ -551,6 +552,11 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
         Some("eu-test-1")
     );
     assert!(ingest.resource_attribute("host.name").is_some());
+    assert_eq!(
+        ingest.resource_attribute("k8s.pod.name").as_deref(),
+        Some("weir-0"),
+        "the operator's own attributes"
+    );
 
     // A server-side failure is an error on the span, with its reason:
     // a category whose topic does not exist is a 503.
