@@ -55,7 +55,12 @@ impl Tenants {
                 let reused =
                     before.and_then(|b| b.filters.iter().find(|f| f.settings == *settings));
                 filters.push(match (reused, engine) {
-                    (Some(slot), _) => Arc::clone(slot),
+                    (Some(slot), Some(engine)) => {
+                        // A reload the operator asked for looks at the file itself.
+                        slot.reload_if_content_changed(engine);
+                        Arc::clone(slot)
+                    }
+                    (Some(slot), None) => Arc::clone(slot),
                     (None, Some(engine)) => FilterSlot::load(engine, settings)
                         .map_err(|e| format!("tenant '{}': {e}", t.name))?,
                     (None, None) => {

@@ -663,7 +663,7 @@ impl FilterEngine {
         config: &str,
         caps: Caps,
     ) -> Result<CompiledFilter, FilterError> {
-        let version = hex::encode(&Sha256::digest(bytes)[..8]);
+        let version = version(bytes);
         let runtime = self.runtime()?;
         let snapshot = self.snapshot(&runtime, bytes, config, caps)?;
         let initialised = snapshot.is_some();
@@ -773,6 +773,11 @@ impl FilterEngine {
             init_logs: Vec::new(),
         })
     }
+}
+
+/// A filter's version: the first 16 hex digits of its component's SHA-256.
+pub fn version(component: &[u8]) -> String {
+    hex::encode(&Sha256::digest(component)[..8])
 }
 
 /// A component as its `init` left it, and what `init` logged.
