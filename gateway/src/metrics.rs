@@ -17,9 +17,11 @@
 //!
 //! Label cardinality is bounded: never a device, IP, event id or key. The
 //! tenant comes from the config; the category is client-chosen, so only the
-//! first [`MAX_CATEGORIES`] seen get their own label, the rest are `other`.
+//! first [`MAX_CATEGORIES`] seen of each tenant get their own label, the rest
+//! are `other` (per tenant, so that one tenant's made-up categories never
+//! take the labels of another's).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,8 +38,8 @@ use crate::config::TelemetryConfig;
 use crate::otlp;
 use crate::produce::KafkaStats;
 
-/// Distinct category labels at most; more share the label `other`.
-pub const MAX_CATEGORIES: usize = 200;
+/// Distinct category labels of one tenant at most; more share the label `other`.
+pub const MAX_CATEGORIES: usize = 100;
 
 /// Latency buckets, seconds: 0.5 ms to 10 s.
 const BUCKETS: &[f64] = &[
@@ -55,7 +57,8 @@ pub struct Metrics {
     /// Indexed by [`Stage`].
     stages: [BoundHistogram<f64>; Stage::ALL.len()],
     filter_calls: Counter<u64>,
-    categories: Mutex<HashSet<Arc<str>>>,
+    /// Category labels given so far, by tenant.
+    categories: Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>,
     connections: Arc<Connections>,
 }
 
@@ -332,7 +335,7 @@ impl Metrics {
                 .u64_counter("weir.filter.calls")
                 .with_description("Filter calls by filter and outcome (ok, error)")
                 .build(),
-            categories: Mutex::new(HashSet::new()),
+            categories: Mutex::new(HashMap::new()),
             connections,
             registry,
             provider,
@@ -405,7 +408,7 @@ impl Metrics {
     /// The outcome of an answered batch, and its events by part code.
     pub fn batch(&self, tenant: &Arc<str>, batch: &Batch<'_>) {
         self.uploads.all_upload.add(1);
-        let category = self.category(&batch.meta.category);
+        let category = self.category(tenant, &batch.meta.category);
         let mut counts: Vec<(PartCode, u64)> = Vec::new();
         for part in batch.events.iter().filter_map(|e| e.part.as_ref()) {
             match counts.iter_mut().find(|(code, _)| *code == part.code) {
@@ -433,10 +436,14 @@ impl Metrics {
         }
     }
 
-    /// The category's label: itself while fewer than [`MAX_CATEGORIES`] are
-    /// known, else `other`. Shared, so labelling allocates nothing.
-    fn category(&self, category: &str) -> Arc<str> {
+    /// The category's label: itself while the tenant has fewer than
+    /// [`MAX_CATEGORIES`], else `other`. Shared, so labelling allocates nothing.
+    fn category(&self, tenant: &Arc<str>, category: &str) -> Arc<str> {
         let mut seen = self.categories.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = match seen.get_mut(tenant) {
+            Some(seen) => seen,
+            None => seen.entry(tenant.clone()).or_default(),
+        };
         if let Some(known) = seen.get(category) {
             return known.clone();
         }
@@ -463,7 +470,38 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::Stage;
+    use super::*;
+
+    /// Each tenant has its own budget of category labels.
+    #[tokio::test]
+    async fn category_labels_are_budgeted_per_tenant() {
+        let gauge: Gauge = Arc::new(|| 0);
+        let metrics = Metrics::new(
+            &TelemetryConfig::default(),
+            Saturation {
+                inflight: gauge.clone(),
+                kafka_queue: gauge.clone(),
+                kafka: Arc::default(),
+                filter_instances: gauge,
+                filter_instances_max: 0,
+            },
+        )
+        .unwrap();
+        let (noisy, calm): (Arc<str>, Arc<str>) = ("noisy".into(), "calm".into());
+        for i in 0..MAX_CATEGORIES {
+            assert_eq!(
+                &*metrics.category(&noisy, &format!("c{i}")),
+                format!("c{i}")
+            );
+        }
+        assert_eq!(&*metrics.category(&noisy, "one-too-many"), "other");
+        assert_eq!(
+            &*metrics.category(&noisy, "c7"),
+            "c7",
+            "known ones keep theirs"
+        );
+        assert_eq!(&*metrics.category(&calm, "orders"), "orders");
+    }
 
     /// `Metrics::stage` indexes the bound histograms by `Stage as usize`.
     #[test]
