@@ -3,13 +3,16 @@
 //! of its `init`, where wasmtime-wizer can take one), and a fresh `Store`
 //! and instance for every batch call, with its caps.
 //!
-//! Caps per call: linear memory (a guest growing past it traps), CPU time
-//! (guests are fuel-metered and yield to the async executor every
-//! [`FUEL_SLICE`] units, about a millisecond; the time spent inside the
-//! call's polls is added up, and past the filter's budget the call is
-//! cancelled), optional fuel, and the bytes a call may hand back. A trap or
-//! a timeout is an `Err` here; what it means for the events is the chain's
-//! business.
+//! Caps per call: linear memory, all of the call's memories together (a
+//! guest growing past it traps), CPU time (guests are fuel-metered and
+//! yield to the async executor every [`FUEL_SLICE`] units, about a
+//! millisecond; the time spent inside the call's polls is added up, and
+//! past the filter's budget the call is cancelled; host calls, which burn
+//! no fuel, check the same deadline), optional fuel, and the bytes a call
+//! may hand back. A trap or a timeout is an `Err` here; what it means for
+//! the events is the chain's business. A call waits for a pooled instance
+//! when the pool is full, and one filter takes at most
+//! [`MAX_CALLS_PER_FILTER`] of it.
 //!
 //! Why fuel slices and not an epoch deadline: an epoch needs a ticker thread
 //! waking every millisecond. On a busy node that is a thousand context
