@@ -270,6 +270,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_event_bytes: usize,
+    /// Bytes of a batch's `meta`, which every record of the batch carries.
+    pub max_meta_bytes: usize,
     pub max_depth: usize,
 }
 
@@ -285,6 +287,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_decompressed_bytes: 10 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
+            max_meta_bytes: 8 * 1024,
             max_depth: 64,
         }
     }
@@ -313,6 +316,7 @@ pub struct TenantConfig {
     pub max_body_bytes: Option<usize>,
     pub max_decompressed_bytes: Option<usize>,
     pub max_event_bytes: Option<usize>,
+    pub max_meta_bytes: Option<usize>,
     pub max_depth: Option<usize>,
     /// The tenant's filter chain, in order.
     #[serde(default)]
@@ -390,6 +394,7 @@ impl TenantConfig {
                 .max_decompressed_bytes
                 .unwrap_or(defaults.max_decompressed_bytes),
             max_event_bytes: self.max_event_bytes.unwrap_or(defaults.max_event_bytes),
+            max_meta_bytes: self.max_meta_bytes.unwrap_or(defaults.max_meta_bytes),
             max_depth: self.max_depth.unwrap_or(defaults.max_depth),
         }
     }
@@ -803,6 +808,7 @@ fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
         ("max_body_bytes", limits.max_body_bytes),
         ("max_decompressed_bytes", limits.max_decompressed_bytes),
         ("max_event_bytes", limits.max_event_bytes),
+        ("max_meta_bytes", limits.max_meta_bytes),
         ("max_depth", limits.max_depth),
     ] {
         if value == 0 {

@@ -51,26 +51,51 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
             "body: must be a JSON object with `meta` and `data`",
         ));
     }
-    if let Err(at) = check_depth(text.as_bytes(), limits.max_depth) {
-        return Err(bad_request(
-            "too_deep",
-            format!(
-                "body: JSON nested deeper than {} levels at byte {at}",
-                limits.max_depth
-            ),
-        ));
-    }
-
+    let end = match check_depth(text.as_bytes(), limits.max_depth) {
+        Ok(end) => end,
+        Err(at) => {
+            return Err(bad_request(
+                "too_deep",
+                format!(
+                    "body: JSON nested deeper than {} levels at byte {at}",
+                    limits.max_depth
+                ),
+            ))
+        }
+    };
     let (mut meta, mut data) = (None, None);
     for entry in sonic_rs::to_object_iter(text) {
         let (key, value) = entry.map_err(malformed)?;
-        match key.as_ref() {
-            "meta" => meta = Some(value),
-            "data" => data = Some(value),
-            _ => {}
+        let slot = match key.as_ref() {
+            "meta" => &mut meta,
+            "data" => &mut data,
+            _ => continue,
+        };
+        // Readers disagree on which copy of a repeated key counts.
+        if slot.replace(value).is_some() {
+            return Err(bad_request(
+                "malformed_json",
+                format!("body: `{key}` is given twice"),
+            ));
         }
     }
-    let meta = decode_meta(meta.ok_or_else(|| bad_request("invalid_meta", "meta: missing"))?)?;
+    // The parser stops at the object's end: what follows is checked here.
+    if let Some(extra) = text
+        .get(end..)
+        .and_then(|rest| rest.find(|c: char| !c.is_ascii_whitespace()))
+    {
+        return Err(bad_request(
+            "malformed_json",
+            format!(
+                "body: unexpected text after the JSON object at byte {}",
+                end + extra
+            ),
+        ));
+    }
+    let meta = decode_meta(
+        meta.ok_or_else(|| bad_request("invalid_meta", "meta: missing"))?,
+        limits,
+    )?;
     let data = data.ok_or_else(|| bad_request("invalid_data", "data: missing"))?;
     if data.get_type() != JsonType::Array {
         return Err(bad_request(
@@ -106,20 +131,41 @@ pub fn decode_and_split<'a>(
     split(decode(body, limits)?, limits, received_at)
 }
 
-fn decode_meta(value: LazyValue<'_>) -> Result<Meta<'_>, Reject> {
+fn decode_meta<'a>(value: LazyValue<'a>, limits: &Limits) -> Result<Meta<'a>, Reject> {
     if value.get_type() != JsonType::Object {
         return Err(bad_request("invalid_meta", "meta: must be an object"));
     }
     let raw = raw_text(&value)?;
+    // Every record carries `meta`: its size counts as many times as there are events.
+    if raw.len() > limits.max_meta_bytes {
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "meta_too_large",
+            format!(
+                "meta: {} bytes, more than the limit of {}",
+                raw.len(),
+                limits.max_meta_bytes
+            ),
+        ));
+    }
     let (mut category, mut device_id, mut app) = (None, None, None);
+    let mut seen = [false; 3];
     for entry in sonic_rs::to_object_iter(raw) {
         let (key, value) = entry.map_err(malformed)?;
-        let slot = match key.as_ref() {
-            "category" => &mut category,
-            "device_id" => &mut device_id,
-            "app" => &mut app,
+        let (slot, i) = match key.as_ref() {
+            "category" => (&mut category, 0),
+            "device_id" => (&mut device_id, 1),
+            "app" => (&mut app, 2),
             _ => continue,
         };
+        // The record carries `meta` as sent: a consumer reading another
+        // copy would see another category (or device) than the one checked.
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(bad_request(
+                "invalid_meta",
+                format!("meta.{key}: given twice"),
+            ));
+        }
         if value.is_null() {
             continue; // null is the same as absent
         }
@@ -332,9 +378,10 @@ fn malformed(e: sonic_rs::Error) -> Reject {
 }
 
 /// Checks that no object or array nests deeper than `max`; the error is the
-/// byte offset of the first bracket too deep. Runs before the parser so that
-/// hostile nesting is refused in one linear pass, never by deep recursion.
-pub fn check_depth(text: &[u8], max: usize) -> Result<(), usize> {
+/// byte offset of the first bracket too deep, the result where the first
+/// value (the body's object) ends. Runs before the parser so that hostile
+/// nesting is refused in one linear pass, never by deep recursion.
+pub fn check_depth(text: &[u8], max: usize) -> Result<usize, usize> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < text.len() {
@@ -349,10 +396,11 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<(), usize> {
                             i += n;
                             break;
                         }
-                        None => return Ok(()), // unterminated: the parser reports it
+                        // Unterminated: the parser reports it.
+                        None => return Ok(text.len()),
                     }
                     if i >= text.len() {
-                        return Ok(());
+                        return Ok(text.len());
                     }
                 }
             }
@@ -362,12 +410,17 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<(), usize> {
                     return Err(i);
                 }
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Ok(i + 1);
+                }
+            }
             _ => {}
         }
         i += 1;
     }
-    Ok(())
+    Ok(text.len())
 }
 
 #[cfg(test)]
@@ -432,9 +485,13 @@ mod tests {
             (r#"{"meta":{"category":"c"}}"#, (400, "data: missing")),
             (r#"{"meta":{"category":"c"},"data":{}}"#, (400, "data: must be an array of event objects")),
             (r#"{"meta":{"category":"c"},"data":[]}"#, (400, "data: empty, at least one event is required")),
+            (r#"{"meta":{"category":"c"},"data":[{}]} ]x"#, (400, "body: unexpected text after the JSON object at byte 38")),
+            (r#"{"meta":{"category":"c"},"data":[{}],"data":[]}"#, (400, "body: `data` is given twice")),
+            (r#"{"meta":{"category":"a","category":"b"},"data":[{}]}"#, (400, "meta.category: given twice")),
+            (&format!(r#"{{"meta":{{"category":"c","pad":"{}"}},"data":[{{}}]}}"#, "x".repeat(8192)), (413, "meta: 8217 bytes, more than the limit of 8192")),
         ];
         for (body, (status, message)) in cases {
-            assert_eq!(reject(body), (status, message.to_owned()), "{body}");
+            assert_eq!(reject(body), (status, message.to_owned()), "{body:.80}");
         }
     }
 

@@ -393,7 +393,7 @@ impl Metrics {
     pub fn refused_upload(&self, error: &str) {
         self.uploads.all_upload.add(1);
         let outcome = match error {
-            "invalid_meta" | "invalid_category" | "category_not_allowed" => {
+            "invalid_meta" | "meta_too_large" | "invalid_category" | "category_not_allowed" => {
                 &self.uploads.wrong_meta
             }
             "malformed_json" | "invalid_data" | "empty_batch" | "too_deep" | "invalid_utf8"

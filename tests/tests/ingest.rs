@@ -330,7 +330,7 @@ async fn bad_input_gets_the_right_status_and_says_what_and_where() {
     let category = category(1).await;
     let node = node_with(
         &[&category, "allowed_*"],
-        "max_body_bytes = 4096\nmax_decompressed_bytes = 8192\nmax_events_per_batch = 10\nmax_event_bytes = 512\n",
+        "max_body_bytes = 4096\nmax_decompressed_bytes = 8192\nmax_events_per_batch = 10\nmax_event_bytes = 512\nmax_meta_bytes = 1024\n",
         "",
         &[],
     );
@@ -368,7 +368,8 @@ async fn bad_input_gets_the_right_status_and_says_what_and_where() {
         error,
         message: message.to_owned(),
     };
-    let cases = vec![
+    let cases =
+        vec![
         case(
             "malformed JSON",
             b"{\"meta\": {".to_vec(),
@@ -408,6 +409,23 @@ async fn bad_input_gets_the_right_status_and_says_what_and_where() {
             400,
             "invalid_meta",
             "meta: missing",
+        ),
+        case(
+            "meta too large",
+            json!({"meta": {"category": category, "pad": "x".repeat(2000)}, "data": [{"id": "a"}]})
+                .to_string()
+                .into_bytes(),
+            413,
+            "meta_too_large",
+            "meta: 20",
+        ),
+        case(
+            "text after the object",
+            format!("{} x", json!({"meta": {"category": category}, "data": [{"id": "a"}]}))
+                .into_bytes(),
+            400,
+            "malformed_json",
+            "body: unexpected text after the JSON object at byte ",
         ),
         case(
             "deep nesting",
