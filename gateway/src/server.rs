@@ -7,9 +7,12 @@
 //! finish (bounded by a drain timeout), then the caller flushes the producer.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,6 +24,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -196,6 +200,7 @@ pub async fn serve(
                                     .and_then(|chain| chain.first())
                                     .map(|leaf| Sha256::digest(leaf.as_ref()).into());
                                 let service = service(Peer { addr: peer, client_cert });
+                                let stream = FirstBytes::new(stream, limits.header_timeout);
                                 watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                             }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -203,6 +208,7 @@ pub async fn serve(
                         },
                         None => {
                             let service = service(Peer::plain(peer));
+                            let stream = FirstBytes::new(stream, limits.header_timeout);
                             watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                         }
                     };
@@ -227,7 +233,101 @@ pub async fn serve(
     }
 }
 
-/// Routes one request by method and path.
+/// A new connection's stream, with a deadline for its first bytes.
+///
+/// hyper reads a connection's first bytes to tell HTTP/1.1 from HTTP/2 (up
+/// to the 24 bytes of the HTTP/2 preface) with no timeout of its own, and its
+/// header timeout starts only after: a client that connects and sends
+/// nothing, or only part of the preface, would hold a connection slot
+/// forever. Once those bytes are in, hyper's own timeouts take over.
+struct FirstBytes<T> {
+    inner: T,
+    /// Bytes still to come before the deadline is off.
+    wanted: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> FirstBytes<T> {
+    /// The length of the HTTP/2 connection preface.
+    const PREFACE: usize = 24;
+
+    fn new(inner: T, timeout: Duration) -> FirstBytes<T> {
+        FirstBytes {
+            inner,
+            wanted: Self::PREFACE,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FirstBytes<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.deadline.is_none() {
+            return read;
+        }
+        match read {
+            Poll::Ready(Ok(())) => {
+                this.wanted = this.wanted.saturating_sub(buf.filled().len() - before);
+                if this.wanted == 0 {
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                ))),
+                _ => Poll::Pending,
+            },
+            failed => failed,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Routes one request and records its metrics.
 async fn route(
     gateway: &Gateway,

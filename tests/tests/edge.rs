@@ -306,6 +306,23 @@ async fn slowloris_is_cut_off_and_others_are_served() {
         let _ = stream.read_to_end(&mut rest);
         started.elapsed()
     });
+    // Clients that connect and then say nothing, or only part of the
+    // HTTP/2 preface (before hyper's own header timeout starts).
+    let silent = |said: &'static [u8]| {
+        let address = node.http.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let started = Instant::now();
+            stream.write_all(said).unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            started.elapsed()
+        })
+    };
+    let silent = [silent(b""), silent(b"PRI * HTTP/2.0")];
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         post(&node, KEY, batch(&category, ["meanwhile".into()]))
@@ -321,6 +338,15 @@ async fn slowloris_is_cut_off_and_others_are_served() {
         cut_after < Duration::from_secs(4),
         "the slow client held its connection for {cut_after:?}"
     );
+    for client in silent {
+        let cut_after = tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            cut_after < Duration::from_secs(4),
+            "a silent client held its connection for {cut_after:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
