@@ -327,8 +327,22 @@ fn overloaded(why: &str) -> Reject {
     .with_header("retry-after", SHED_RETRY_AFTER.to_string())
 }
 
-/// Requests without a valid key, limited per client address so that an
-/// unauthenticated flood costs almost nothing.
+/// The unit a client address is limited as: an IPv4 address, or the /64
+/// of an IPv6 one (a single host is usually given a whole /64, and could
+/// otherwise take a new address for every request). An IPv4 address
+/// mapped into IPv6 counts as itself.
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Requests without a valid key, limited per client address (see
+/// [`client_network`]) so that an unauthenticated flood costs almost nothing.
 pub struct Unauthenticated {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -342,16 +356,18 @@ impl Unauthenticated {
 
     /// Counts one failed request from `ip`; `Err` when the address is over its rate.
     pub fn check(&self, ip: IpAddr) -> Result<(), Reject> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = whole_seconds_up(wait);
-            Reject::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests without a valid API key from this address",
-            )
-            .with_header("retry-after", seconds.to_string())
-        })
+        self.limiter
+            .check_key(&client_network(ip))
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let seconds = whole_seconds_up(wait);
+                Reject::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests without a valid API key from this address",
+                )
+                .with_header("retry-after", seconds.to_string())
+            })
     }
 
     /// Forgets addresses whose limit has fully recovered (bounds memory).
@@ -364,6 +380,29 @@ impl Unauthenticated {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let net = |ip: &str| client_network(ip.parse().unwrap()).to_string();
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(net("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_eq!(net("81.2.69.142"), "81.2.69.142");
+        assert_eq!(net("::ffff:81.2.69.142"), "81.2.69.142");
+        let unauthenticated = Unauthenticated::new(Rate {
+            per_second: 1.0,
+            burst: 2,
+        })
+        .unwrap();
+        for i in 1..=2 {
+            let ip = format!("2001:db8::{i}").parse().unwrap();
+            assert!(unauthenticated.check(ip).is_ok());
+        }
+        let other_address_same_64 = "2001:db8::ffff".parse().unwrap();
+        assert!(unauthenticated.check(other_address_same_64).is_err());
+        assert!(unauthenticated
+            .check("2001:db8:0:1::1".parse().unwrap())
+            .is_ok());
+    }
 
     fn limits(rps: f64, burst: u32, eps: f64, events_burst: u32, inflight: usize) -> Limits {
         Limits {
