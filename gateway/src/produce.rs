@@ -279,6 +279,11 @@ impl Producer {
             state.known.insert(topic.to_owned());
             Ok(())
         } else {
+            // Expired entries go, so made-up categories cannot grow the cache
+            // past the topics looked up in the last TTL.
+            if state.missing.len() >= 1024 {
+                state.missing.retain(|_, at| at.elapsed() < MISSING_TOPIC_TTL);
+            }
             state.missing.insert(topic.to_owned(), Instant::now());
             Err(missing_topic(topic))
         }
