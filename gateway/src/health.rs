@@ -1,6 +1,7 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (Kafka answers a
 //! metadata request and the GeoIP database is loaded): what a load balancer
-//! and an orchestrator ask before sending traffic.
+//! and an orchestrator ask before sending traffic. The details of readiness
+//! are the admin listener's.
 
 use http::{Response, StatusCode};
 use serde::Serialize;
@@ -28,22 +29,26 @@ pub fn healthz(request_id: &str) -> Response<Body> {
     respond::json(StatusCode::OK, &Health { status: "ok" }, request_id)
 }
 
-pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
-    let (ready, kafka) = match gateway.producer.check().await {
-        Ok(brokers) => (true, format!("ok: {brokers} broker(s)")),
-        Err(e) => (false, format!("unavailable: {e}")),
+/// Readiness. The admin listener says why (Kafka's error, the GeoIP
+/// database, filter files that do not load); the public listener only
+/// whether, so that file paths and broker errors are not told to anyone.
+pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Response<Body> {
+    let kafka = gateway.producer.check().await;
+    let ready = kafka.is_ok();
+    let kafka = match (kafka, detailed) {
+        (Ok(brokers), true) => format!("ok: {brokers} broker(s)"),
+        (Err(e), true) => format!("unavailable: {e}"),
+        (Ok(_), false) => "ok".into(),
+        (Err(_), false) => "unavailable".into(),
     };
-    let geoip = gateway
-        .geoip
-        .as_ref()
-        .map_or("not configured", |g| g.description.as_str());
+    let geoip = match (&gateway.geoip, detailed) {
+        (None, _) => "not configured",
+        (Some(g), true) => g.description.as_str(),
+        (Some(_), false) => "loaded",
+    };
     let tenants = gateway.tenants.load();
-    let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
-        kafka,
-        geoip,
-        tenants: tenants.len(),
-        filter_errors: tenants
+    let filter_errors = match detailed {
+        true => tenants
             .filter_slots()
             .iter()
             .filter_map(|slot| {
@@ -51,6 +56,14 @@ pub async fn readyz(gateway: &Gateway, request_id: &str) -> Response<Body> {
                     .map(|e| format!("{}: {e}", slot.settings.path.display()))
             })
             .collect(),
+        false => Vec::new(),
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        kafka,
+        geoip,
+        tenants: tenants.len(),
+        filter_errors,
     };
     let status = if ready {
         StatusCode::OK

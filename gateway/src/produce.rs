@@ -47,7 +47,13 @@ pub struct Producer {
     topic_template: String,
     key_template: String,
     topics: RwLock<TopicState>,
+    /// The latest answer of [`Producer::check`], and when it came.
+    checked: tokio::sync::Mutex<Option<(Instant, Result<usize, String>)>>,
 }
+
+/// How long a readiness check's answer is reused: probes and anyone else
+/// asking `/readyz` cost the cluster at most one metadata request a second.
+const CHECK_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct TopicState {
@@ -98,6 +104,7 @@ impl Producer {
             topic_template: kafka.topic_template.clone(),
             key_template: kafka.key_template.clone(),
             topics: RwLock::default(),
+            checked: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -282,7 +289,9 @@ impl Producer {
             // Expired entries go, so made-up categories cannot grow the cache
             // past the topics looked up in the last TTL.
             if state.missing.len() >= 1024 {
-                state.missing.retain(|_, at| at.elapsed() < MISSING_TOPIC_TTL);
+                state
+                    .missing
+                    .retain(|_, at| at.elapsed() < MISSING_TOPIC_TTL);
             }
             state.missing.insert(topic.to_owned(), Instant::now());
             Err(missing_topic(topic))
@@ -290,9 +299,16 @@ impl Producer {
     }
 
     /// Whether the cluster answers a metadata request: the number of brokers.
+    /// One request at a time, its answer reused for [`CHECK_TTL`].
     pub async fn check(&self) -> Result<usize, String> {
+        let mut checked = self.checked.lock().await;
+        if let Some((at, answer)) = &*checked {
+            if at.elapsed() < CHECK_TTL {
+                return answer.clone();
+            }
+        }
         let client = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let answer = tokio::task::spawn_blocking(move || {
             client
                 .client()
                 .fetch_metadata(None, Duration::from_secs(2))
@@ -300,7 +316,10 @@ impl Producer {
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+        .and_then(|answer| answer);
+        *checked = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// The latest librdkafka statistics (every `statistics.interval.ms`).

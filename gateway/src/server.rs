@@ -372,7 +372,9 @@ async fn route_inner(
             ingest::ingest(gateway, request, peer, &request_id).await
         }
         (_, "/healthz", &Method::GET) => health::healthz(&request_id),
-        (_, "/readyz", &Method::GET) => health::readyz(gateway, &request_id).await,
+        (_, "/readyz", &Method::GET) => {
+            health::readyz(gateway, &request_id, role == Role::Admin).await
+        }
         (Role::Admin, "/admin/reload", &Method::POST) => admin_reload(gateway, &request_id),
         (Role::Admin, "/metrics", &Method::GET) => {
             let mut response = Response::new(Body::from(gateway.metrics.render()));

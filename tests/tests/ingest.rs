@@ -711,7 +711,17 @@ async fn health_and_readiness() {
         assert_eq!(answer.status, 200, "{json}");
         contract::check_answer("get", "/readyz", 200, &json);
         assert_eq!(json["status"], "ready");
-        assert!(json["geoip"].as_str().unwrap().starts_with("GeoIP2-City"));
+        // The details are the admin listener's; the public one says whether.
+        match address == &admin {
+            true => {
+                assert!(json["geoip"].as_str().unwrap().starts_with("GeoIP2-City"));
+                assert!(json["kafka"].as_str().unwrap().starts_with("ok: "));
+            }
+            false => assert_eq!(
+                (&json["geoip"], &json["kafka"]),
+                (&json!("loaded"), &json!("ok"))
+            ),
+        }
     }
     // The admin listener takes no events.
     let body = json!({"meta": {"category": "c"}, "data": [{"id": "a"}]}).to_string();
@@ -732,6 +742,10 @@ async fn health_and_readiness() {
     assert_eq!(answer.status, 503, "{json}");
     contract::check_answer("get", "/readyz", 503, &json);
     assert_eq!(json["status"], "not_ready");
+    assert_eq!(
+        json["kafka"], "unavailable",
+        "no broker error text in public"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
