@@ -80,6 +80,11 @@ fn filters(c: &mut Criterion) {
         for n in [1, 50, 500] {
             let owned = owned(n);
             group.throughput(Throughput::Elements(n as u64));
+            // What is measured works: a verdict per event.
+            let verdicts = futures::executor::block_on(compiled.call(&events(&owned)))
+                .outcome
+                .unwrap_or_else(|e| panic!("{name}/{n}: {e}"));
+            assert_eq!(verdicts.len(), n, "{name}/{n}");
             // Putting the batch together is part of the cost: the node does
             // it for every call.
             group.bench_with_input(BenchmarkId::from_parameter(n), &owned, |b, owned| {

@@ -184,19 +184,18 @@ pub struct Record {
 }
 
 /// Reads exactly `count` records of `topic` from the beginning (waits up to
-/// 30 s); an extra record is an error.
+/// 30 s for them); an extra record, arriving within half a second after
+/// them, is an error.
 pub fn consume(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Record>> {
-    let records = read(brokers, topic, Some(count), Duration::from_secs(30))?;
+    let records = read(brokers, topic, count, Duration::from_millis(500))?;
     if records.len() < count {
         bail!(
             "read {} of {count} records of {topic} in 30 s",
             records.len()
         );
     }
-    // Nothing more than expected arrives.
-    let all = read(brokers, topic, None, Duration::from_millis(500))?;
-    if all.len() > count {
-        bail!("{} records in {topic}, expected {count}", all.len());
+    if records.len() > count {
+        bail!("{} records in {topic}, expected {count}", records.len());
     }
     Ok(records)
 }
@@ -209,16 +208,20 @@ pub fn ids(records: &[Record]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// Reads every record of `topic` until none arrives for `idle`.
+/// Reads every record of `topic` until none arrives for `idle` (counted
+/// from the consumer's first record, or from when it was assigned the
+/// topic's partitions, so a slow start does not end the read early).
 pub fn consume_all(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<Vec<Record>> {
-    read(brokers, topic, None, idle)
+    read(brokers, topic, 0, idle)
 }
 
+/// Reads `topic` from the beginning: at least `at_least` records (for up to
+/// 30 s), then on until no record arrives for `idle`.
 fn read(
     brokers: &str,
     topic: &str,
-    count: Option<usize>,
-    wait: Duration,
+    at_least: usize,
+    idle: Duration,
 ) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -233,17 +236,22 @@ fn read(
         }
     }
     consumer.assign(&assignment)?;
+    // Before the first record, the window is at least a second from the
+    // assignment, so that a consumer slow to start fetching is waited for.
     let mut records = Vec::new();
-    // With a count: until the count or the deadline. Without: until idle.
-    let mut deadline = Instant::now() + wait;
-    while count.is_none_or(|c| records.len() < c) && Instant::now() < deadline {
+    let started = Instant::now();
+    let mut deadline = Instant::now() + idle.max(Duration::from_secs(1));
+    loop {
+        let wanted = records.len() < at_least;
+        let now = Instant::now();
+        if (wanted && now - started > Duration::from_secs(30)) || (!wanted && now >= deadline) {
+            break;
+        }
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let message = message?;
-        if count.is_none() {
-            deadline = Instant::now() + wait;
-        }
+        deadline = Instant::now() + idle;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         records.push(Record {
             partition: message.partition(),

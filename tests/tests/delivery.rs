@@ -45,6 +45,7 @@ async fn a_broker_outage_is_retryable_and_the_node_recovers() {
     contract::check_answer("post", "/v1/batch", 503, &json);
     assert_eq!(answer.header("retry-after"), Some("5"));
     assert_eq!(json["code"], 2);
+    assert_eq!(json["parts"].as_array().unwrap().len(), 2, "{json}");
     for p in json["parts"].as_array().unwrap() {
         assert_eq!(p["code"], "delivery_failed", "{json}");
         assert_eq!(p["retryable"], true);
