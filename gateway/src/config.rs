@@ -89,6 +89,11 @@ pub struct ServerConfig {
     pub unauthenticated_burst: u32,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout_ms: u64,
+    /// A connection older than this (±10%) is closed gracefully after its
+    /// requests in flight (HTTP/2: GOAWAY), so that clients reconnect and
+    /// spread over the nodes behind a load balancer, and an idle HTTP/2
+    /// connection does not hold its place forever. 0: no limit.
+    pub max_connection_age_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +113,7 @@ impl Default for ServerConfig {
             unauthenticated_per_second: 10.0,
             unauthenticated_burst: 20,
             drain_timeout_ms: 30_000,
+            max_connection_age_ms: 600_000,
         }
     }
 }

@@ -21,7 +21,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -77,6 +76,8 @@ pub struct ConnectionLimits {
     pub max_headers: usize,
     pub h2_max_concurrent_streams: u32,
     pub drain: Duration,
+    /// `None`: connections live as long as their clients keep them.
+    pub max_age: Option<Duration>,
 }
 
 impl ConnectionLimits {
@@ -88,6 +89,8 @@ impl ConnectionLimits {
             max_headers: server.max_headers,
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
             drain: Duration::from_millis(server.drain_timeout_ms),
+            max_age: (server.max_connection_age_ms > 0)
+                .then(|| Duration::from_millis(server.max_connection_age_ms)),
         }
     }
 }
@@ -132,7 +135,6 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Slowloris and idle keep-alive: the header timeout covers both on HTTP/1.1.
     // Headers beyond max_header_bytes or max_headers get 431.
@@ -151,11 +153,19 @@ pub async fn serve(
         .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
 
-    // The accept loops run in this task (they borrow `graceful`); each
-    // connection is its own task, watched for the graceful shutdown.
-    let accepting = listeners.into_iter().map(|listener| {
-        let (gateway, builder, graceful, mut stop) = (gateway.clone(), builder.clone(), &graceful, shutdown.clone());
-        let connections = Arc::new(Semaphore::new(limits.max_connections));
+    // One permit per open connection, per listener: at the cap, accepting
+    // waits; when every permit is back, every connection has ended (the drain).
+    let permits = limits.max_connections.min(u32::MAX as usize);
+    let listeners: Vec<(Listener, Arc<Semaphore>)> = listeners
+        .into_iter()
+        .map(|listener| (listener, Arc::new(Semaphore::new(permits))))
+        .collect();
+    let open: Vec<Arc<Semaphore>> = listeners.iter().map(|(_, open)| open.clone()).collect();
+
+    // The accept loops run in this task; each connection is its own task,
+    // which closes it gracefully when the node stops or it reaches its age.
+    let accepting = listeners.into_iter().map(|(listener, connections)| {
+        let (gateway, builder, mut stop) = (gateway.clone(), builder.clone(), shutdown.clone());
         async move {
             loop {
                 // At the connection cap, stop accepting: new clients wait in the kernel's queue.
@@ -179,8 +189,8 @@ pub async fn serve(
                     _ = stop.changed() => break,
                 };
                 let _ = stream.set_nodelay(true);
-                let (gateway, builder, watcher, tls, role) =
-                    (gateway.clone(), builder.clone(), graceful.watcher(), listener.tls.clone(), listener.role);
+                let (gateway, builder, stop, tls, role) =
+                    (gateway.clone(), builder.clone(), stop.clone(), listener.tls.clone(), listener.role);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = gateway.metrics.connection(role == Role::Admin);
@@ -190,6 +200,28 @@ pub async fn serve(
                             async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
                         })
                     };
+                    let closing = Closing::new(stop, limits.max_age);
+                    // Serves the connection until it ends; closed gracefully
+                    // (after its requests in flight; HTTP/2: GOAWAY) when
+                    // `closing` says so.
+                    macro_rules! serve {
+                        ($stream:expr, $service:expr) => {{
+                            let stream = FirstBytes::new($stream, limits.header_timeout);
+                            let connection = builder.serve_connection(TokioIo::new(stream), $service);
+                            let mut connection = std::pin::pin!(connection);
+                            let mut closing = std::pin::pin!(closing.wait());
+                            let mut closed = false;
+                            loop {
+                                tokio::select! {
+                                    result = connection.as_mut() => break result,
+                                    () = closing.as_mut(), if !closed => {
+                                        connection.as_mut().graceful_shutdown();
+                                        closed = true;
+                                    }
+                                }
+                            }
+                        }};
+                    }
                     let result = match tls {
                         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
@@ -199,18 +231,12 @@ pub async fn serve(
                                     .peer_certificates()
                                     .and_then(|chain| chain.first())
                                     .map(|leaf| Sha256::digest(leaf.as_ref()).into());
-                                let service = service(Peer { addr: peer, client_cert });
-                                let stream = FirstBytes::new(stream, limits.header_timeout);
-                                watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                                serve!(stream, service(Peer { addr: peer, client_cert }))
                             }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         },
-                        None => {
-                            let service = service(Peer::plain(peer));
-                            let stream = FirstBytes::new(stream, limits.header_timeout);
-                            watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
-                        }
+                        None => serve!(stream, service(Peer::plain(peer))),
                     };
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -225,11 +251,48 @@ pub async fn serve(
         drain_ms = limits.drain.as_millis() as u64,
         "stopped accepting; draining in-flight requests"
     );
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        for open in &open {
+            let _ = open.acquire_many(permits as u32).await;
+        }
+    };
+    if tokio::time::timeout(limits.drain, drained).await.is_err() {
         tracing::warn!("drain timeout passed with requests still in flight");
+    }
+}
+
+/// When a connection is to be closed: when the node stops, or when it
+/// reaches its age (±10%, so that the clients of a node started at once do
+/// not all reconnect at once).
+struct Closing {
+    stop: watch::Receiver<bool>,
+    age: Option<Duration>,
+}
+
+impl Closing {
+    fn new(stop: watch::Receiver<bool>, max_age: Option<Duration>) -> Closing {
+        let age = max_age.map(|age| {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            // A random u64 from the standard library's per-process keys.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))
+        });
+        Closing { stop, age }
+    }
+
+    async fn wait(mut self) {
+        let age = async {
+            match self.age {
+                Some(age) => tokio::time::sleep(age).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.stop.wait_for(|stop| *stop) => {}
+            () = age => {}
+        }
     }
 }
 

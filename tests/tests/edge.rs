@@ -354,6 +354,50 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     }
 }
 
+/// A keep-alive connection past its age is closed once idle, so that
+/// clients reconnect (and spread over nodes), long before the keep-alive
+/// timeout would close it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_past_its_age_is_closed() {
+    let config = format!(
+        "[server]\nmax_connection_age_ms = 500\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let address = node.http.clone();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The answer, then the end of the connection.
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        (
+            String::from_utf8_lossy(&seen).into_owned(),
+            started.elapsed(),
+        )
+    })
+    .await
+    .unwrap();
+    let (answer, elapsed) = closed_after;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the connection stayed open {elapsed:?} (the keep-alive timeout is 10 s)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_get_431() {
     let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
