@@ -315,17 +315,7 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     // HTTP/2 preface (before hyper's own header timeout starts).
     let silent = |said: &'static [u8]| {
         let address = node.http.clone();
-        std::thread::spawn(move || {
-            let mut stream = std::net::TcpStream::connect(&address).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let started = Instant::now();
-            stream.write_all(said).unwrap();
-            let mut rest = Vec::new();
-            let _ = stream.read_to_end(&mut rest);
-            started.elapsed()
-        })
+        std::thread::spawn(move || say_and_wait_for_close(&address, said).1)
     };
     let silent = [silent(b""), silent(b"PRI * HTTP/2.0")];
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -354,6 +344,29 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     }
 }
 
+/// Connects, sends `said`, and reads until the node closes the connection
+/// (or 8 s pass): what it answered, and how long the connection lasted.
+fn say_and_wait_for_close(address: &str, said: &[u8]) -> (String, Duration) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(said).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
 /// A keep-alive connection past its age is closed once idle, so that
 /// clients reconnect (and spread over nodes), long before the keep-alive
 /// timeout would close it.
@@ -365,32 +378,14 @@ async fn a_connection_past_its_age_is_closed() {
     );
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let address = node.http.clone();
-    let closed_after = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
-            .unwrap();
-        let started = Instant::now();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 1024];
-        // The answer, then the end of the connection.
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-        (
-            String::from_utf8_lossy(&seen).into_owned(),
-            started.elapsed(),
+    let (answer, elapsed) = tokio::task::spawn_blocking(move || {
+        say_and_wait_for_close(
+            &address,
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
         )
     })
     .await
     .unwrap();
-    let (answer, elapsed) = closed_after;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         elapsed < Duration::from_secs(5),
