@@ -200,16 +200,15 @@ pub async fn serve(
                             async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
                         })
                     };
-                    let closing = Closing::new(stop, limits.max_age);
                     // Serves the connection until it ends; closed gracefully
                     // (after its requests in flight; HTTP/2: GOAWAY) when
-                    // `closing` says so.
+                    // `closing` returns.
                     macro_rules! serve {
                         ($stream:expr, $service:expr) => {{
                             let stream = FirstBytes::new($stream, limits.header_timeout);
                             let connection = builder.serve_connection(TokioIo::new(stream), $service);
                             let mut connection = std::pin::pin!(connection);
-                            let mut closing = std::pin::pin!(closing.wait());
+                            let mut closing = std::pin::pin!(closing(stop, limits.max_age));
                             let mut closed = false;
                             loop {
                                 tokio::select! {
@@ -261,38 +260,24 @@ pub async fn serve(
     }
 }
 
-/// When a connection is to be closed: when the node stops, or when it
-/// reaches its age (±10%, so that the clients of a node started at once do
-/// not all reconnect at once).
-struct Closing {
-    stop: watch::Receiver<bool>,
-    age: Option<Duration>,
-}
-
-impl Closing {
-    fn new(stop: watch::Receiver<bool>, max_age: Option<Duration>) -> Closing {
-        let age = max_age.map(|age| {
-            use std::hash::{BuildHasher as _, Hasher as _};
-            // A random u64 from the standard library's per-process keys.
-            let random = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
-            age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))
-        });
-        Closing { stop, age }
-    }
-
-    async fn wait(mut self) {
-        let age = async {
-            match self.age {
-                Some(age) => tokio::time::sleep(age).await,
-                None => std::future::pending().await,
-            }
+/// Returns when a connection is to be closed: when the node stops, or when
+/// it reaches its age (±10%, so that the clients of a node started at once
+/// do not all reconnect at once).
+async fn closing(mut stop: watch::Receiver<bool>, max_age: Option<Duration>) {
+    let age = async {
+        let Some(age) = max_age else {
+            return std::future::pending().await;
         };
-        tokio::select! {
-            _ = self.stop.wait_for(|stop| *stop) => {}
-            () = age => {}
-        }
+        use std::hash::{BuildHasher as _, Hasher as _};
+        // A random u64 from the standard library's per-process keys.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        tokio::time::sleep(age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))).await
+    };
+    tokio::select! {
+        _ = stop.wait_for(|stop| *stop) => {}
+        () = age => {}
     }
 }
 
