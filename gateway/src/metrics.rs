@@ -21,7 +21,7 @@
 //! are `other` (per tenant, so that one tenant's made-up categories never
 //! take the labels of another's).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,9 +57,43 @@ pub struct Metrics {
     /// Indexed by [`Stage`].
     stages: [BoundHistogram<f64>; Stage::ALL.len()],
     filter_calls: Counter<u64>,
-    /// Category labels given so far, by tenant.
-    categories: Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    /// `filter_calls` bound by filter name (from the config), for `ok` and `error`.
+    filter_call_counters: Mutex<HashMap<String, [Option<BoundCounter<u64>>; 2]>>,
+    /// The request counter and histogram bound by route, status and tenant
+    /// on first use: tenants come from the config and statuses are few.
+    answered: Mutex<HashMap<AnsweredLabels, Answered>>,
+    /// Category labels given so far, by tenant, each with its event counters.
+    categories: Mutex<HashMap<Arc<str>, TenantCategories>>,
     connections: Arc<Connections>,
+}
+
+/// Route, status and tenant (`None`: no tenant was named) of an answer.
+type AnsweredLabels = (&'static str, u16, Option<Arc<str>>);
+
+/// The request counter and duration histogram of one [`AnsweredLabels`].
+type Answered = (BoundCounter<u64>, BoundHistogram<f64>);
+
+/// One tenant's category labels: at most [`MAX_CATEGORIES`] of its own, then `other`.
+#[derive(Default)]
+struct TenantCategories {
+    known: HashMap<Arc<str>, EventCounters>,
+    other: Option<EventCounters>,
+}
+
+/// `weir_events_total` of one tenant and category label, bound per part
+/// code on first use.
+struct EventCounters {
+    label: Arc<str>,
+    by_code: Vec<(PartCode, BoundCounter<u64>)>,
+}
+
+impl EventCounters {
+    fn new(label: Arc<str>) -> EventCounters {
+        EventCounters {
+            label,
+            by_code: Vec::new(),
+        }
+    }
 }
 
 /// The pipeline stages, timed in `weir_stage_duration_seconds{stage}`.
@@ -296,6 +330,7 @@ impl Metrics {
             .build();
         // Stages and outcomes have fixed labels: bound once, each measurement
         // then skips the SDK's attribute lookup (per reader) on the request path.
+        // The labelled counters are bound on first use (`answered`, `categories`).
         let uploads = meter
             .u64_counter("weir.uploads")
             .with_description(
@@ -335,6 +370,8 @@ impl Metrics {
                 .u64_counter("weir.filter.calls")
                 .with_description("Filter calls by filter and outcome (ok, error)")
                 .build(),
+            filter_call_counters: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
             categories: Mutex::new(HashMap::new()),
             connections,
             registry,
@@ -351,15 +388,20 @@ impl Metrics {
         tenant: Option<Arc<str>>,
         seconds: f64,
     ) {
-        let status = KeyValue::new("status", i64::from(status));
-        let tenant = match tenant {
-            Some(tenant) => KeyValue::new("tenant", tenant),
-            None => KeyValue::new("tenant", "-"),
-        };
-        self.requests
-            .add(1, &[KeyValue::new("route", route), status.clone(), tenant]);
-        self.request_duration
-            .record(seconds, &[KeyValue::new("route", route), status]);
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, duration) = answered.entry((route, status, tenant)).or_insert_with_key(
+            |(route, status, tenant)| {
+                let route = KeyValue::new("route", *route);
+                let status = KeyValue::new("status", i64::from(*status));
+                let tenant = KeyValue::new("tenant", tenant.clone().unwrap_or_else(|| "-".into()));
+                (
+                    self.requests.bind(&[route.clone(), status.clone(), tenant]),
+                    self.request_duration.bind(&[route, status]),
+                )
+            },
+        );
+        count.add(1);
+        duration.record(seconds);
     }
 
     /// Counts a connection of the ingest (or admin) listener while it is open.
@@ -380,13 +422,23 @@ impl Metrics {
 
     /// One filter call.
     pub fn filter_call(&self, filter: &str, ok: bool) {
-        self.filter_calls.add(
-            1,
-            &[
-                KeyValue::new("filter", filter.to_owned()),
-                KeyValue::new("outcome", if ok { "ok" } else { "error" }),
-            ],
-        );
+        let mut calls = self
+            .filter_call_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let by_outcome = match calls.get_mut(filter) {
+            Some(by_outcome) => by_outcome,
+            None => calls.entry(filter.to_owned()).or_default(),
+        };
+        let outcome = if ok { "ok" } else { "error" };
+        by_outcome[usize::from(!ok)]
+            .get_or_insert_with(|| {
+                self.filter_calls.bind(&[
+                    KeyValue::new("filter", filter.to_owned()),
+                    KeyValue::new("outcome", outcome),
+                ])
+            })
+            .add(1);
     }
 
     /// The outcome of an upload refused as a whole, by its rejection's error code.
@@ -408,7 +460,6 @@ impl Metrics {
     /// The outcome of an answered batch, and its events by part code.
     pub fn batch(&self, tenant: &Arc<str>, batch: &Batch<'_>) {
         self.uploads.all_upload.add(1);
-        let category = self.category(tenant, &batch.meta.category);
         let mut counts: Vec<(PartCode, u64)> = Vec::new();
         for part in batch.events.iter().filter_map(|e| e.part.as_ref()) {
             match counts.iter_mut().find(|(code, _)| *code == part.code) {
@@ -416,16 +467,23 @@ impl Metrics {
                 None => counts.push((part.code, 1)),
             }
         }
-        for (code, n) in &counts {
-            self.events.add(
-                *n,
-                &[
-                    KeyValue::new("tenant", tenant.clone()),
-                    KeyValue::new("category", category.clone()),
-                    KeyValue::new("code", code.as_str()),
-                ],
-            );
-        }
+        self.with_category(tenant, &batch.meta.category, |counters| {
+            for &(code, n) in &counts {
+                let counter = match counters.by_code.iter().position(|(c, _)| *c == code) {
+                    Some(i) => &counters.by_code[i].1,
+                    None => {
+                        let counter = self.events.bind(&[
+                            KeyValue::new("tenant", tenant.clone()),
+                            KeyValue::new("category", counters.label.clone()),
+                            KeyValue::new("code", code.as_str()),
+                        ]);
+                        counters.by_code.push((code, counter));
+                        &counters.by_code[counters.by_code.len() - 1].1
+                    }
+                };
+                counter.add(n);
+            }
+        });
         if counts
             .iter()
             .any(|(code, _)| matches!(code, PartCode::Invalid | PartCode::TooLarge))
@@ -436,23 +494,33 @@ impl Metrics {
         }
     }
 
-    /// The category's label: itself while the tenant has fewer than
-    /// [`MAX_CATEGORIES`], else `other`. Shared, so labelling allocates nothing.
-    fn category(&self, tenant: &Arc<str>, category: &str) -> Arc<str> {
-        let mut seen = self.categories.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = match seen.get_mut(tenant) {
+    /// Runs `f` on the event counters of the category's label: the category
+    /// itself while the tenant has fewer than [`MAX_CATEGORIES`], else `other`.
+    fn with_category<R>(
+        &self,
+        tenant: &Arc<str>,
+        category: &str,
+        f: impl FnOnce(&mut EventCounters) -> R,
+    ) -> R {
+        let mut categories = self.categories.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = match categories.get_mut(tenant) {
             Some(seen) => seen,
-            None => seen.entry(tenant.clone()).or_default(),
+            None => categories.entry(tenant.clone()).or_default(),
         };
-        if let Some(known) = seen.get(category) {
-            return known.clone();
+        if let Some(known) = seen.known.get_mut(category) {
+            return f(known);
         }
-        if seen.len() < MAX_CATEGORIES {
+        if seen.known.len() < MAX_CATEGORIES {
             let label: Arc<str> = category.into();
-            seen.insert(label.clone());
-            return label;
+            let counters = seen
+                .known
+                .entry(label.clone())
+                .or_insert_with(|| EventCounters::new(label));
+            return f(counters);
         }
-        Arc::from("other")
+        f(seen
+            .other
+            .get_or_insert_with(|| EventCounters::new("other".into())))
     }
 
     /// The Prometheus text exposition of every metric.
@@ -488,19 +556,15 @@ mod tests {
         )
         .unwrap();
         let (noisy, calm): (Arc<str>, Arc<str>) = ("noisy".into(), "calm".into());
+        let label = |tenant: &Arc<str>, category: &str| {
+            metrics.with_category(tenant, category, |c| c.label.clone())
+        };
         for i in 0..MAX_CATEGORIES {
-            assert_eq!(
-                &*metrics.category(&noisy, &format!("c{i}")),
-                format!("c{i}")
-            );
+            assert_eq!(&*label(&noisy, &format!("c{i}")), format!("c{i}"));
         }
-        assert_eq!(&*metrics.category(&noisy, "one-too-many"), "other");
-        assert_eq!(
-            &*metrics.category(&noisy, "c7"),
-            "c7",
-            "known ones keep theirs"
-        );
-        assert_eq!(&*metrics.category(&calm, "orders"), "orders");
+        assert_eq!(&*label(&noisy, "one-too-many"), "other");
+        assert_eq!(&*label(&noisy, "c7"), "c7", "known ones keep theirs");
+        assert_eq!(&*label(&calm, "orders"), "orders");
     }
 
     /// `Metrics::stage` indexes the bound histograms by `Stage as usize`.

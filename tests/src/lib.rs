@@ -5,6 +5,7 @@
 //! topics, so tests run in parallel without seeing each other's records.
 
 pub mod otlp;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
