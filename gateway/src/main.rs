@@ -290,6 +290,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             telemetry,
             Saturation {
                 inflight: Arc::new(move || admission.inflight() as u64),
+                inflight_max: config.server.max_inflight as u64,
                 kafka_queue: Arc::new(producer.queued()),
                 kafka: producer.stats(),
                 filter_instances: Arc::new(filters.instances()),

@@ -6,7 +6,7 @@
 //! `weir_stage_duration_seconds` per stage: `produce` builds and enqueues
 //! the records, `deliver` waits for Kafka's acknowledgements), errors (by
 //! status and by part code, `weir_kafka_broker_errors`) and saturation
-//! (`weir_inflight_requests`, `weir_open_connections`,
+//! (`weir_inflight_requests` against `_max`, `weir_open_connections`,
 //! `weir_kafka_queue_messages` and `_bytes` against `_max_bytes` from
 //! librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
 //! `weir_filter_instances` against `_max`, and
@@ -146,6 +146,8 @@ pub type Gauge = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub struct Saturation {
     /// Requests in flight.
     pub inflight: Gauge,
+    /// The node's cap on requests in flight (`server.max_inflight`).
+    pub inflight_max: u64,
     /// Records in the producer not yet acknowledged.
     pub kafka_queue: Gauge,
     /// librdkafka's latest statistics.
@@ -204,6 +206,7 @@ impl Metrics {
         let meter = provider.meter("weir");
         let Saturation {
             inflight,
+            inflight_max,
             kafka_queue,
             kafka,
             filter_instances,
@@ -213,6 +216,13 @@ impl Metrics {
             .u64_observable_gauge("weir.inflight.requests")
             .with_description("Requests in flight on the node (saturation)")
             .with_callback(move |observer| observer.observe(inflight(), &[]))
+            .build();
+        meter
+            .u64_observable_gauge("weir.inflight.requests.max")
+            .with_description(
+                "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
+            )
+            .with_callback(move |observer| observer.observe(inflight_max, &[]))
             .build();
         let connections = Arc::new(Connections::default());
         let open = connections.clone();
@@ -340,7 +350,7 @@ impl Metrics {
         let stage_duration = meter
             .f64_histogram("weir.stage.duration")
             .with_unit("s")
-            .with_description("Time in each pipeline stage (produce includes the wait for Kafka)")
+            .with_description("Time in each pipeline stage (produce builds and enqueues the records; deliver waits for Kafka)")
             .with_boundaries(BUCKETS.to_vec())
             .build();
         Ok(Metrics {
@@ -548,6 +558,7 @@ mod tests {
             &TelemetryConfig::default(),
             Saturation {
                 inflight: gauge.clone(),
+                inflight_max: 0,
                 kafka_queue: gauge.clone(),
                 kafka: Arc::default(),
                 filter_instances: gauge,

@@ -57,6 +57,7 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
             &Default::default(),
             weir::metrics::Saturation {
                 inflight: std::sync::Arc::new(|| 0),
+                inflight_max: 16,
                 kafka_queue: std::sync::Arc::new(|| 0),
                 kafka: Default::default(),
                 filter_instances: std::sync::Arc::new(|| 0),

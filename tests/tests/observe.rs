@@ -161,6 +161,11 @@ async fn metrics_count_exactly_what_was_sent() {
         "{text}"
     );
     assert_eq!(sum(&samples, "weir_inflight_requests", &[]), 0.0);
+    assert_eq!(
+        sum(&samples, "weir_inflight_requests_max", &[]),
+        1024.0,
+        "server.max_inflight's default"
+    );
     assert_eq!(sum(&samples, "weir_kafka_queue_messages", &[]), 0.0);
     assert_eq!(sum(&samples, "weir_filter_instances", &[]), 0.0);
     assert_eq!(sum(&samples, "weir_filter_instances_max", &[]), 128.0);
