@@ -58,7 +58,7 @@ pub struct Config {
 }
 
 /// Listeners and client-address handling.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Plain HTTP listener (`WEIR_LISTEN`); empty disables it.
@@ -119,7 +119,7 @@ impl Default for ServerConfig {
 }
 
 /// Certificate and key of the HTTPS listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain (`WEIR_TLS_CERT`). With neither file set, the
@@ -147,7 +147,7 @@ impl Default for TlsConfig {
 }
 
 /// Where and how events are produced.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers (`WEIR_KAFKA_BROKERS`); empty starts the embedded,
@@ -178,7 +178,7 @@ impl Default for KafkaConfig {
 }
 
 /// The GeoIP database.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeoIpConfig {
     /// A `.mmdb` file of a City or Country layout (`WEIR_GEOIP_PATH`); none: `geo` is null.
@@ -188,7 +188,7 @@ pub struct GeoIpConfig {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `weir=debug`; `RUST_LOG` wins when set.
@@ -207,7 +207,7 @@ impl Default for LogConfig {
 }
 
 /// The node's own traces and metrics (design §6).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Make spans at all (false: no spans, no traceparent of our own on records).

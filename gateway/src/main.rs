@@ -315,6 +315,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         metrics,
         unauthenticated,
         config_path: config_path.clone(),
+        start_only: weir::reload::StartOnly::of(&config),
         filters: filters.clone(),
         // Without an exporter, sampled requests get ids but no spans.
         sampler: telemetry
@@ -359,7 +360,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
     #[cfg(unix)]
     {
-        // SIGHUP reloads tenants, keys and limits.
+        // SIGHUP reloads tenants, keys, limits and filters (and warns of
+        // changed sections that take a restart).
         let gateway = gateway.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {

@@ -3,18 +3,71 @@
 //!
 //! The file is read and validated first; an invalid one is refused with its
 //! reason and the running tenants stay as they were. Requests in flight keep
-//! the tenant they started with. Listeners, Kafka and GeoIP settings need a
-//! restart; a change to them is reported, not applied.
+//! the tenant they started with. The other sections (listeners, TLS paths,
+//! Kafka, GeoIP, logs, telemetry) need a restart; a change to them is
+//! reported (in the answer and a warning), not applied.
 
 use std::sync::Arc;
 
 use crate::auth::Tenants;
-use crate::config::Config;
+use crate::config::{
+    Config, GeoIpConfig, KafkaConfig, LogConfig, ServerConfig, TelemetryConfig, TlsConfig,
+};
 use crate::server::Gateway;
 
-/// Reloads the tenants from the config file; the number of tenants now.
+/// The sections of the config a reload does not apply, as the node started
+/// with them, to tell an operator which changes wait for a restart.
+#[derive(Debug, Default)]
+pub struct StartOnly {
+    server: ServerConfig,
+    tls: TlsConfig,
+    kafka: KafkaConfig,
+    geoip: GeoIpConfig,
+    log: LogConfig,
+    telemetry: TelemetryConfig,
+}
+
+impl StartOnly {
+    pub fn of(config: &Config) -> StartOnly {
+        StartOnly {
+            server: config.server.clone(),
+            tls: config.tls.clone(),
+            kafka: config.kafka.clone(),
+            geoip: config.geoip.clone(),
+            log: config.log.clone(),
+            telemetry: config.telemetry.clone(),
+        }
+    }
+
+    /// The sections of `config` that differ from the running ones.
+    fn changed(&self, config: &Config) -> Vec<&'static str> {
+        [
+            ("server", self.server == config.server),
+            ("tls", self.tls == config.tls),
+            ("kafka", self.kafka == config.kafka),
+            ("geoip", self.geoip == config.geoip),
+            ("log", self.log == config.log),
+            ("telemetry", self.telemetry == config.telemetry),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(section, _)| section)
+        .collect()
+    }
+}
+
+/// What a reload applied.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Tenants now.
+    pub tenants: usize,
+    /// Sections that changed in the file but take a restart to apply.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Reloads the tenants from the config file.
 /// New or changed filters are compiled here (blocking: call it off the request path).
-pub fn reload(gateway: &Gateway) -> Result<usize, String> {
+pub fn reload(gateway: &Gateway) -> Result<Reloaded, String> {
     let config = Config::load(gateway.config_path.as_deref()).map_err(|e| e.to_string())?;
     let tenants = Tenants::from_config(
         &config,
@@ -23,15 +76,24 @@ pub fn reload(gateway: &Gateway) -> Result<usize, String> {
     )?;
     let count = tenants.len();
     gateway.tenants.store(Arc::new(tenants));
-    Ok(count)
+    Ok(Reloaded {
+        tenants: count,
+        restart_needed: gateway.start_only.changed(&config),
+    })
 }
 
 /// Reloads and logs the outcome; the answer for `POST /admin/reload`.
-pub fn reload_logged(gateway: &Gateway) -> Result<usize, String> {
+pub fn reload_logged(gateway: &Gateway) -> Result<Reloaded, String> {
     match reload(gateway) {
-        Ok(count) => {
-            tracing::info!(tenants = count, "configuration reloaded");
-            Ok(count)
+        Ok(reloaded) => {
+            tracing::info!(tenants = reloaded.tenants, "configuration reloaded");
+            if !reloaded.restart_needed.is_empty() {
+                tracing::warn!(
+                    sections = ?reloaded.restart_needed,
+                    "these sections of the configuration changed but apply only at start: restart the node"
+                );
+            }
+            Ok(reloaded)
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");

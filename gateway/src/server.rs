@@ -55,6 +55,8 @@ pub struct Gateway {
     pub unauthenticated: Option<Unauthenticated>,
     /// The file a reload reads.
     pub config_path: Option<PathBuf>,
+    /// The config sections a reload does not apply, as at start.
+    pub start_only: crate::reload::StartOnly,
     /// The Wasm engine of every tenant's filters.
     pub filters: Arc<FilterEngine>,
     pub metrics: Metrics,
@@ -452,28 +454,32 @@ async fn route_inner(
 
 fn admin_reload(gateway: &Gateway, request_id: &str) -> Response<Body> {
     #[derive(serde::Serialize)]
-    struct Reloaded {
+    struct Answer {
         status: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         tenants: Option<usize>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        restart_needed: Option<Vec<&'static str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     }
     match tokio::task::block_in_place(|| reload::reload_logged(gateway)) {
-        Ok(n) => respond::json(
+        Ok(reloaded) => respond::json(
             StatusCode::OK,
-            &Reloaded {
+            &Answer {
                 status: "reloaded",
-                tenants: Some(n),
+                tenants: Some(reloaded.tenants),
+                restart_needed: Some(reloaded.restart_needed),
                 error: None,
             },
             request_id,
         ),
         Err(e) => respond::json(
             StatusCode::BAD_REQUEST,
-            &Reloaded {
+            &Answer {
                 status: "rejected",
                 tenants: None,
+                restart_needed: None,
                 error: Some(e),
             },
             request_id,

@@ -574,7 +574,24 @@ async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     assert_eq!(answer.status, 200);
     contract::check_answer("post", "/admin/reload", 200, &answer.json());
     assert_eq!(answer.json()["tenants"], 2);
+    assert_eq!(answer.json()["restart_needed"], json!([]));
     assert_eq!(post(&node, "beta-key", body()).await.unwrap().status, 200);
+
+    // A section read only at start is reported, not applied.
+    std::fs::write(
+        &node.config_path,
+        "[server]\nmax_inflight = 7\n".to_owned()
+            + &tenant("acme", KEY, "")
+            + &tenant("beta", "beta-key", ""),
+    )
+    .unwrap();
+    let answer = reload().await;
+    assert_eq!(answer.status, 200);
+    contract::check_answer("post", "/admin/reload", 200, &answer.json());
+    assert_eq!(answer.json()["restart_needed"], json!(["server"]));
+    assert!(node
+        .log_text()
+        .contains("apply only at start: restart the node"));
 
     // A bad file is refused with its reason; the running tenants stay.
     std::fs::write(
