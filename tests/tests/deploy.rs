@@ -111,14 +111,31 @@ fn the_container_image_builds_the_node_and_runs_it_unprivileged() {
         .find(|l| l.starts_with("USER "))
         .expect("a USER");
     assert_eq!(*user, "USER 10001");
-    // Exposes exactly the listeners of the config it ships.
+    // Exposes exactly the listeners of the config it ships, a config the
+    // node accepts and that names no tenant: an image run as it is accepts
+    // no key, least of all the README's demo key.
     let exposed: BTreeSet<u16> = lines
         .iter()
         .filter(|l| l.starts_with("EXPOSE "))
         .flat_map(|l| l[7..].split_whitespace().map(|p| p.parse::<u16>().unwrap()))
         .collect();
-    let config = std::fs::read_to_string(deploy().join("compose/weir.toml")).unwrap();
+    let shipped = lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("COPY ")?
+                .strip_suffix(" /etc/weir/weir.toml")
+        })
+        .expect("the image ships /etc/weir/weir.toml");
+    let config = std::fs::read_to_string(root().join(shipped)).unwrap();
+    check_config(&config);
     assert_eq!(exposed, listener_ports(&config));
+    assert!(
+        toml::from_str::<toml::Value>(&config)
+            .unwrap()
+            .get("tenants")
+            .is_none(),
+        "{shipped} names tenants"
+    );
     assert!(lines
         .iter()
         .any(|l| l.starts_with("ENTRYPOINT") && l.contains("/usr/local/bin/weir")));
@@ -173,9 +190,15 @@ fn the_compose_stack_is_wired_together() {
             "collector exports to unknown {endpoint}"
         );
     }
-    // The node's ports are published, and the config is one weir accepts.
+    // The node's ports are published, and the config, mounted over the
+    // image's, is one weir accepts.
     let config = std::fs::read_to_string(deploy().join("compose/weir.toml")).unwrap();
     check_config(&config);
+    assert!(services["weir"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v == "./compose/weir.toml:/etc/weir/weir.toml:ro"));
     let published: BTreeSet<u16> = services["weir"]["ports"]
         .as_array()
         .unwrap()
