@@ -16,7 +16,7 @@ say() { printf 'build-filters: %s\n' "$*" >&2; }
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=-zstack-size=131072"
 
 sysroot="$(rustc --print sysroot)"
-linker="$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld"
+linker="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/wasm-component-ld"
 if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] || timeout 120 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
   CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
     cargo build --quiet --release --target wasm32-unknown-unknown "${packages[@]}"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use weir_e2e::otlp::Receiver;
 use weir_e2e::scrape::{parse, sum};
-use weir_e2e::{consume, create_topics, get, kafka, key_hash, post, unique, Node};
+use weir_e2e::{consume, contract, create_topics, get, kafka, key_hash, post, unique, Node};
 
 /// A fresh category with its topic.
 async fn category(prefix: &str) -> String {
@@ -696,10 +696,12 @@ async fn a_cpu_profile_is_taken_under_load() {
     let mut statuses = [first.status, second.status];
     statuses.sort();
     assert_eq!(statuses, [200, 409], "one profile at a time");
-    let (profile, seconds) = match first.status {
-        200 => (first, 2),
-        _ => (second, 1),
+    let (profile, seconds, refused) = match first.status {
+        200 => (first, 2, second),
+        _ => (second, 1, first),
     };
+    contract::check_answer("get", "/debug/pprof/profile", 409, &refused.json());
+    assert_eq!(refused.json()["error"], "profile_running");
     let svg = get(&admin, "/debug/pprof/profile?seconds=1&format=flamegraph")
         .await
         .unwrap();
@@ -740,4 +742,5 @@ async fn a_cpu_profile_is_taken_under_load() {
         .unwrap();
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"], "invalid_query");
+    contract::check_answer("get", "/debug/pprof/profile", 400, &bad.json());
 }
