@@ -30,7 +30,8 @@ use tracing::{field, Instrument};
 use crate::stage_span;
 
 use crate::batch::{Batch, Part, PartCode};
-use crate::config::{FilterConfig, OnError};
+use crate::config::{FilterConfig, Limits, OnError};
+use crate::decode::check_depth;
 use crate::metrics::Metrics;
 use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
 
@@ -186,7 +187,7 @@ pub async fn filter(
     chain: &[Arc<FilterSlot>],
     batch: &mut Batch<'_>,
     tenant: &str,
-    max_event_bytes: usize,
+    limits: EventLimits,
     metrics: &Metrics,
     traced: bool,
 ) {
@@ -277,7 +278,7 @@ pub async fn filter(
                                 false,
                             ));
                         }
-                        Verdict::Replace(bytes) => match replacement(bytes, max_event_bytes) {
+                        Verdict::Replace(bytes) => match replacement(bytes, limits) {
                             Ok(body) => {
                                 replaced += 1;
                                 event.raw = Cow::Owned(body);
@@ -328,12 +329,40 @@ pub async fn filter(
     }
 }
 
-/// A replacement body: a JSON object within the event size limit.
-pub(crate) fn replacement(bytes: Vec<u8>, max_event_bytes: usize) -> Result<String, String> {
-    if bytes.len() > max_event_bytes {
+/// What a replacement body must fit: the limits of an event in an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    pub max_bytes: usize,
+    /// Nesting of the event object itself (which counts as one level).
+    pub max_depth: usize,
+}
+
+impl EventLimits {
+    pub fn of(limits: &Limits) -> EventLimits {
+        EventLimits {
+            max_bytes: limits.max_event_bytes,
+            // An event sits two levels down in its upload: `{"data": [ {…} ]}`.
+            max_depth: limits.max_depth.saturating_sub(2),
+        }
+    }
+}
+
+/// A replacement body: a JSON object within the event's size and depth
+/// limits. The depth is checked before parsing, in one linear pass: a guest
+/// could otherwise send nesting deep enough to overflow the parser's stack,
+/// and with it the node.
+pub(crate) fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String, String> {
+    if bytes.len() > limits.max_bytes {
         return Err(format!(
-            "{} bytes, more than the event limit of {max_event_bytes}",
-            bytes.len()
+            "{} bytes, more than the event limit of {}",
+            bytes.len(),
+            limits.max_bytes
+        ));
+    }
+    if check_depth(&bytes, limits.max_depth).is_err() {
+        return Err(format!(
+            "JSON nested deeper than the event limit of {} levels",
+            limits.max_depth
         ));
     }
     let text = String::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_owned())?;
@@ -405,26 +434,52 @@ mod tests {
     }
 
     #[test]
-    fn a_replacement_must_be_a_json_object_within_the_limit() {
+    fn a_replacement_must_be_a_json_object_within_the_limits() {
+        let limits = |max_bytes| EventLimits {
+            max_bytes,
+            max_depth: 3,
+        };
         assert_eq!(
-            replacement(br#"{"a":1}"#.to_vec(), 100),
+            replacement(br#"{"a":1}"#.to_vec(), limits(100)),
             Ok(r#"{"a":1}"#.to_owned())
         );
         assert_eq!(
-            replacement(b"[1]".to_vec(), 100),
+            replacement(b"[1]".to_vec(), limits(100)),
             Err("JSON that is not an object".to_owned())
         );
         assert_eq!(
-            replacement(b"nope".to_vec(), 100),
+            replacement(b"nope".to_vec(), limits(100)),
             Err("text that is not JSON".to_owned())
         );
         assert_eq!(
-            replacement(vec![0xff], 100),
+            replacement(vec![0xff], limits(100)),
             Err("text that is not UTF-8".to_owned())
         );
         assert_eq!(
-            replacement(br#"{"a":"long"}"#.to_vec(), 5),
+            replacement(br#"{"a":"long"}"#.to_vec(), limits(5)),
             Err("12 bytes, more than the event limit of 5".to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":[{"b":1}]}"#.to_vec(), limits(100)),
+            Ok(r#"{"a":[{"b":1}]}"#.to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":[{"b":[]}]}"#.to_vec(), limits(100)),
+            Err("JSON nested deeper than the event limit of 3 levels".to_owned())
+        );
+        // Nesting that would overflow a recursive parser's stack is refused
+        // before any parsing, on a thread with tokio's worker stack.
+        let n = 32_000;
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || replacement(deep.into_bytes(), EventLimits::of(&Limits::default())))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            refused,
+            Err("JSON nested deeper than the event limit of 62 levels".to_owned())
         );
     }
 }

@@ -241,7 +241,7 @@ where
                 &tenant.filters,
                 &mut batch,
                 &tenant.name,
-                limits.max_event_bytes,
+                filter::EventLimits::of(limits),
                 metrics,
                 traced,
             )

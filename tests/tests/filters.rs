@@ -249,6 +249,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
         );
     }
     config += &tenant("nonjson", "nonjson", &[(&hostile, "non-json", "fail-open")]);
+    config += &tenant("deep", "deep", &[(&hostile, "deep", "fail-open")]);
     config += &tenant("calm", "calm", &[]);
     config = config.replace(
         "[[tenants.filters]]",
@@ -344,11 +345,21 @@ async fn hostile_filters_are_contained_by_their_policy() {
             "filter hostile_filter replaced the event with text that is not JSON".into()
         )
     );
+    // A replacement nested deep enough to overflow a parser is refused
+    // unparsed, and the node goes on serving.
+    let json = post(&node, "deep", body("deep")).await.unwrap().json();
+    assert_eq!(
+        parts(&json)[0],
+        (
+            "filter_error".into(),
+            "filter hostile_filter replaced the event with JSON nested deeper than the event limit of 62 levels".into()
+        )
+    );
 
     stop.store(true, Ordering::Relaxed);
     calm.await.unwrap();
     // Every call is counted by its filter and outcome: each mode's two
-    // tenants failed, and the non-JSON replacement was a call that returned.
+    // tenants failed; the non-JSON and the deep replacements were calls that returned.
     let text = get(node.admin.as_ref().unwrap(), "/metrics")
         .await
         .unwrap()
@@ -362,7 +373,11 @@ async fn hostile_filters_are_contained_by_their_policy() {
         )
     };
     assert_eq!(calls("error"), (2 * modes.len()) as f64);
-    assert_eq!(calls("ok"), 1.0);
+    assert_eq!(
+        calls("ok"),
+        2.0,
+        "non-json and deep returned their verdicts"
+    );
     assert!(
         node.log_text().contains("events in mode loop"),
         "a call's guest logs reach the node's log"

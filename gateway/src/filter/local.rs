@@ -28,8 +28,9 @@ struct Meta {
 /// Runs the filter at `path` with `config` over the events in `events_json`
 /// (a JSON array of event objects, or a whole batch with `meta` and `data`),
 /// and checks each replacement as a node does (a JSON object within
-/// `max_event_bytes`). The report is text for a terminal; `Err` when the
-/// events are not a batch, or the filter does not load or fails.
+/// `max_event_bytes` and the default nesting limit). The report is text for
+/// a terminal; `Err` when the events are not a batch, or the filter does not
+/// load or fails.
 pub fn run(
     path: &Path,
     config: &str,
@@ -37,6 +38,16 @@ pub fn run(
     caps: Caps,
     max_event_bytes: usize,
 ) -> Result<String, String> {
+    let depth = crate::config::Limits::default().max_depth;
+    if let Err(at) = crate::decode::check_depth(events_json.as_bytes(), depth) {
+        return Err(format!(
+            "events: nested deeper than {depth} levels at byte {at}"
+        ));
+    }
+    let replacement_limits = super::EventLimits {
+        max_bytes: max_event_bytes,
+        ..super::EventLimits::of(&crate::config::Limits::default())
+    };
     let not_a_batch = |e: sonic_rs::Error| {
         format!("events: expected a JSON array of events or a batch with a data array: {e}")
     };
@@ -112,7 +123,7 @@ pub fn run(
         let _ = match verdict {
             Verdict::Keep => writeln!(out, "  {id}: keep"),
             Verdict::Drop(reason) => writeln!(out, "  {id}: drop ({reason})"),
-            Verdict::Replace(body) => match super::replacement(body, max_event_bytes) {
+            Verdict::Replace(body) => match super::replacement(body, replacement_limits) {
                 Ok(body) => writeln!(out, "  {id}: replace {body}"),
                 Err(problem) => writeln!(
                     out,
