@@ -4,6 +4,11 @@
 //! Config: `{"fields": ["email", "props.phone"], "mask": "***"}`; without
 //! `fields`, every string value of the event is scanned. A named field that
 //! holds an object or list is scanned all the way down.
+//!
+//! Only the masked strings are rewritten; the rest of the event stays as the
+//! client wrote it. It fails safe: every copy of a repeated key is masked, a
+//! string whose escapes cannot be read is masked whole, and a body the
+//! field reader refuses has all its strings scanned.
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
@@ -44,34 +49,29 @@ impl Filter for RedactPii {
         events
             .iter()
             .map(|e| {
-                // Named fields: only they are read and, where needed, rewritten.
-                if let Some(fields) = &self.fields {
-                    let Some((body, masked)) = redact_fields(e.body(), fields, &self.mask) else {
-                        return Verdict::Keep;
-                    };
-                    weir_guest_sdk::count("masked", masked as u64);
-                    return Verdict::Replace(body);
-                }
-                let Ok(mut body) = e.json() else {
+                let redacted = match &self.fields {
+                    // Named fields: only they are read and, where needed, rewritten.
+                    Some(fields) => redact_fields(e.body(), fields, &self.mask),
+                    None => redact_strings(e.body(), &self.mask),
+                };
+                let Some((body, masked)) = redacted else {
                     return Verdict::Keep;
                 };
-                let masked = redact_value(&mut body, &self.mask);
-                if masked == 0 {
-                    return Verdict::Keep;
-                }
                 weir_guest_sdk::count("masked", masked as u64);
-                Verdict::replace_json(&body)
+                Verdict::Replace(body)
             })
             .collect()
     }
 }
 
 /// `body` with PII masked in `fields`, and the number of masks; `None` when
-/// there was nothing to mask (or the body is not a JSON object). Each field
-/// is read where it is and rewritten in place (every copy of a repeated
-/// key); the rest of the body is neither parsed nor rewritten.
+/// there was nothing to mask. Each field is read where it is and rewritten
+/// in place (every copy of a repeated key); the rest of the body is neither
+/// parsed nor rewritten. A body the field reader cannot read (an escape or
+/// number serde_json refuses) has every string value scanned instead: PII
+/// never passes because its event was odd.
 fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>, usize)> {
-    let mut body = Cow::Borrowed(body);
+    let mut patched = Cow::Borrowed(body);
     let mut masked = 0;
     for field in fields {
         let edit = |value: &mut Value| {
@@ -79,11 +79,76 @@ fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>,
             masked += n;
             n > 0
         };
-        if let Ok(Some(patched)) = edit_field(&body, field, edit) {
-            body = Cow::Owned(patched);
+        match edit_field(&patched, field, edit) {
+            Ok(Some(edited)) => patched = Cow::Owned(edited),
+            Ok(None) => {}
+            Err(_) => return redact_strings(body, mask),
         }
     }
-    (masked > 0).then(|| (body.into_owned(), masked))
+    (masked > 0).then(|| (patched.into_owned(), masked))
+}
+
+/// `body` with PII masked in every string value (keys are left alone), and
+/// the number of masks; `None` when there was nothing to mask. The JSON
+/// text is walked, not parsed into values, so every copy of a repeated key
+/// is seen and the rest of the text stays as the client wrote it. A string
+/// whose escapes cannot be read (a lone surrogate, `\uZZZZ`) is masked
+/// whole: it could hide anything.
+fn redact_strings(body: &[u8], mask: &str) -> Option<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut masked = 0;
+    let mut i = 0;
+    while let Some(open) = body[i..].iter().position(|&b| b == b'"') {
+        let start = i + open;
+        // The closing quote: skip escaped characters.
+        let mut end = start + 1;
+        loop {
+            match body[end..].iter().position(|&b| b == b'"' || b == b'\\') {
+                Some(n) if body[end + n] == b'\\' => end += n + 2,
+                Some(n) => {
+                    end += n;
+                    break;
+                }
+                // Unterminated (the node accepts no such body): nothing more to scan.
+                None => {
+                    end = body.len();
+                    break;
+                }
+            }
+        }
+        if end >= body.len() {
+            break;
+        }
+        let after = body[end + 1..].iter().find(|b| !b.is_ascii_whitespace());
+        if after != Some(&b':') {
+            let raw = &body[start..=end];
+            let replacement = match serde_json::from_slice::<String>(raw) {
+                Ok(text) => match redact(&text, mask) {
+                    (redacted, n) if n > 0 => Some((json_string(&redacted), n)),
+                    _ => None,
+                },
+                Err(_) => Some((json_string(mask), 1)),
+            };
+            if let Some((text, n)) = replacement {
+                out.extend_from_slice(&body[copied..start]);
+                out.extend_from_slice(text.as_bytes());
+                copied = end + 1;
+                masked += n;
+            }
+        }
+        i = end + 1;
+    }
+    if masked == 0 {
+        return None;
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some((out, masked))
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 /// Masks PII in every string under `value`; the number of masks applied.
@@ -103,42 +168,98 @@ fn redact_value(value: &mut Value, mask: &str) -> usize {
     }
 }
 
-/// Masks e-mail addresses and IPv4 addresses (whole words) and phone
-/// numbers (runs of digits, spaces, dashes, dots, parentheses and a leading
-/// `+` with at least 7 digits) in `text`.
+/// Masks e-mail addresses, IPv4 addresses (with or without a port) and
+/// phone numbers (runs of digits, spaces, dashes, dots, parentheses and a
+/// leading `+` with at least 7 digits, not glued to a word, not an ISO
+/// date) in `text`.
 pub fn redact<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
     // Each of them has an `@` or digits: most strings have neither.
     if !text.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
         return (Cow::Borrowed(text), 0);
     }
-    let mut out = String::with_capacity(text.len());
-    let mut count = 0;
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let trimmed = word.trim_matches(|c: char| ",;:!?()<>\"'".contains(c));
-        if is_email(trimmed) || trimmed.trim_end_matches('.').parse::<Ipv4Addr>().is_ok() {
-            out.push_str(&word.replacen(trimmed, mask, 1));
-            count += 1;
-        } else {
-            out.push_str(word);
-        }
+    let (text_1, emails) = mask_spans(text, mask, email_at);
+    let (text_2, addresses) = mask_spans(&text_1, mask, ipv4_at);
+    let (text_3, phones) = mask_phones(&text_2, mask);
+    match emails + addresses + phones {
+        0 => (Cow::Borrowed(text), 0),
+        n => (Cow::Owned(text_3), n),
     }
-    let (out, phones) = mask_phones(&out, mask);
-    (Cow::Owned(out), count + phones)
 }
 
-fn is_email(word: &str) -> bool {
-    match word.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
+/// Finds the next span (start, end) to mask at or after a byte offset.
+type FindSpan = fn(&[u8], usize) -> Option<(usize, usize)>;
+
+/// `text` with every span `find` reports masked, and how many.
+fn mask_spans(text: &str, mask: &str, find: FindSpan) -> (String, usize) {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut count) = (0, 0);
+    while let Some((start, end)) = find(bytes, copied) {
+        out.push_str(&text[copied..start]);
+        out.push_str(mask);
+        copied = end;
+        count += 1;
+    }
+    out.push_str(&text[copied..]);
+    (out, count)
+}
+
+/// The next e-mail address at or after `from`: around an `@`, a local part
+/// of `A-Z a-z 0-9 . _ % + -` and a dotted domain of `A-Z a-z 0-9 . -`
+/// (a sentence's full stop after it is not part of it).
+fn email_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
+    let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    let domain = |b: u8| b.is_ascii_alphanumeric() || b".-".contains(&b);
+    let mut at = from;
+    loop {
+        at += text[at..].iter().position(|&b| b == b'@')?;
+        let mut start = at;
+        while start > from && local(text[start - 1]) {
+            start -= 1;
         }
-        None => false,
+        while start < at && text[start] == b'.' {
+            start += 1;
+        }
+        let mut end = at + 1;
+        while end < text.len() && domain(text[end]) {
+            end += 1;
+        }
+        while end > at + 1 && b".-".contains(&text[end - 1]) {
+            end -= 1;
+        }
+        let host = &text[at + 1..end];
+        if start < at && host.contains(&b'.') && host[0] != b'.' {
+            return Some((start, end));
+        }
+        at += 1;
+    }
+}
+
+/// The next IPv4 address at or after `from`: four dotted numbers not glued
+/// to a word or another number (a port after a colon may follow).
+fn ipv4_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
+    let part = |b: u8| b.is_ascii_digit() || b == b'.';
+    let mut start = from;
+    loop {
+        start += text[start..].iter().position(u8::is_ascii_digit)?;
+        let mut end = start;
+        while end < text.len() && part(text[end]) {
+            end += 1;
+        }
+        let run = end;
+        while end > start && text[end - 1] == b'.' {
+            end -= 1;
+        }
+        let glued = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'.');
+        let alone = !glued(start.checked_sub(1).and_then(|i| text.get(i)))
+            && !text.get(end).is_some_and(u8::is_ascii_alphanumeric);
+        let address = std::str::from_utf8(&text[start..end])
+            .ok()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok());
+        if alone && address.is_some() {
+            return Some((start, end));
+        }
+        start = run;
     }
 }
 
@@ -148,9 +269,17 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
     let mut count = 0;
     let mut i = 0;
     while i < chars.len() {
+        // An ISO date (2024-01-15) has eight digits but is no phone number.
+        if is_iso_date(&chars[i..]) && (i == 0 || !chars[i - 1].is_alphanumeric()) {
+            out.extend(&chars[i..i + 10]);
+            i += 10;
+            continue;
+        }
         let starts = chars[i].is_ascii_digit()
             || ("+(".contains(chars[i]) && chars.get(i + 1).is_some_and(char::is_ascii_digit));
-        if starts && (i == 0 || !chars[i - 1].is_alphanumeric()) {
+        // Not glued to a word: `order-20240115` and `id_4155550123` are ids.
+        let alone = i == 0 || !(chars[i - 1].is_alphanumeric() || "-_".contains(chars[i - 1]));
+        if starts && alone {
             let mut j = i + 1;
             while j < chars.len() && (chars[j].is_ascii_digit() || " -.()".contains(chars[j])) {
                 j += 1;
@@ -160,9 +289,7 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
                 j -= 1;
             }
             let digits = chars[i..j].iter().filter(|c| c.is_ascii_digit()).count();
-            let dots = chars[i..j].iter().filter(|c| **c == '.').count();
-            // A dotted run of 4 numbers is an IPv4 address, handled above.
-            if digits >= 7 && dots != 3 && (j == chars.len() || !chars[j].is_alphanumeric()) {
+            if digits >= 7 && (j == chars.len() || !chars[j].is_alphanumeric()) {
                 out.push_str(mask);
                 count += 1;
                 i = j;
@@ -175,11 +302,20 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
     (out, count)
 }
 
+/// Whether `chars` starts with `dddd-dd-dd`.
+fn is_iso_date(chars: &[char]) -> bool {
+    chars.len() >= 10
+        && chars[..10].iter().enumerate().all(|(k, c)| match k {
+            4 | 7 => *c == '-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
 export_filter!(RedactPii);
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, redact_fields};
+    use super::{redact, redact_fields, redact_strings};
 
     /// Named fields are masked in place, every copy of a repeated key
     /// included (a consumer may read either copy), nested fields too; the
@@ -207,21 +343,64 @@ mod tests {
                 "write to ***, please",
                 1,
             ),
+            ("mail ann@example.com.", "mail ***.", 1),
+            ("a@x.com,b@y.co\nc.d@z.org", "***,***\n***", 3),
+            ("<ann.lee+tag@mail.example.com>", "<***>", 1),
             ("call +44 20 7946 0958 now", "call *** now", 1),
             ("call (555) 123-4567.", "call ***.", 1),
+            ("tel:+14155550123", "tel:***", 1),
+            ("1.415.555.0123", "***", 1),
             ("from 81.2.69.142 today", "from *** today", 1),
+            ("81.2.69.142:443", "***:443", 1),
+            ("ip=81.2.69.142\n", "ip=***\n", 1),
             (
                 "version 1.2.3 and 42 items",
                 "version 1.2.3 and 42 items",
                 0,
             ),
             ("order 12345", "order 12345", 0),
+            ("order-20240115", "order-20240115", 0),
+            ("2024-01-15 10:30:00", "2024-01-15 10:30:00", 0),
+            ("999.1.1.1", "999.1.1.1", 0),
             ("a@b", "a@b", 0),
+            ("@home and x@.com", "@home and x@.com", 0),
             ("no digits, no at sign", "no digits, no at sign", 0),
         ];
         for (input, expected, n) in cases {
             let (output, masked) = redact(input, "***");
             assert_eq!((&*output, masked), (expected, n), "{input}");
         }
+    }
+
+    /// Without named fields every string value is scanned in the text
+    /// itself: every copy of a repeated key, numbers spelled as the client
+    /// did, keys untouched, and a string whose escapes cannot be read is
+    /// masked whole.
+    #[test]
+    fn every_string_value_is_masked_in_the_text() {
+        let body = br#"{"id":"e1","email":"ann@example.com","email":"none","n":1e999,
+            "list":["call 555-123-4567",{"ann@example.com":"ok"}],"odd":"\uZZZZ ann@x.io","esc":"\u0061@example.com"}"#;
+        let (masked, n) = redact_strings(body, "***").unwrap();
+        assert_eq!(
+            String::from_utf8(masked).unwrap(),
+            r#"{"id":"e1","email":"***","email":"none","n":1e999,
+            "list":["call ***",{"ann@example.com":"ok"}],"odd":"***","esc":"***"}"#
+        );
+        assert_eq!(n, 4);
+        assert_eq!(redact_strings(br#"{"id":"e1","a":"b"}"#, "***"), None);
+    }
+
+    /// A named field in a body the field reader refuses falls back to
+    /// scanning every string, rather than letting the event pass.
+    #[test]
+    fn an_unreadable_body_is_scanned_whole() {
+        let fields = ["email".to_owned()];
+        let body = br#"{"email":"ann@example.com","bad":"\uZZZZ"}"#;
+        let (masked, n) = redact_fields(body, &fields, "***").unwrap();
+        assert_eq!(
+            String::from_utf8(masked).unwrap(),
+            r#"{"email":"***","bad":"***"}"#
+        );
+        assert_eq!(n, 2);
     }
 }
