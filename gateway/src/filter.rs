@@ -261,6 +261,7 @@ pub async fn filter(
         }
         let outcome = called.outcome;
         metrics.filter_call(&slot.name, outcome.is_ok());
+        metrics.guest_counters(tenant, &slot.name, &called.counters);
         let _entered = span.enter();
         match outcome {
             Ok(verdicts) => {

@@ -41,6 +41,9 @@ use crate::produce::KafkaStats;
 /// Distinct category labels of one tenant at most; more share the label `other`.
 pub const MAX_CATEGORIES: usize = 100;
 
+/// Distinct counter names of one tenant's filter at most; more share `other`.
+pub const MAX_FILTER_COUNTERS: usize = 16;
+
 /// Latency buckets, seconds: 0.5 ms to 10 s.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -59,6 +62,10 @@ pub struct Metrics {
     filter_calls: Counter<u64>,
     /// `filter_calls` bound by filter name (from the config), for `ok` and `error`.
     filter_call_counters: Mutex<HashMap<String, [Option<BoundCounter<u64>>; 2]>>,
+    /// The counters filters keep (`count` in the guest SDK).
+    guest_counters: Counter<u64>,
+    /// `guest_counters` bound by tenant and filter, then by counter name.
+    guest_counter_names: Mutex<HashMap<(String, String), GuestCounters>>,
     /// The request counter and histogram bound by route, status and tenant
     /// on first use: tenants come from the config and statuses are few.
     answered: Mutex<HashMap<AnsweredLabels, Answered>>,
@@ -66,6 +73,9 @@ pub struct Metrics {
     categories: Mutex<HashMap<Arc<str>, TenantCategories>>,
     connections: Arc<Connections>,
 }
+
+/// One tenant's filter's counters, by name.
+type GuestCounters = HashMap<String, BoundCounter<u64>>;
 
 /// Route, status and tenant (`None`: no tenant was named) of an answer.
 type AnsweredLabels = (&'static str, u16, Option<Arc<str>>);
@@ -381,6 +391,13 @@ impl Metrics {
                 .with_description("Filter calls by filter and outcome (ok, error)")
                 .build(),
             filter_call_counters: Mutex::new(HashMap::new()),
+            guest_counters: meter
+                .u64_counter("weir.filter.guest.counter")
+                .with_description(
+                    "Counters the tenants' filters keep (count() in the guest SDK), by tenant, filter and name",
+                )
+                .build(),
+            guest_counter_names: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             categories: Mutex::new(HashMap::new()),
             connections,
@@ -449,6 +466,45 @@ impl Metrics {
                 ])
             })
             .add(1);
+    }
+
+    /// What one filter call counted (`count` in the guest SDK). A filter's
+    /// first [`MAX_FILTER_COUNTERS`] names per tenant get their own label,
+    /// the rest `other`: guests choose names, operators pay for labels.
+    pub fn guest_counters<'a>(
+        &self,
+        tenant: &str,
+        filter: &str,
+        counters: impl IntoIterator<Item = (&'a String, &'a u64)>,
+    ) {
+        let mut counters = counters.into_iter().peekable();
+        if counters.peek().is_none() {
+            return;
+        }
+        let mut all = self
+            .guest_counter_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let names = all
+            .entry((tenant.to_owned(), filter.to_owned()))
+            .or_default();
+        for (name, delta) in counters {
+            let label = match names.contains_key(name) || names.len() < MAX_FILTER_COUNTERS {
+                true => name.as_str(),
+                false => "other",
+            };
+            if !names.contains_key(label) {
+                let bound = self.guest_counters.bind(&[
+                    KeyValue::new("tenant", tenant.to_owned()),
+                    KeyValue::new("filter", filter.to_owned()),
+                    KeyValue::new("name", label.to_owned()),
+                ]);
+                names.insert(label.to_owned(), bound);
+            }
+            if let Some(counter) = names.get(label) {
+                counter.add(*delta);
+            }
+        }
     }
 
     /// The outcome of an upload refused as a whole, by its rejection's error code.

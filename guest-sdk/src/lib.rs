@@ -57,7 +57,12 @@ use bindings::weir::filter::types::{Batch, Event as WitEvent, IpAddress, Span};
 /// A filter: built by `init` from the tenant's config (once, when the node
 /// loads it: each call starts from a snapshot of the result), then asked
 /// for one verdict per event, in order.
-pub trait Filter: Sized + 'static {
+///
+/// `Send + Sync` because [`export_filter!`] keeps it in a `static` (a guest
+/// is single-threaded, but Rust asks it of every static): hold caches in a
+/// `Mutex` or `OnceLock`, not a `RefCell` or `Rc`. Nothing outlives a call
+/// anyway: each call starts from the snapshot taken after `init`.
+pub trait Filter: Sized + Send + Sync + 'static {
     /// Parses the tenant's `config` string (often JSON). An error refuses the filter.
     fn init(config: &str) -> Result<Self, String>;
 
@@ -215,13 +220,28 @@ pub fn count(name: &str, delta: u64) {
     bindings::weir::filter::host::count(name, delta)
 }
 
-/// Parses a filter's config string as JSON (an empty string is `{}`), with
-/// an error that says it is the config.
-pub fn config_json(config: &str) -> Result<serde_json::Value, String> {
+/// Parses a filter's config string as a JSON object whose keys are all in
+/// `known` (an empty string is `{}`). A mistyped key or a config that is
+/// not an object is an error that says so, so that a filter never runs
+/// with a setting it silently ignored.
+pub fn config_json(
+    config: &str,
+    known: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     if config.trim().is_empty() {
-        return Ok(serde_json::Value::Object(Default::default()));
+        return Ok(serde_json::Map::new());
     }
-    serde_json::from_str(config).map_err(|e| format!("config: {e}"))
+    let map = match serde_json::from_str(config).map_err(|e| format!("config: {e}"))? {
+        serde_json::Value::Object(map) => map,
+        other => return Err(format!("config: expected a JSON object, got {other}")),
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!(
+            "config: unknown key '{unknown}' (known: {})",
+            known.join(", ")
+        ));
+    }
+    Ok(map)
 }
 
 /// Finds a field of a JSON object by a top-level key or a dotted path
@@ -270,4 +290,29 @@ macro_rules! export_filter {
 
         $crate::bindings::export_world!(__WeirFilterExport with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_json;
+
+    #[test]
+    fn a_config_is_an_object_of_known_keys() {
+        assert!(config_json("", &["rate"]).unwrap().is_empty());
+        assert_eq!(
+            config_json(r#"{"rate": 0.5}"#, &["rate"]).unwrap()["rate"],
+            0.5
+        );
+        assert_eq!(
+            config_json(r#"{"ratio": 0.5}"#, &["rate", "categories"]),
+            Err("config: unknown key 'ratio' (known: rate, categories)".into())
+        );
+        assert_eq!(
+            config_json("0.1", &["rate"]),
+            Err("config: expected a JSON object, got 0.1".into())
+        );
+        assert!(config_json("{", &["rate"])
+            .unwrap_err()
+            .starts_with("config: "));
+    }
 }

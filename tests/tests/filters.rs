@@ -124,6 +124,25 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
     for r in &records {
         contract::check_record(&r.value);
     }
+    // The filters' own counters are the node's metrics: redact-pii counted
+    // its three masks.
+    let text = get(node.admin.as_ref().unwrap(), "/metrics")
+        .await
+        .unwrap()
+        .body;
+    let samples = scrape::parse(&String::from_utf8_lossy(&text));
+    assert_eq!(
+        scrape::sum(
+            &samples,
+            "weir_filter_guest_counter_total",
+            &[
+                ("tenant", "acme"),
+                ("filter", "redact_pii"),
+                ("name", "masked")
+            ]
+        ),
+        3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,14 +434,15 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     let category = category().await;
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.wasm");
-    std::fs::copy(filter_wasm("sample"), &live).unwrap();
-    // One config both filters accept: sample drops all (rate 0), require-fields needs `user`.
+    std::fs::copy(filter_wasm("require_fields"), &live).unwrap();
+    // One config both filters accept: require-fields needs `user`,
+    // redact-pii masks PII in it.
     let config = tenant(
         "acme",
         "k",
         &[(
             live.to_str().unwrap(),
-            r#"{"rate": 0.0, "fields": ["user"]}"#,
+            r#"{"fields": ["user"]}"#,
             "fail-closed",
         )],
     );
@@ -437,7 +457,8 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
         .await
         .unwrap()
         .json();
-    assert_eq!(parts(&first)[0].1, "live: sampled out (rate 0)");
+    assert_eq!(parts(&first)[0].0, "ok");
+    assert_eq!(parts(&first)[1].1, "live: missing required field user");
 
     // Posts keep coming while the file is replaced.
     let stop = Arc::new(AtomicBool::new(false));
@@ -459,13 +480,13 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Written next to it and renamed over it, as a deploy tool does.
     let staged = dir.path().join("staged.wasm");
-    std::fs::copy(filter_wasm("require_fields"), &staged).unwrap();
+    std::fs::copy(filter_wasm("redact_pii"), &staged).unwrap();
     std::fs::rename(&staged, &live).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let json = post(&node, "k", body("after".into())).await.unwrap().json();
-        if parts(&json)[0].0 == "ok" {
-            assert_eq!(parts(&json)[1].1, "live: missing required field user");
+        if parts(&json)[1].0 == "ok" {
+            assert_eq!(parts(&json)[0].0, "ok");
             break;
         }
         assert!(
@@ -517,7 +538,7 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     }
     let json = post(&node, "k", body("still".into())).await.unwrap().json();
     assert_eq!(parts(&json)[0].0, "ok", "{json}");
-    assert_eq!(parts(&json)[1].1, "live: missing required field user");
+    assert_eq!(parts(&json)[1].0, "ok", "redact-pii still serves: {json}");
 }
 
 /// `weir filter test <filter> --events <events> <args…>`.

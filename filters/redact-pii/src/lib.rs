@@ -23,9 +23,13 @@ struct RedactPii {
 
 impl Filter for RedactPii {
     fn init(config: &str) -> Result<Self, String> {
-        let config = config_json(config)?;
+        let config = config_json(config, &["fields", "mask"])?;
         let fields = match config.get("fields") {
             None => None,
+            // An empty list would mask nothing, unlike no list (every string).
+            Some(Value::Array(list)) if list.is_empty() => {
+                return Err("config: fields is empty (leave it out to scan every string)".into())
+            }
             Some(Value::Array(list)) => Some(
                 list.iter()
                     .map(|f| {
@@ -37,11 +41,11 @@ impl Filter for RedactPii {
             ),
             Some(_) => return Err("config: fields must be a list of field names".into()),
         };
-        let mask = config
-            .get("mask")
-            .and_then(Value::as_str)
-            .unwrap_or("***")
-            .to_owned();
+        let mask = match config.get("mask") {
+            None => "***".to_owned(),
+            Some(Value::String(mask)) => mask.clone(),
+            Some(_) => return Err("config: mask must be a string".into()),
+        };
         Ok(RedactPii { fields, mask })
     }
 

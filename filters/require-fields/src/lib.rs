@@ -12,7 +12,7 @@ struct RequireFields {
 
 impl Filter for RequireFields {
     fn init(config: &str) -> Result<Self, String> {
-        let config = config_json(config)?;
+        let config = config_json(config, &["fields"])?;
         let fields = config
             .get("fields")
             .and_then(|f| f.as_array())

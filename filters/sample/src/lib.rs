@@ -1,6 +1,8 @@
 //! `sample`: keeps a fraction of events, per category if configured,
-//! deterministically by backend id (the same event is always kept or always
-//! dropped, whichever node sees it).
+//! deterministically by backend id: the same record gets the same decision
+//! whenever the filter runs on it (a replay, `weir filter test`). The node
+//! assigns backend ids on arrival, so a client's retry of an event that was
+//! not accepted is a new draw, at the same rate.
 //!
 //! Config: `{"rate": 0.25}` or `{"rate": 1.0, "categories": {"PERF": 0.1}}`.
 
@@ -15,7 +17,7 @@ struct Sample {
 
 impl Filter for Sample {
     fn init(config: &str) -> Result<Self, String> {
-        let config = config_json(config)?;
+        let config = config_json(config, &["rate", "categories"])?;
         let rate = |v: &serde_json::Value, at: &str| match v.as_f64() {
             Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
             _ => Err(format!("config: {at} must be a number from 0 to 1")),

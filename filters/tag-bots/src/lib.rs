@@ -24,17 +24,15 @@ struct TagBots {
 
 impl Filter for TagBots {
     fn init(config: &str) -> Result<Self, String> {
-        let config = config_json(config)?;
-        let field = config
-            .get("field")
-            .and_then(|f| f.as_str())
-            .unwrap_or("user_agent")
-            .to_owned();
-        let drop = match config
-            .get("action")
-            .and_then(|a| a.as_str())
-            .unwrap_or("tag")
-        {
+        let config = config_json(config, &["field", "action"])?;
+        let text = |key: &str, default: &'static str| match config.get(key) {
+            None => Ok(default),
+            Some(value) => value
+                .as_str()
+                .ok_or(format!("config: {key} must be a string")),
+        };
+        let field = text("field", "user_agent")?.to_owned();
+        let drop = match text("action", "tag")? {
             "drop" => true,
             "tag" => false,
             other => return Err(format!("config: action '{other}' is not drop or tag")),
