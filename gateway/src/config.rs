@@ -821,8 +821,13 @@ fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
             return Err(invalid(format!("{at}.{key}"), "must be greater than 0"));
         }
     }
-    if limits.max_depth > 512 {
-        return Err(invalid(format!("{at}.max_depth"), "must be at most 512"));
+    // Filters read events with serde_json, which stops at 128 levels: an
+    // event the node accepts must be one its filters can read.
+    if limits.max_depth > 128 {
+        return Err(invalid(
+            format!("{at}.max_depth"),
+            "must be at most 128 (filters' JSON readers go no deeper)",
+        ));
     }
     if limits.max_decompressed_bytes < limits.max_body_bytes {
         return Err(invalid(
@@ -1022,6 +1027,10 @@ mod tests {
         assert_eq!(
             problem("[defaults]\nmax_event_bytes = 0\n", &[]),
             "defaults.max_event_bytes: must be greater than 0"
+        );
+        assert_eq!(
+            problem("[defaults]\nmax_depth = 129\n", &[]),
+            "defaults.max_depth: must be at most 128 (filters' JSON readers go no deeper)"
         );
         assert_eq!(
             problem("[kafka.producer]\n\"message.timeout.ms\" = \"0\"\n", &[]),
