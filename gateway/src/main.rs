@@ -84,7 +84,9 @@ enum FilterCommand {
     Test {
         /// The filter component (.wasm).
         filter: PathBuf,
-        /// A JSON file: an array of events, or a batch with meta and data.
+        /// A JSON file: an array of events, or a batch with meta and data,
+        /// read as a node reads an upload (events it would refuse are
+        /// reported, not filtered).
         #[arg(long)]
         events: PathBuf,
         /// The config string handed to the filter's init.
@@ -99,8 +101,8 @@ enum FilterCommand {
         /// Wasm fuel of the call (exact CPU cap); none by default.
         #[arg(long)]
         fuel: Option<u64>,
-        /// A replacement larger than this is refused, as on a node (its
-        /// `max_event_bytes`).
+        /// An event or a replacement larger than this is refused, as on a
+        /// node (its `max_event_bytes`).
         #[arg(long, default_value_t = weir::config::Limits::default().max_event_bytes)]
         max_event_bytes: usize,
     },

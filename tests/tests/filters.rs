@@ -620,6 +620,23 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(text.contains("log info: 2 events in mode keep"), "{text}");
     assert!(!text.contains("log info: hostile filter"), "{text}");
 
+    // Events a node would refuse are reported so, and not filtered.
+    let odd = dir.path().join("odd.json");
+    std::fs::write(&odd, r#"[{"id": "a"}, {"no": "id"}, {"id": "a"}]"#).unwrap();
+    let output = filter_test("hostile_filter", &odd, &["--config", "keep"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("  a: keep"), "{text}");
+    assert!(
+        text.contains("  data[1]: invalid (data[1].id: missing; not filtered)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  a: invalid (data[2].id: 'a' is a duplicate of data[0].id; not filtered)"),
+        "{text}"
+    );
+    assert!(text.contains("log info: 1 events in mode keep"), "{text}");
+
     // The same cap holds for `init`, which runs when the filter is loaded.
     let output = filter_test(
         "hostile_filter",

@@ -1,36 +1,23 @@
 //! `weir filter test`: run a filter over sample events on the author's
 //! machine, with the same engine and caps as a node, and report each verdict.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sonic_rs::{JsonValueTrait as _, LazyValue};
-
 use super::host::{BatchInput, Caps, FilterEngine, Verdict};
-
-/// An upload as `weir filter test` reads it: the events' own text, as the
-/// node hands it to filters (key order, spacing and number spelling kept).
-#[derive(serde::Deserialize)]
-struct Upload<'a> {
-    #[serde(default)]
-    meta: Option<Meta>,
-    #[serde(borrow)]
-    data: Vec<LazyValue<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct Meta {
-    category: Option<String>,
-}
+use crate::config::Limits;
 
 /// Runs the filter at `path` with `config` over the events in `events_json`
-/// (a JSON array of event objects, or a whole batch with `meta` and `data`),
-/// and checks each replacement as a node does (a JSON object within
-/// `max_event_bytes` and the default nesting limit). The report is text for
-/// a terminal; `Err` when the events are not a batch, or the filter does not
-/// load or fails.
+/// (a JSON array of event objects, or a whole batch with `meta` and `data`).
+/// The events are read as a node reads an upload (the default limits, with
+/// `max_event_bytes`): an event a node would answer `invalid` or
+/// `too_large` is reported so and not filtered, and the filter sees each
+/// other event's text as written. Each replacement is checked as a node
+/// does. The report is text for a terminal; `Err` when the events are not
+/// an upload a node takes, or the filter does not load or fails.
 pub fn run(
     path: &Path,
     config: &str,
@@ -38,55 +25,40 @@ pub fn run(
     caps: Caps,
     max_event_bytes: usize,
 ) -> Result<String, String> {
-    let depth = crate::config::Limits::default().max_depth;
-    if let Err(at) = crate::decode::check_depth(events_json.as_bytes(), depth) {
-        return Err(format!(
-            "events: nested deeper than {depth} levels at byte {at}"
-        ));
-    }
-    let replacement_limits = super::EventLimits {
-        max_bytes: max_event_bytes,
-        ..super::EventLimits::of(&crate::config::Limits::default())
+    let limits = Limits {
+        max_event_bytes,
+        ..Limits::default()
     };
-    let not_a_batch = |e: sonic_rs::Error| {
-        format!("events: expected a JSON array of events or a batch with a data array: {e}")
-    };
-    let (category, list) = match events_json.trim_start().starts_with('[') {
-        true => (
-            "local".to_owned(),
-            sonic_rs::from_str::<Vec<LazyValue<'_>>>(events_json).map_err(not_a_batch)?,
-        ),
-        false => {
-            let upload: Upload<'_> = sonic_rs::from_str(events_json).map_err(not_a_batch)?;
-            let category = upload.meta.and_then(|m| m.category);
-            (category.unwrap_or_else(|| "local".into()), upload.data)
-        }
+    // A bare list of events is the `data` of an upload.
+    let upload: Cow<'_, str> = match events_json.trim_start().starts_with('[') {
+        true => format!(r#"{{"meta":{{"category":"local"}},"data":{events_json}}}"#).into(),
+        false => events_json.into(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    // Each event's id, client address (its `ip`) and text.
-    let mut owned: Vec<(String, Option<std::net::IpAddr>, &str)> = Vec::new();
-    for (i, event) in list.iter().enumerate() {
-        if !event.is_object() {
-            return Err(format!("events: event {i} is not a JSON object"));
-        }
-        let text = event.as_raw_str();
-        let field = |name: &str| sonic_rs::get(text, [name]).ok();
-        let id = field("id")
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("event-{i}"));
-        let ip = field("ip").and_then(|v| v.as_str()?.parse().ok());
-        owned.push((id, ip, text));
-    }
-    let mut events = BatchInput::with_capacity("local", &category, now, owned.len());
-    for (id, ip, text) in &owned {
+    let batch = crate::decode::decode_and_split(upload.as_bytes(), &limits, now)
+        .map_err(|reject| format!("events: {} ({})", reject.message, reject.error))?;
+    let replacement_limits = super::EventLimits::of(&limits);
+    let ids: Vec<String> = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.id.clone().unwrap_or_else(|| format!("data[{i}]")))
+        .collect();
+    // The events a node would filter: those not refused already.
+    let pending: Vec<usize> = (0..batch.events.len())
+        .filter(|&i| batch.events[i].part.is_none())
+        .collect();
+    let mut events = BatchInput::with_capacity("local", &batch.meta.category, now, pending.len());
+    for &i in &pending {
+        let event = &batch.events[i];
         events.push(
             uuid::Uuid::now_v7().as_u128(),
-            id,
-            *ip,
+            &ids[i],
+            event.ip,
             None,
-            text.as_bytes(),
+            event.raw.as_bytes(),
         );
     }
 
@@ -117,19 +89,32 @@ pub fn run(
         "filter {} (version {}), {} events",
         path.display(),
         compiled.version,
-        events.len()
+        batch.events.len()
     );
-    for ((id, _, _), verdict) in owned.iter().zip(verdicts) {
-        let _ = match verdict {
-            Verdict::Keep => writeln!(out, "  {id}: keep"),
-            Verdict::Drop(reason) => writeln!(out, "  {id}: drop ({reason})"),
-            Verdict::Replace(body) => match super::replacement(body, replacement_limits) {
+    let mut verdicts = verdicts.into_iter();
+    for (i, event) in batch.events.iter().enumerate() {
+        let id = &ids[i];
+        if let Some(part) = &event.part {
+            let message = part.message.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {id}: {} ({message}; not filtered)",
+                part.code.as_str()
+            );
+            continue;
+        }
+        let _ = match verdicts.next() {
+            Some(Verdict::Keep) => writeln!(out, "  {id}: keep"),
+            Some(Verdict::Drop(reason)) => writeln!(out, "  {id}: drop ({reason})"),
+            Some(Verdict::Replace(body)) => match super::replacement(body, replacement_limits) {
                 Ok(body) => writeln!(out, "  {id}: replace {body}"),
                 Err(problem) => writeln!(
                     out,
                     "  {id}: filter_error (the filter replaced the event with {problem})"
                 ),
             },
+            // (`call` checked that there is one verdict per event.)
+            None => writeln!(out, "  {id}: no verdict"),
         };
     }
     let _ = match compiled.initialised {
