@@ -108,7 +108,8 @@ fn redact_strings(body: &[u8], mask: &str) -> Option<(Vec<u8>, usize)> {
         // The closing quote: skip escaped characters.
         let mut end = start + 1;
         loop {
-            match body[end..].iter().position(|&b| b == b'"' || b == b'\\') {
+            let rest = body.get(end..).unwrap_or_default();
+            match rest.iter().position(|&b| b == b'"' || b == b'\\') {
                 Some(n) if body[end + n] == b'\\' => end += n + 2,
                 Some(n) => {
                     end += n;
@@ -174,8 +175,8 @@ fn redact_value(value: &mut Value, mask: &str) -> usize {
 
 /// Masks e-mail addresses, IPv4 addresses (with or without a port) and
 /// phone numbers (runs of digits, spaces, dashes, dots, parentheses and a
-/// leading `+` with at least 7 digits, not glued to a word, not an ISO
-/// date) in `text`.
+/// leading `+` with 7 to 15 digits, not glued to a word, not an ISO date or
+/// a dotted version) in `text`.
 pub fn redact<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
     // Each of them has an `@` or digits: most strings have neither.
     if !text.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
@@ -209,11 +210,13 @@ fn mask_spans(text: &str, mask: &str, find: FindSpan) -> (String, usize) {
 }
 
 /// The next e-mail address at or after `from`: around an `@`, a local part
-/// of `A-Z a-z 0-9 . _ % + -` and a dotted domain of `A-Z a-z 0-9 . -`
-/// (a sentence's full stop after it is not part of it).
+/// of letters, digits and `. _ % + -` and a dotted domain of letters,
+/// digits and `. -`, any non-ASCII letter included (`josé@bücher.de`); a
+/// sentence's full stop after it is not part of it. (Every walk stops at an
+/// ASCII byte or at `from`, so the span is on character boundaries.)
 fn email_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
-    let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
-    let domain = |b: u8| b.is_ascii_alphanumeric() || b".-".contains(&b);
+    let local = |b: u8| b >= 0x80 || b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
+    let domain = |b: u8| b >= 0x80 || b.is_ascii_alphanumeric() || b".-".contains(&b);
     let mut at = from;
     loop {
         at += text[at..].iter().position(|&b| b == b'@')?;
@@ -272,17 +275,22 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
     let mut out = String::with_capacity(text.len());
     let mut count = 0;
     let mut i = 0;
+    // Glued to a word: `order-20240115`, `id_4155550123`, `12345678-ab12`.
+    let glued = |k: usize| {
+        chars.get(k).is_some_and(|c| c.is_alphanumeric())
+            || (chars.get(k).is_some_and(|c| "-_".contains(*c))
+                && chars.get(k + 1).is_some_and(|c| c.is_alphanumeric()))
+    };
     while i < chars.len() {
+        let alone = i == 0 || !(chars[i - 1].is_alphanumeric() || "-_".contains(chars[i - 1]));
         // An ISO date (2024-01-15) has eight digits but is no phone number.
-        if is_iso_date(&chars[i..]) && (i == 0 || !chars[i - 1].is_alphanumeric()) {
+        if alone && is_iso_date(&chars[i..]) {
             out.extend(&chars[i..i + 10]);
             i += 10;
             continue;
         }
         let starts = chars[i].is_ascii_digit()
             || ("+(".contains(chars[i]) && chars.get(i + 1).is_some_and(char::is_ascii_digit));
-        // Not glued to a word: `order-20240115` and `id_4155550123` are ids.
-        let alone = i == 0 || !(chars[i - 1].is_alphanumeric() || "-_".contains(chars[i - 1]));
         if starts && alone {
             let mut j = i + 1;
             while j < chars.len() && (chars[j].is_ascii_digit() || " -.()".contains(chars[j])) {
@@ -292,13 +300,19 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
             while j > i && !chars[j - 1].is_ascii_digit() {
                 j -= 1;
             }
-            let digits = chars[i..j].iter().filter(|c| c.is_ascii_digit()).count();
-            if digits >= 7 && (j == chars.len() || !chars[j].is_alphanumeric()) {
+            let run = &chars[i..j];
+            let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+            // E.164 numbers have at most 15 digits.
+            if (7..=15).contains(&digits) && !glued(j) && !is_version(run) {
                 out.push_str(mask);
                 count += 1;
-                i = j;
-                continue;
+            } else {
+                // Every later start inside this run has fewer digits and the
+                // same end: none of them is a phone number either.
+                out.extend(run);
             }
+            i = j.max(i + 1);
+            continue;
         }
         out.push(chars[i]);
         i += 1;
@@ -306,13 +320,32 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
     (out, count)
 }
 
-/// Whether `chars` starts with `dddd-dd-dd`.
+/// Whether `chars` starts with a date `yyyy-mm-dd` that is not the start
+/// of a longer number (`0466-12-3456` is a phone number).
 fn is_iso_date(chars: &[char]) -> bool {
+    let number = |range: std::ops::Range<usize>| {
+        chars[range]
+            .iter()
+            .try_fold(0u32, |n, c| c.to_digit(10).map(|d| n * 10 + d))
+    };
     chars.len() >= 10
-        && chars[..10].iter().enumerate().all(|(k, c)| match k {
-            4 | 7 => *c == '-',
-            _ => c.is_ascii_digit(),
-        })
+        && chars[4] == '-'
+        && chars[7] == '-'
+        && number(0..4).is_some()
+        && number(5..7).is_some_and(|m| (1..=12).contains(&m))
+        && number(8..10).is_some_and(|d| (1..=31).contains(&d))
+        && !chars.get(10).is_some_and(char::is_ascii_digit)
+}
+
+/// Whether a run of digits and dots alone is a version (`10.0.19045.3803`)
+/// rather than a dotted phone number (`1.415.555.0123`): a phone's groups
+/// after the first have two to four digits.
+fn is_version(run: &[char]) -> bool {
+    if !run.iter().all(|c| c.is_ascii_digit() || *c == '.') {
+        return false;
+    }
+    let groups: Vec<usize> = run.split(|c| *c == '.').map(<[char]>::len).collect();
+    groups.len() > 1 && groups[1..].iter().any(|n| !(2..=4).contains(n))
 }
 
 export_filter!(RedactPii);
@@ -364,6 +397,11 @@ mod tests {
             ),
             ("order 12345", "order 12345", 0),
             ("order-20240115", "order-20240115", 0),
+            ("12345678-ab12-cd34", "12345678-ab12-cd34", 0),
+            ("call 0466-12-3456", "call ***", 1),
+            ("os 10.0.19045.3803", "os 10.0.19045.3803", 0),
+            ("josé@example.com, ann@bücher.de", "***, ***", 2),
+            ("müller@x.de", "***", 1),
             ("2024-01-15 10:30:00", "2024-01-15 10:30:00", 0),
             ("999.1.1.1", "999.1.1.1", 0),
             ("a@b", "a@b", 0),
@@ -373,6 +411,18 @@ mod tests {
         for (input, expected, n) in cases {
             let (output, masked) = redact(input, "***");
             assert_eq!((&*output, masked), (expected, n), "{input}");
+        }
+    }
+
+    /// A long run of short numbers is no phone number, however it ends. (It
+    /// is also scanned once, not once per digit: quadratic, this 64 KB
+    /// string took minutes, past any filter's CPU deadline.)
+    #[test]
+    fn a_long_run_of_short_numbers_is_no_phone_number() {
+        for end in ["1x", "x", ""] {
+            let text = "1 ".repeat(32 * 1024) + end;
+            let (output, masked) = redact(&text, "***");
+            assert_eq!((&*output, masked), (text.as_str(), 0), "ending {end:?}");
         }
     }
 
