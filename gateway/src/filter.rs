@@ -261,7 +261,10 @@ pub async fn filter(
         }
         let outcome = called.outcome;
         metrics.filter_call(&slot.name, outcome.is_ok());
-        metrics.guest_counters(tenant, &slot.name, &called.counters);
+        // What a failed call counted was never applied.
+        if outcome.is_ok() {
+            metrics.guest_counters(tenant, &slot.name, &called.counters);
+        }
         let _entered = span.enter();
         match outcome {
             Ok(verdicts) => {

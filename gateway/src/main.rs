@@ -105,6 +105,10 @@ enum FilterCommand {
         /// node (its `max_event_bytes`).
         #[arg(long, default_value_t = weir::config::Limits::default().max_event_bytes)]
         max_event_bytes: usize,
+        /// Bodies nested deeper than this are refused, as on a node (its
+        /// `max_depth`, at most 128).
+        #[arg(long, default_value_t = weir::config::Limits::default().max_depth)]
+        max_depth: usize,
     },
 }
 
@@ -167,7 +171,11 @@ fn main() -> anyhow::Result<()> {
             max_output_bytes,
             fuel,
             max_event_bytes,
+            max_depth,
         }) => {
+            if max_depth == 0 || max_depth > 128 {
+                anyhow::bail!("--max-depth: must be from 1 to 128, as a node's max_depth");
+            }
             let events = std::fs::read_to_string(&events)
                 .with_context(|| format!("reading {}", events.display()))?;
             let caps = Caps {
@@ -176,7 +184,12 @@ fn main() -> anyhow::Result<()> {
                 max_output_bytes,
                 fuel,
             };
-            let report = weir::filter::local::run(&filter, &config, &events, caps, max_event_bytes)
+            let limits = weir::config::Limits {
+                max_event_bytes,
+                max_depth,
+                ..Default::default()
+            };
+            let report = weir::filter::local::run(&filter, &config, &events, caps, &limits)
                 .map_err(anyhow::Error::msg)?;
             print!("{report}");
             Ok(())

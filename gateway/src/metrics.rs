@@ -64,8 +64,8 @@ pub struct Metrics {
     filter_call_counters: Mutex<HashMap<String, [Option<BoundCounter<u64>>; 2]>>,
     /// The counters filters keep (`count` in the guest SDK).
     guest_counters: Counter<u64>,
-    /// `guest_counters` bound by tenant and filter, then by counter name.
-    guest_counter_names: Mutex<HashMap<(String, String), GuestCounters>>,
+    /// `guest_counters` bound by tenant, filter and counter name.
+    guest_counter_names: Mutex<HashMap<String, HashMap<String, GuestCounters>>>,
     /// The request counter and histogram bound by route, status and tenant
     /// on first use: tenants come from the config and statuses are few.
     answered: Mutex<HashMap<AnsweredLabels, Answered>>,
@@ -485,9 +485,14 @@ impl Metrics {
             .guest_counter_names
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let names = all
-            .entry((tenant.to_owned(), filter.to_owned()))
-            .or_default();
+        let filters = match all.get_mut(tenant) {
+            Some(filters) => filters,
+            None => all.entry(tenant.to_owned()).or_default(),
+        };
+        let names = match filters.get_mut(filter) {
+            Some(names) => names,
+            None => filters.entry(filter.to_owned()).or_default(),
+        };
         for (name, delta) in counters {
             let label = match names.contains_key(name) || names.len() < MAX_FILTER_COUNTERS {
                 true => name.as_str(),

@@ -679,6 +679,38 @@ fn weir_filter_test_prints_each_verdict() {
     );
 }
 
+/// The deepest event a node can be configured to take (`max_depth` 128:
+/// the event itself and 125 levels inside it) is read by a filter's JSON
+/// reader within the guest's 128 KiB stack; one level more is refused by
+/// the node before any filter sees it.
+#[test]
+fn a_filter_reads_the_deepest_event_a_node_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = |levels: usize| {
+        let path = dir.path().join(format!("deep{levels}.json"));
+        let nested = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        std::fs::write(
+            &path,
+            format!(r#"[{{"id": "deep", "x": {nested}, "user": "u"}}]"#),
+        )
+        .unwrap();
+        path
+    };
+    let args = ["--config", r#"{"fields": ["user"]}"#, "--max-depth", "128"];
+    let output = filter_test("require_fields", &deep(125), &args);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("  deep: keep"), "{text}");
+    let output = filter_test("require_fields", &deep(126), &args);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("(too_deep)"), "{stderr}");
+}
+
 /// The guest SDK's arena: a 50-event batch is handed over and filtered
 /// without the guest's memory growing (what spares the host an `mprotect`
 /// pair per batch); a batch larger than the arena still works, on memory

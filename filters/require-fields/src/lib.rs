@@ -24,6 +24,9 @@ impl Filter for RequireFields {
                     .ok_or("config: every field must be a string")
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if fields.is_empty() {
+            return Err("config: fields is empty: name at least one required field".into());
+        }
         Ok(RequireFields { fields })
     }
 

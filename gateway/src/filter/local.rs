@@ -12,8 +12,8 @@ use crate::config::Limits;
 
 /// Runs the filter at `path` with `config` over the events in `events_json`
 /// (a JSON array of event objects, or a whole batch with `meta` and `data`).
-/// The events are read as a node reads an upload (the default limits, with
-/// `max_event_bytes`): an event a node would answer `invalid` or
+/// The events are read as a node reads an upload, with `limits`: an event a
+/// node would answer `invalid` or
 /// `too_large` is reported so and not filtered, and the filter sees each
 /// other event's text as written. Each replacement is checked as a node
 /// does. The report is text for a terminal; `Err` when the events are not
@@ -23,23 +23,25 @@ pub fn run(
     config: &str,
     events_json: &str,
     caps: Caps,
-    max_event_bytes: usize,
+    limits: &Limits,
 ) -> Result<String, String> {
-    let limits = Limits {
-        max_event_bytes,
-        ..Limits::default()
-    };
     // A bare list of events is the `data` of an upload.
-    let upload: Cow<'_, str> = match events_json.trim_start().starts_with('[') {
+    let wrapped = events_json.trim_start().starts_with('[');
+    let upload: Cow<'_, str> = match wrapped {
         true => format!(r#"{{"meta":{{"category":"local"}},"data":{events_json}}}"#).into(),
         false => events_json.into(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let batch = crate::decode::decode_and_split(upload.as_bytes(), &limits, now)
-        .map_err(|reject| format!("events: {} ({})", reject.message, reject.error))?;
-    let replacement_limits = super::EventLimits::of(&limits);
+    let batch = crate::decode::decode_and_split(upload.as_bytes(), limits, now).map_err(|reject| {
+        let read_as = match wrapped {
+            true => r#" (the list is read as the data of {"meta":{"category":"local"},"data":[…]}: positions count from there)"#,
+            false => "",
+        };
+        format!("events: {} ({}){read_as}", reject.message, reject.error)
+    })?;
+    let replacement_limits = super::EventLimits::of(limits);
     let ids: Vec<String> = batch
         .events
         .iter()
