@@ -13,10 +13,9 @@ use crate::config::Limits;
 /// Runs the filter at `path` with `config` over the events in `events_json`
 /// (a JSON array of event objects, or a whole batch with `meta` and `data`).
 /// The events are read as a node reads an upload, with `limits`: an event a
-/// node would answer `invalid` or
-/// `too_large` is reported so and not filtered, and the filter sees each
-/// other event's text as written. Each replacement is checked as a node
-/// does. The report is text for a terminal; `Err` when the events are not
+/// node would answer `invalid` or `too_large` is reported so and not
+/// filtered, and the filter sees each other event's text as written. Each
+/// replacement is checked as a node does. The report is text for a terminal; `Err` when the events are not
 /// an upload a node takes, or the filter does not load or fails.
 pub fn run(
     path: &Path,
