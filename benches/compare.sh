@@ -4,10 +4,9 @@
 #
 #   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
-#                                  # (exported over OTLP/HTTP to a discarding sink on core 1),
-#                                  # and metrics only with clients sending an unsampled
-#                                  # traceparent, which the records then carry: what
-#                                  # propagation alone costs, apart from tracing
+#                                  # (exported over OTLP/HTTP to a discarding sink on core 1);
+#                                  # records carry a traceparent in every variant (the
+#                                  # record contract, proto/record.md)
 #
 # The node runs on core 0 (`taskset -c 0`), the load generator and a tansu
 # broker (in-memory storage) on core 1, with GeoIP (DB-IP City Lite from
@@ -110,7 +109,6 @@ $(filter sample "'{\"rate\": 1.0}'")"
       run "metrics only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
       run "traces 100%" "" OTEL_TRACES_SAMPLER_ARG=1.0 "${otlp[@]}"
       run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"
-      LOAD_ARGS=--unsampled-traceparent run "propagation only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
       ;;
     *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
   esac

@@ -80,7 +80,8 @@ struct Args {
     otlp_sink: Option<String>,
     /// Send a W3C `traceparent` flagged not sampled with every request (a
     /// new trace per request), as a client with its own tracing does: the
-    /// node then propagates it to the records even with its tracing off.
+    /// node follows its decision, and with its tracing off passes it on
+    /// to the records unchanged.
     #[arg(long)]
     unsampled_traceparent: bool,
 }

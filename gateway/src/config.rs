@@ -210,7 +210,8 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Make spans at all (false: no spans, no traceparent of our own on records).
+    /// Make spans at all (false: no spans; records carry the client's
+    /// `traceparent`, or an unsampled one of a new trace).
     pub traces: bool,
     /// Record metrics at all (false: `/metrics` is empty).
     pub metrics: bool,

@@ -59,19 +59,17 @@ where
     // A request without (valid) trace context starts a new trace. The
     // sampling decision comes before any span (see `trace::RequestSampler`).
     let client_context = trace::extract(request.headers());
-    let decision = gateway.sampler.as_ref().map(|s| s.decide(&client_context));
+    let decision = gateway.sampler.decide(&client_context);
     // Stage spans only for requests whose own span is recorded (see `stage_span!`).
-    let traced = matches!(decision, Some(RequestTrace::Record(_)));
+    let traced = matches!(decision, RequestTrace::Record(_));
     let (span, context) = match decision {
-        Some(RequestTrace::Record(parent)) => {
+        RequestTrace::Record(parent) => {
             let span = request_span!("weir");
             let _ = span.set_parent(parent);
             let own = span.context();
             (span, own)
         }
-        Some(RequestTrace::Skip(own)) => (request_span!("weir::request"), own),
-        // Tracing off: the client's own context travels on unchanged.
-        None => (request_span!("weir::request"), client_context),
+        RequestTrace::Skip(own) => (request_span!("weir::request"), own),
     };
     // Log lines of the request carry its trace and span ids (and request id,
     // tenant) to join logs and traces.
@@ -263,8 +261,8 @@ where
             otel.status_description = field::Empty,
         );
         // The record's traceparent names the produce span: consumers become
-        // its children. (Unsampled: the request span, flagged not sampled;
-        // with tracing off: the client's own context.)
+        // its children. (Unsampled: the request's own ids, flagged not
+        // sampled; with tracing off: the client's own context, when it sent one.)
         let trace_headers = match produce.context() {
             cx if cx.span().span_context().is_valid() => trace::inject(&cx),
             _ => trace::inject(context_of_request),

@@ -333,9 +333,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         start_only: weir::reload::StartOnly::of(&config),
         filters: filters.clone(),
         // Without an exporter, sampled requests get ids but no spans.
-        sampler: telemetry
-            .traces
-            .then(|| trace::RequestSampler::new(telemetry, !telemetry.otlp_endpoint.is_empty())),
+        sampler: trace::RequestSampler::new(telemetry, !telemetry.otlp_endpoint.is_empty()),
     });
     {
         // Filter files are watched: a changed one is compiled off the request

@@ -60,9 +60,9 @@ pub struct Gateway {
     /// The Wasm engine of every tenant's filters.
     pub filters: Arc<FilterEngine>,
     pub metrics: Metrics,
-    /// Samples requests before their spans are made; `None` with
-    /// `telemetry.traces = false` (no spans; the client's context travels on).
-    pub sampler: Option<RequestSampler>,
+    /// Samples requests before their spans are made (with
+    /// `telemetry.traces = false`, none is: see `RequestSampler::decide`).
+    pub sampler: RequestSampler,
 }
 
 /// The tenant a response was for, left by `ingest` for the request metrics.

@@ -8,7 +8,9 @@
 //!
 //! Spans go to OpenTelemetry independently of the log level: turning logs
 //! down never breaks propagation. With `telemetry.traces = false` no spans
-//! are made at all, and records carry the client's own `traceparent`.
+//! are made at all: records carry the client's own `traceparent`, or, when
+//! it sent none, a new trace's, unsampled (every record carries one: the
+//! record contract, `proto/record.md`).
 //!
 //! A request is sampled or not before any span is made ([`RequestSampler`]):
 //! an unsampled request, most of them at low ratios, gets no OpenTelemetry
@@ -18,7 +20,8 @@
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
+    Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -71,6 +74,8 @@ pub struct RequestSampler {
     ids: RandomIdGenerator,
     /// Whether sampled spans go anywhere (an exporter is set).
     export: bool,
+    /// `telemetry.traces`: false, no request is ever recorded.
+    traces: bool,
 }
 
 /// The outcome for one request.
@@ -93,6 +98,7 @@ impl RequestSampler {
             sampler: sampler(config),
             ids: RandomIdGenerator::default(),
             export,
+            traces: config.traces,
         }
     }
 
@@ -100,6 +106,19 @@ impl RequestSampler {
     /// `client` (an empty context when it sent none).
     pub fn decide(&self, client: &Context) -> RequestTrace {
         let parent = client.span().span_context().clone();
+        if !self.traces {
+            // No spans of ours: the client's context travels on unchanged
+            // (a consumer's span is the child of the client's), and without
+            // one the records still get a trace id of their own, unsampled.
+            return RequestTrace::Skip(match parent.is_valid() {
+                true => client.clone(),
+                false => self.own(
+                    self.ids.new_trace_id(),
+                    TraceFlags::default(),
+                    TraceState::default(),
+                ),
+            });
+        }
         let trace_id = match parent.is_valid() {
             true => parent.trace_id(),
             false => self.ids.new_trace_id(),
@@ -122,14 +141,14 @@ impl RequestSampler {
             true => TraceFlags::SAMPLED,
             false => TraceFlags::default(),
         };
-        let own = SpanContext::new(
-            trace_id,
-            self.ids.new_span_id(),
-            flags,
-            false,
-            result.trace_state,
-        );
-        RequestTrace::Skip(Context::new().with_remote_span_context(own))
+        RequestTrace::Skip(self.own(trace_id, flags, result.trace_state))
+    }
+
+    /// A context of `trace_id` with a span id made here: the request's
+    /// own, which is propagated and logged but never exported.
+    fn own(&self, trace_id: TraceId, flags: TraceFlags, state: TraceState) -> Context {
+        let own = SpanContext::new(trace_id, self.ids.new_span_id(), flags, false, state);
+        Context::new().with_remote_span_context(own)
     }
 }
 
@@ -368,6 +387,41 @@ mod tests {
             .filter(|_| matches!(half.decide(&none), RequestTrace::Record(_)))
             .count();
         assert!((800..1200).contains(&recorded), "{recorded} of 2000");
+    }
+
+    #[test]
+    fn with_tracing_off_a_client_context_travels_on_and_otherwise_one_is_made() {
+        let off = RequestSampler::new(
+            &TelemetryConfig {
+                traces: false,
+                sampler: "always_on".into(),
+                ..TelemetryConfig::default()
+            },
+            true,
+        );
+        // The client's context, unchanged, whatever its decision.
+        for flags in ["00", "01"] {
+            let RequestTrace::Skip(cx) = off.decide(&client(flags)) else {
+                panic!("tracing off records nothing")
+            };
+            assert_eq!(
+                inject(&cx).traceparent,
+                Some(format!(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"
+                ))
+            );
+        }
+        // None sent: a new trace of our own, unsampled, despite `always_on`.
+        let RequestTrace::Skip(cx) = off.decide(&Context::new()) else {
+            panic!("tracing off records nothing")
+        };
+        let own = cx.span().span_context().clone();
+        assert!(own.is_valid());
+        assert!(!own.is_sampled());
+        let RequestTrace::Skip(other) = off.decide(&Context::new()) else {
+            panic!("tracing off records nothing")
+        };
+        assert_ne!(other.span().span_context().trace_id(), own.trace_id());
     }
 
     #[test]

@@ -626,7 +626,7 @@ async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
+async fn with_tracing_off_records_carry_the_clients_trace_context_or_a_new_one() {
     let category = category("notrace").await;
     let config = acme();
     let node = Node::start(
@@ -644,17 +644,26 @@ async fn with_tracing_off_records_carry_the_clients_own_trace_context() {
         .await
         .unwrap();
     assert_eq!(answer.status, 200);
-    assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
-    let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
+    let two = json!({"meta": {"category": category}, "data": [{"id": "b"}, {"id": "c"}]});
+    assert_eq!(post(&node, "k", two.to_string()).await.unwrap().status, 200);
+    let records = consume(kafka(), &format!("events.{category}"), 3).unwrap();
     assert_eq!(
         records[0].headers.get("traceparent").map(String::as_str),
         Some(client)
     );
-    assert_eq!(
-        records[1].headers.get("traceparent"),
-        None,
-        "no trace context, none made up"
-    );
+    // No trace context sent: the records still carry one, of a new trace
+    // (the request's, shared by its records), unsampled.
+    let made: Vec<Vec<&str>> = records[1..]
+        .iter()
+        .map(|r| r.headers["traceparent"].split('-').collect())
+        .collect();
+    for parts in &made {
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        assert_eq!((parts[0], parts[3]), ("00", "00"), "{parts:?}");
+        assert_eq!((parts[1].len(), parts[2].len()), (32, 16), "{parts:?}");
+        assert_ne!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    assert_eq!(made[0], made[1], "one request, one trace context");
 }
 
 #[tokio::test(flavor = "multi_thread")]
