@@ -8,7 +8,8 @@
 //! The parse is lazy (sonic-rs iterators): the top-level keys and each event's
 //! `id`, `ts` and `ip` are read, and everything else stays the raw text the
 //! client sent, which `produce` copies into the record as it is. The iterators
-//! validate what they skip, so the whole body is still checked to be JSON.
+//! validate what they skip, so the whole body is still checked to be JSON
+//! (but for the digits of `\u` escapes, which [`check_depth`] checks).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -53,13 +54,19 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
     }
     let end = match check_depth(text.as_bytes(), limits.max_depth) {
         Ok(end) => end,
-        Err(at) => {
+        Err(Unreadable::TooDeep(at)) => {
             return Err(bad_request(
                 "too_deep",
                 format!(
                     "body: JSON nested deeper than {} levels at byte {at}",
                     limits.max_depth
                 ),
+            ))
+        }
+        Err(Unreadable::BadEscape(at)) => {
+            return Err(bad_request(
+                "malformed_json",
+                format!("body: invalid string escape at byte {at}"),
             ))
         }
     };
@@ -377,11 +384,29 @@ fn malformed(e: sonic_rs::Error) -> Reject {
     bad_request("malformed_json", format!("body: invalid JSON: {e}"))
 }
 
-/// Checks that no object or array nests deeper than `max`; the error is the
-/// byte offset of the first bracket too deep, the result where the first
-/// value (the body's object) ends. Runs before the parser so that hostile
-/// nesting is refused in one linear pass, never by deep recursion.
-pub fn check_depth(text: &[u8], max: usize) -> Result<usize, usize> {
+/// Why [`check_depth`] refused a text, and at which byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// An object or array nested deeper than the limit: its bracket.
+    TooDeep(usize),
+    /// A string escape JSON does not have (`\x`, `\u` without four hex
+    /// digits, half a surrogate pair): its backslash.
+    BadEscape(usize),
+}
+
+/// Checks that no object or array nests deeper than `max`, and that every
+/// string escape is JSON; the result is where the first value (the body's
+/// object) ends. Runs before the parser so that hostile nesting is refused
+/// in one linear pass, never by deep recursion.
+///
+/// The escapes are checked here because this pass and the parser must agree
+/// on where each string ends, and sonic-rs's lazy iterators do not check
+/// the digits of a `\u` when they skip a string: `"\uabc\"` would end the
+/// string for them and not for this pass, which would then miss the nesting
+/// that follows, and the record would carry text that is not JSON. A lone
+/// surrogate (`\ud800`) is refused too: strict readers (serde_json, so
+/// every filter) refuse it.
+pub fn check_depth(text: &[u8], max: usize) -> Result<usize, Unreadable> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < text.len() {
@@ -391,7 +416,10 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<usize, usize> {
                 i += 1;
                 loop {
                     match memchr::memchr2(b'"', b'\\', &text[i..]) {
-                        Some(n) if text[i + n] == b'\\' => i += n + 2,
+                        Some(n) if text[i + n] == b'\\' => {
+                            let at = i + n;
+                            i = at + escape_len(text, at).ok_or(Unreadable::BadEscape(at))?;
+                        }
                         Some(n) => {
                             i += n;
                             break;
@@ -407,7 +435,7 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<usize, usize> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
-                    return Err(i);
+                    return Err(Unreadable::TooDeep(i));
                 }
             }
             b'}' | b']' => {
@@ -421,6 +449,32 @@ pub fn check_depth(text: &[u8], max: usize) -> Result<usize, usize> {
         i += 1;
     }
     Ok(text.len())
+}
+
+/// The length of the escape whose backslash is at `at`, if it is JSON's.
+fn escape_len(text: &[u8], at: usize) -> Option<usize> {
+    match text.get(at + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
+        b'u' => match hex4(text, at + 2)? {
+            // A high surrogate: a low one must follow.
+            0xD800..=0xDBFF => match (text.get(at + 6..at + 8), hex4(text, at + 8)) {
+                (Some(b"\\u"), Some(0xDC00..=0xDFFF)) => Some(12),
+                _ => None,
+            },
+            0xDC00..=0xDFFF => None,
+            _ => Some(6),
+        },
+        _ => None,
+    }
+}
+
+/// The four hex digits at `at`, as a number.
+fn hex4(text: &[u8], at: usize) -> Option<u16> {
+    let digits = text.get(at..at + 4)?;
+    digits.iter().try_fold(0u16, |n, &d| {
+        let digit = (d as char).to_digit(16)?;
+        Some(n << 4 | digit as u16)
+    })
 }
 
 #[cfg(test)]
@@ -539,6 +593,50 @@ mod tests {
             "[".repeat(1000)
         );
         assert!(decode_and_split(ok.as_bytes(), &limits(), 0).is_ok());
+    }
+
+    #[test]
+    fn a_string_escape_that_is_not_json_is_refused() {
+        let body = |text: &str| {
+            format!(r#"{{"meta":{{"category":"c"}},"data":[{{"id":"a","x":"{text}"}}]}}"#)
+        };
+        // Byte 48 is the backslash.
+        for bad in [
+            r"\uZZZZ",
+            r"\u12",
+            r"\x41",
+            r"\ud800",
+            r"\ud800x",
+            r"\udc00",
+            r"\ud800\u0041",
+        ] {
+            let (status, message) = reject(&body(bad));
+            assert_eq!(status, 400, "{bad}");
+            assert_eq!(message, "body: invalid string escape at byte 48", "{bad}");
+        }
+        for good in [r#"\"\\\/\b\f\n\r\t"#, r"\u00e9\u20AC", r"\ud83d\ude00"] {
+            let text = body(good);
+            let batch = decode_and_split(text.as_bytes(), &limits(), 0).unwrap();
+            assert!(batch.events[0].part.is_none(), "{good}");
+        }
+        // The parser's lazy skip would end this string at the quote after
+        // `\uabc\` and then recurse through the nesting that follows:
+        // 300,000 levels overflow a worker's 2 MiB stack. It is refused first.
+        let hostile = format!(
+            r#"{{"meta":{{"category":"c"}},"data":[{{"id":"a","k":"\uabc\","n":{}{}}}]}}"#,
+            "[".repeat(300_000),
+            "]".repeat(300_000)
+        );
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || reject(&hostile))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            refused,
+            (400, "body: invalid string escape at byte 48".to_owned())
+        );
     }
 
     #[test]

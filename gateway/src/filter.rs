@@ -31,7 +31,7 @@ use crate::stage_span;
 
 use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, Limits, OnError};
-use crate::decode::check_depth;
+use crate::decode::{check_depth, Unreadable};
 use crate::metrics::Metrics;
 use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
 
@@ -363,11 +363,19 @@ pub(crate) fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String,
             limits.max_bytes
         ));
     }
-    if check_depth(&bytes, limits.max_depth).is_err() {
-        return Err(format!(
-            "JSON nested deeper than the event limit of {} levels",
-            limits.max_depth
-        ));
+    match check_depth(&bytes, limits.max_depth) {
+        Err(Unreadable::TooDeep(_)) => {
+            return Err(format!(
+                "JSON nested deeper than the event limit of {} levels",
+                limits.max_depth
+            ))
+        }
+        Err(Unreadable::BadEscape(at)) => {
+            return Err(format!(
+                "text that is not JSON (a string escape at byte {at})"
+            ))
+        }
+        Ok(_) => {}
     }
     let text = String::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_owned())?;
     match sonic_rs::from_str::<sonic_rs::Value>(&text) {

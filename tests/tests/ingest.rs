@@ -435,6 +435,20 @@ async fn bad_input_gets_the_right_status_and_says_what_and_where() {
             "body: JSON nested deeper than 64 levels at byte ",
         ),
         case(
+            // Read as `\uabc\` by a lax parser, whose string would then end
+            // early and let the nesting after it through.
+            "a string escape that is not JSON",
+            format!(
+                r#"{{"meta":{{"category":"{category}"}},"data":[{{"id":"a","k":"\uabc\","n":{}{}}}]}}"#,
+                "[".repeat(1000),
+                "]".repeat(1000)
+            )
+            .into_bytes(),
+            400,
+            "malformed_json",
+            "body: invalid string escape at byte ",
+        ),
+        case(
             "invalid UTF-8",
             bad_utf8,
             400,
