@@ -194,30 +194,48 @@ impl Verdict {
     }
 }
 
-/// Log lines, tagged by the host with the filter, tenant and request.
+/// Log lines, tagged by the host with the filter, tenant and request. The
+/// host keeps a line's first 1 KiB, and a call's first 100 lines.
 pub mod log {
     use super::bindings::weir::filter::host::{self, Level};
+    use super::prefix;
+
+    /// Bytes of a line the host keeps: the rest is not handed over at all.
+    const MAX_LINE: usize = 1024;
 
     pub fn trace(message: &str) {
-        host::log(Level::Trace, message)
+        host::log(Level::Trace, prefix(message, MAX_LINE))
     }
     pub fn debug(message: &str) {
-        host::log(Level::Debug, message)
+        host::log(Level::Debug, prefix(message, MAX_LINE))
     }
     pub fn info(message: &str) {
-        host::log(Level::Info, message)
+        host::log(Level::Info, prefix(message, MAX_LINE))
     }
     pub fn warn(message: &str) {
-        host::log(Level::Warn, message)
+        host::log(Level::Warn, prefix(message, MAX_LINE))
     }
     pub fn error(message: &str) {
-        host::log(Level::Error, message)
+        host::log(Level::Error, prefix(message, MAX_LINE))
     }
 }
 
-/// Adds `delta` to the filter's counter `name`.
+/// Adds `delta` to the filter's counter `name` (its first 128 bytes, as
+/// the host keeps them).
 pub fn count(name: &str, delta: u64) {
-    bindings::weir::filter::host::count(name, delta)
+    bindings::weir::filter::host::count(prefix(name, 128), delta)
+}
+
+/// At most the first `max` bytes of `text`, cut at a character boundary:
+/// what the host keeps of a log line or a counter name, so that the rest
+/// is never copied out of the guest (the host takes a bounded amount at
+/// once, and a call that hands more fails).
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Parses a filter's config string as a JSON object whose keys are all in

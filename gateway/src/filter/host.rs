@@ -86,6 +86,12 @@ const KEEP_RESIDENT: usize = 4 << 20;
 const MAX_LOG_LINES: usize = 100;
 const MAX_LOG_LINE: usize = 1024;
 const MAX_COUNTERS: usize = 64;
+/// The counter further names of a call add to, past [`MAX_COUNTERS`].
+const OTHER_COUNTER: &str = "other";
+/// What the host takes from a guest at once, at least (see
+/// `CompiledFilter::store`), whatever the filter's output cap: room for a
+/// host call's arguments.
+const MIN_HOSTCALL_BYTES: usize = 64 << 10;
 const MAX_COUNTER_NAME: usize = 128;
 
 /// Why a filter could not be loaded or did not give verdicts.
@@ -107,6 +113,8 @@ pub enum FilterError {
     WrongCount { got: usize, expected: usize },
     #[error("returned {got} bytes, more than its limit of {limit}")]
     TooMuchOutput { got: usize, limit: usize },
+    #[error("handed the host more than its limit of {limit} bytes at once")]
+    TooMuchData { limit: usize },
 }
 
 /// Caps of one filter's calls.
@@ -266,10 +274,13 @@ fn add_host_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
             let name = prefix(&name.to_str(&store)?, MAX_COUNTER_NAME).to_owned();
             let counters = &mut store.data_mut().counters;
-            if counters.len() < MAX_COUNTERS || counters.contains_key(&name) {
-                let count = counters.entry(name).or_default();
-                *count = count.saturating_add(delta);
-            }
+            // Past the cap (less one, kept for it), new names share `other`.
+            let name = match counters.len() < MAX_COUNTERS - 1 || counters.contains_key(&name) {
+                true => name,
+                false => OTHER_COUNTER.to_owned(),
+            };
+            let count = counters.entry(name).or_default();
+            *count = count.saturating_add(delta);
             Ok(())
         },
     )?;
@@ -682,7 +693,7 @@ impl FilterEngine {
         // the config, so a filter that refuses it never goes live. And the
         // type check of `filter` against the host's flat batch, once (each
         // call then takes the function unchecked).
-        let mut store = compiled.store();
+        let mut store = compiled.store(0);
         let instance = compiled.instantiate_at_load(&mut store)?;
         instance
             .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
@@ -724,7 +735,7 @@ impl FilterEngine {
         else {
             return Ok(None);
         };
-        let mut store = probe.store();
+        let mut store = probe.store(0);
         let instance = probe.instantiate_at_load(&mut store)?;
         let snapshot = futures::executor::block_on(wizer.snapshot_component(
             &cx,
@@ -830,11 +841,23 @@ pub struct Called {
 }
 
 impl CompiledFilter {
-    /// A fresh store with this filter's caps.
-    fn store(&self) -> Store<HostState> {
+    /// A fresh store with this filter's caps, for a call on `events` events.
+    fn store(&self, events: usize) -> Store<HostState> {
         let state = HostState::new(self.caps.memory_bytes);
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
+        // What wasmtime may copy out of the guest at once (the verdicts, or a
+        // host call's arguments): the output cap, with room for the verdicts
+        // themselves. Without it the verdicts are copied whole before their
+        // size is checked, and lists may alias: a guest pointing every
+        // replacement at one 4 MiB buffer had the host allocate 128 MiB
+        // (wasmtime's default) per call. Never below what a host call needs.
+        store.set_hostcall_fuel(
+            self.caps
+                .max_output_bytes
+                .max(MIN_HOSTCALL_BYTES)
+                .saturating_add(events.saturating_mul(std::mem::size_of::<Verdict>())),
+        );
         // The filter's exact fuel cap, or in effect none; either way the guest
         // yields every slice, where the CPU deadline is checked (`cpu_capped`).
         // (Neither call fails: fuel is on and the interval is not 0.)
@@ -895,7 +918,7 @@ impl CompiledFilter {
         let _pool = self.permits.acquire().await.ok();
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
-        let mut store = self.store();
+        let mut store = self.store(batch.len());
         let deadline = store.data().deadline.clone();
         let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
             .await
@@ -950,6 +973,15 @@ impl CompiledFilter {
     fn failure(&self, e: wasmtime::Error) -> FilterError {
         if e.downcast_ref::<PastDeadline>().is_some() {
             return self.timed_out();
+        }
+        // wasmtime's error for a spent hostcall fuel (`store`) is private:
+        // it is known by its words.
+        if e.chain()
+            .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
+        {
+            return FilterError::TooMuchData {
+                limit: self.caps.max_output_bytes.max(MIN_HOSTCALL_BYTES),
+            };
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => FilterError::OutOfFuel(self.caps.fuel.unwrap_or_default()),
