@@ -35,6 +35,20 @@ use crate::decode::{check_depth, Unreadable};
 use crate::metrics::Metrics;
 use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
 
+/// Logs a guest's line at the guest's own level, so that `RUST_LOG` and the
+/// log level govern guest lines as they do the node's.
+macro_rules! guest_log {
+    ($level:expr, $($line:tt)+) => {
+        match $level {
+            "trace" => tracing::trace!($($line)+),
+            "debug" => tracing::debug!($($line)+),
+            "warn" => tracing::warn!($($line)+),
+            "error" => tracing::error!($($line)+),
+            _ => tracing::info!($($line)+),
+        }
+    };
+}
+
 /// One filter of a tenant's chain: its settings and the version in use.
 pub struct FilterSlot {
     /// The file's stem, e.g. `redact_pii`.
@@ -167,7 +181,7 @@ fn compile_bytes(
     let compiled = engine.compile(bytes, &settings.config, caps(settings))?;
     // `init` ran here (see `FilterEngine::compile`): its log lines are the load's.
     for (level, message) in &compiled.init_logs {
-        tracing::info!(path = %settings.path.display(), version = %compiled.version, guest_level = %level, "filter init: {message}");
+        guest_log!(level.as_str(), path = %settings.path.display(), version = %compiled.version, guest_level = %level, "filter init: {message}");
     }
     Ok(compiled)
 }
@@ -244,20 +258,7 @@ pub async fn filter(
             false => span.clone(),
         };
         for (level, message) in &called.logs {
-            // At the guest's own level, so that `RUST_LOG` and the log level
-            // govern guest lines as they do the node's.
-            macro_rules! guest_log {
-                ($level:ident) => {
-                    tracing::$level!(parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}")
-                };
-            }
-            match level.as_str() {
-                "trace" => guest_log!(trace),
-                "debug" => guest_log!(debug),
-                "warn" => guest_log!(warn),
-                "error" => guest_log!(error),
-                _ => guest_log!(info),
-            }
+            guest_log!(level.as_str(), parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}");
         }
         let outcome = called.outcome;
         metrics.filter_call(&slot.name, outcome.is_ok());

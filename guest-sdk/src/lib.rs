@@ -111,7 +111,9 @@ impl<'a> Event<'a> {
         )
     }
 
-    /// The backend id's 128 bits (the low 62 are random in a UUIDv7).
+    /// The backend id's 128 bits. On a node it is a UUIDv7: the time in ms,
+    /// then a counter within the millisecond, then (the low 32 bits) random;
+    /// to draw from it, hash all 128 bits, as the `sample` filter does.
     pub fn backend_id_bits(&self) -> u128 {
         let (high, low) = self.event.backend_id;
         (u128::from(high) << 64) | u128::from(low)

@@ -563,6 +563,37 @@ fn filter_test(filter: &str, events: &std::path::Path, args: &[&str]) -> std::pr
 }
 
 #[test]
+fn weir_filter_test_repeats_and_keeps_a_calls_counters_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.json");
+    let list: Vec<Value> = (0..40).map(|i| json!({"id": format!("e{i}")})).collect();
+    std::fs::write(&events, Value::Array(list).to_string()).unwrap();
+    // Backend ids come from the events' ids: `sample` decides the same way
+    // in every run (on a node each upload gets new ones).
+    let verdicts = || {
+        let output = filter_test("sample", &events, &["--config", r#"{"rate": 0.5}"#]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{text}");
+        text.lines()
+            .filter(|line| line.starts_with("  e"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = verdicts();
+    assert_eq!(first.len(), 40, "{first:?}");
+    let kept = first.iter().filter(|line| line.ends_with(": keep")).count();
+    assert!((8..=32).contains(&kept), "kept {kept} of 40 at rate 0.5");
+    assert_eq!(verdicts(), first);
+    // A call keeps 64 counter names: the 63 first, and `other` for the rest.
+    let output = filter_test("hostile_filter", &events, &["--config", "counters"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("counter c62 = 1"), "{text}");
+    assert!(!text.contains("counter c63 "), "{text}");
+    assert!(text.contains("counter other = 7"), "{text}");
+}
+
+#[test]
 fn weir_filter_test_prints_each_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.json");

@@ -1,8 +1,8 @@
 //! `sample`: keeps a fraction of events, per category if configured,
-//! deterministically by backend id: the same record gets the same decision
-//! whenever the filter runs on it (a replay, `weir filter test`). The node
-//! assigns backend ids on arrival, so a client's retry of an event that was
-//! not accepted is a new draw, at the same rate.
+//! deterministically by backend id: the same backend id always gets the
+//! same decision (`weir filter test` makes each event's from its id, so its
+//! runs repeat). A node assigns backend ids on arrival, so a client's retry
+//! of an event that was not accepted is a new draw, at the same rate.
 //!
 //! Config: `{"rate": 0.25}` or `{"rate": 1.0, "categories": {"PERF": 0.1}}`.
 

@@ -55,7 +55,7 @@ pub fn run(
     for &i in &pending {
         let event = &batch.events[i];
         events.push(
-            uuid::Uuid::now_v7().as_u128(),
+            backend_id(&ids[i]),
             &ids[i],
             event.ip,
             None,
@@ -138,4 +138,18 @@ pub fn run(
         let _ = writeln!(out, "counter {name} = {value}");
     }
     Ok(out)
+}
+
+/// The backend id an event gets here: made from its id (a UUIDv8 of the
+/// id's SHA-256), so that runs over the same events repeat, for a filter
+/// that decides by backend id (`sample`). A node gives every event a new
+/// UUIDv7 instead.
+fn backend_id(id: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .as_u128()
 }
