@@ -1,5 +1,8 @@
 //! Read the body: content type and encoding checked, size capped before and
-//! after decompression, and a client that stalls gets 408.
+//! after decompression, and a body not received within `body_timeout_ms`
+//! gets 408. That is a deadline for the whole body, not for a gap between
+//! reads: a request holds an admission slot while its body comes in, and a
+//! client trickling a byte now and then would otherwise hold it for ever.
 //!
 //! Decompression streams into a buffer that stops one byte past the
 //! tenant's `max_decompressed_bytes`, so a bomb is refused without its full
@@ -42,28 +45,47 @@ pub fn check_headers(headers: &HeaderMap) -> Result<Encoding, Reject> {
             ),
         ));
     }
-    let encoding = headers
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .unwrap_or("identity");
-    match encoding.to_ascii_lowercase().as_str() {
-        "" | "identity" => Ok(Encoding::Identity),
-        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
-        "zstd" => Ok(Encoding::Zstd),
-        other => Err(Reject::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_content_encoding",
-            format!(
-                "Content-Encoding: '{}' is not supported, use gzip, zstd or identity",
-                other.escape_debug()
-            ),
-        )
-        .with_header("accept-encoding", "gzip, zstd, identity")),
+    // Every coding the client applied, in order, over all the header's
+    // lines; `identity` is none.
+    let mut codings = Vec::new();
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(unsupported_encoding(&String::from_utf8_lossy(
+                value.as_bytes(),
+            )));
+        };
+        codings.extend(
+            value
+                .split(',')
+                .map(|coding| coding.trim().to_ascii_lowercase())
+                .filter(|coding| !coding.is_empty() && coding != "identity"),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(Encoding::Identity),
+        [one] => match one.as_str() {
+            "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+            "zstd" => Ok(Encoding::Zstd),
+            other => Err(unsupported_encoding(other)),
+        },
+        // Two codings stacked (e.g. gzip then zstd): one is supported.
+        _ => Err(unsupported_encoding(&codings.join(", "))),
     }
 }
 
-/// Reads the whole body within the limits and the stall timeout, then decodes it.
+fn unsupported_encoding(value: &str) -> Reject {
+    Reject::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_content_encoding",
+        format!(
+            "Content-Encoding: '{}' is not supported, use one of gzip, zstd or identity",
+            value.escape_debug()
+        ),
+    )
+    .with_header("accept-encoding", "gzip, zstd, identity")
+}
+
+/// Reads the whole body within the limits and the deadline, then decodes it.
 pub async fn read<B>(
     body: B,
     headers: &HeaderMap,
@@ -189,9 +211,28 @@ mod tests {
             (r.status.as_u16(), r.message.as_str()),
             (
                 415,
-                "Content-Encoding: 'br' is not supported, use gzip, zstd or identity"
+                "Content-Encoding: 'br' is not supported, use one of gzip, zstd or identity"
             )
         );
+        // A list, over one line or several: `identity` is no coding, and
+        // two codings stacked are one too many.
+        let json = ("content-type", "application/json");
+        let gz_identity = headers(&[json, ("content-encoding", "gzip, identity")]);
+        assert_eq!(check_headers(&gz_identity).unwrap(), Encoding::Gzip);
+        let mut two_lines = headers(&[json, ("content-encoding", "gzip")]);
+        two_lines.append(CONTENT_ENCODING, "zstd".parse().unwrap());
+        let r = check_headers(&two_lines).unwrap_err();
+        assert_eq!(r.status.as_u16(), 415);
+        assert!(r
+            .message
+            .starts_with("Content-Encoding: 'gzip, zstd' is not supported"));
+        // Not ASCII: refused, not taken for identity.
+        let mut odd = headers(&[json]);
+        odd.insert(
+            CONTENT_ENCODING,
+            http::HeaderValue::from_bytes(b"gzip\xff").unwrap(),
+        );
+        assert_eq!(check_headers(&odd).unwrap_err().status.as_u16(), 415);
     }
 
     fn gzip(data: &[u8]) -> Bytes {
