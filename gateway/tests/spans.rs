@@ -68,7 +68,7 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
         unauthenticated: None,
         config_path: None,
         start_only: Default::default(),
-        sampler: Some(weir::trace::RequestSampler::new(&Default::default(), true)),
+        sampler: weir::trace::RequestSampler::new(&Default::default(), true),
     };
     let request = http::Request::post("/v1/batch")
         .header("authorization", "Bearer k")
