@@ -267,6 +267,14 @@ impl Metrics {
             .build();
         let stats = kafka.clone();
         meter
+            .u64_observable_gauge("weir.kafka.topics")
+            .with_description("Topics the producer holds (librdkafka statistics): those written to")
+            .with_callback(move |observer| {
+                observer.observe(stats.topics.load(Ordering::Relaxed), &[])
+            })
+            .build();
+        let stats = kafka.clone();
+        meter
             .u64_observable_gauge("weir.kafka.queue.max.bytes")
             .with_description("Capacity of the producer's queue in bytes")
             .with_callback(move |observer| {

@@ -9,7 +9,6 @@
 //! (idempotent producer, acks=all); anything else is `delivery_failed` and
 //! retryable, so nothing is reported accepted that was not.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -30,7 +29,8 @@ use crate::batch::{Batch, Enrichment, Geo, Part, PartCode};
 use crate::config::KafkaConfig;
 use crate::trace::TraceHeaders;
 
-/// How long a missing topic is remembered before the cluster is asked again.
+/// How long a listing of the cluster's topics answers "missing" before the
+/// cluster is asked again.
 const MISSING_TOPIC_TTL: Duration = Duration::from_secs(5);
 /// How long a metadata request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +47,10 @@ pub struct Producer {
     topic_template: String,
     key_template: String,
     topics: RwLock<TopicState>,
+    /// Held while the cluster's topics are listed: one listing at a time.
+    listing: tokio::sync::Mutex<()>,
+    /// The embedded broker makes a topic on first use: none is checked.
+    embedded: bool,
     /// The latest answer of [`Producer::check`], and when it came.
     checked: tokio::sync::Mutex<Option<(Instant, Result<usize, String>)>>,
 }
@@ -55,10 +59,11 @@ pub struct Producer {
 /// asking `/readyz` cost the cluster at most one metadata request a second.
 const CHECK_TTL: Duration = Duration::from_secs(1);
 
+/// The topics the cluster had when last listed.
 #[derive(Default)]
 struct TopicState {
     known: std::collections::HashSet<String>,
-    missing: HashMap<String, Instant>,
+    listed_at: Option<Instant>,
 }
 
 /// The librdkafka settings Weir uses unless the config overrides them.
@@ -104,6 +109,8 @@ impl Producer {
             topic_template: kafka.topic_template.clone(),
             key_template: kafka.key_template.clone(),
             topics: RwLock::default(),
+            listing: tokio::sync::Mutex::new(()),
+            embedded,
             checked: tokio::sync::Mutex::new(None),
         })
     }
@@ -244,34 +251,38 @@ impl Producer {
         Some(key)
     }
 
-    /// Checks that the topic exists (cached), so a missing topic gives a clear
-    /// answer at once instead of a timeout.
+    /// Checks that the topic exists, so a missing topic gives a clear answer
+    /// at once instead of a timeout.
+    ///
+    /// Against a listing of all the cluster's topics (at most one every
+    /// [`MISSING_TOPIC_TTL`], and only when a topic is not known), never by
+    /// asking for the topic by name: librdkafka keeps a topic object for
+    /// every name it is asked about, for the life of the producer, and asks
+    /// the cluster about each missing one every second. Categories are the
+    /// client's to choose, so names made up by the thousand would grow both
+    /// without end.
     async fn ensure_topic(&self, topic: &str) -> Result<(), String> {
-        {
-            let state = self
-                .topics
-                .read()
-                .map_err(|_| "topic cache poisoned".to_owned())?;
-            if state.known.contains(topic) {
-                return Ok(());
-            }
-            if let Some(at) = state.missing.get(topic) {
-                if at.elapsed() < MISSING_TOPIC_TTL {
-                    return Err(missing_topic(topic));
-                }
-            }
+        if self.embedded {
+            return Ok(());
+        }
+        if let Some(known) = self.known(topic)? {
+            return known.then_some(()).ok_or_else(|| missing_topic(topic));
+        }
+        let _listing = self.listing.lock().await;
+        // Listed by another request while this one waited?
+        if let Some(known) = self.known(topic)? {
+            return known.then_some(()).ok_or_else(|| missing_topic(topic));
         }
         let client = self.inner.clone();
-        let name = topic.to_owned();
-        let exists = tokio::task::spawn_blocking(move || {
-            let metadata = client
-                .client()
-                .fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
-            Ok::<bool, KafkaError>(
+        let topics = tokio::task::spawn_blocking(move || {
+            let metadata = client.client().fetch_metadata(None, METADATA_TIMEOUT)?;
+            Ok::<_, KafkaError>(
                 metadata
                     .topics()
                     .iter()
-                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| t.name().to_owned())
+                    .collect(),
             )
         })
         .await
@@ -281,21 +292,30 @@ impl Producer {
             .topics
             .write()
             .map_err(|_| "topic cache poisoned".to_owned())?;
-        if exists {
-            state.missing.remove(topic);
-            state.known.insert(topic.to_owned());
-            Ok(())
-        } else {
-            // Expired entries go, so made-up categories cannot grow the cache
-            // past the topics looked up in the last TTL.
-            if state.missing.len() >= 1024 {
-                state
-                    .missing
-                    .retain(|_, at| at.elapsed() < MISSING_TOPIC_TTL);
-            }
-            state.missing.insert(topic.to_owned(), Instant::now());
-            Err(missing_topic(topic))
+        *state = TopicState {
+            known: topics,
+            listed_at: Some(Instant::now()),
+        };
+        match state.known.contains(topic) {
+            true => Ok(()),
+            false => Err(missing_topic(topic)),
         }
+    }
+
+    /// Whether the topic exists, as far as the latest listing says: `None`
+    /// when it is not in a listing too old to say it is missing.
+    fn known(&self, topic: &str) -> Result<Option<bool>, String> {
+        let state = self
+            .topics
+            .read()
+            .map_err(|_| "topic cache poisoned".to_owned())?;
+        if state.known.contains(topic) {
+            return Ok(Some(true));
+        }
+        Ok(match state.listed_at {
+            Some(at) if at.elapsed() < MISSING_TOPIC_TTL => Some(false),
+            _ => None,
+        })
     }
 
     /// Whether the cluster answers a metadata request: the number of brokers.
@@ -355,6 +375,8 @@ pub struct KafkaStats {
     pub queue_bytes: std::sync::atomic::AtomicU64,
     /// The queue's capacity in bytes (`queue.buffering.max.kbytes`).
     pub queue_max_bytes: std::sync::atomic::AtomicU64,
+    /// Topics the producer holds an object for: those it wrote to.
+    pub topics: std::sync::atomic::AtomicU64,
     /// Per broker: its name and the p99 of its request round trips, seconds.
     pub broker_rtt_p99: std::sync::Mutex<Vec<(String, f64)>>,
     /// Per broker: requests that failed to be sent or timed out (totals).
@@ -546,6 +568,7 @@ impl ClientContext for KafkaContext {
         latest
             .queue_max_bytes
             .store(statistics.msg_size_max, Relaxed);
+        latest.topics.store(statistics.topics.len() as u64, Relaxed);
         // Bootstrap entries ("host:port/bootstrap") are not brokers of the cluster.
         let brokers = || statistics.brokers.values().filter(|b| b.nodeid >= 0);
         let rtt = brokers()
@@ -766,6 +789,38 @@ mod tests {
         assert!(check_topic_template(&format!("{}{{category}}", "x".repeat(200))).is_err());
         assert!(check_key_template("{tenant}:{device_id}").is_ok());
         assert!(check_key_template("{user}").is_err());
+    }
+
+    /// Made-up categories leave nothing behind in librdkafka: a topic is
+    /// checked against a listing of the cluster's, never asked for by name.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn missing_topics_are_found_by_listing_and_leave_no_topic_object() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("events.real", 1, 1).unwrap();
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .producer
+            .insert("statistics.interval.ms".into(), "100".into());
+        let producer = Producer::new(&kafka, &cluster.bootstrap_servers(), false).unwrap();
+        assert_eq!(producer.ensure_topic("events.real").await, Ok(()));
+        for i in 0..20 {
+            let topic = format!("events.made-up-{i}");
+            assert_eq!(
+                producer.ensure_topic(&topic).await,
+                Err(missing_topic(&topic))
+            );
+        }
+        // One listing answered them all (it is younger than the TTL).
+        assert!(producer.topics.read().unwrap().listed_at.is_some());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            producer
+                .stats
+                .topics
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "topic objects held by librdkafka"
+        );
     }
 
     #[tokio::test]
