@@ -35,6 +35,13 @@ const OWN_KAFKA_SETTINGS: [(&str, &str); 4] = [
     ("delivery.timeout.ms", "kafka.delivery_timeout_ms"),
 ];
 
+/// librdkafka settings that `[kafka.producer]` may not set at all, and why.
+const REFUSED_KAFKA_SETTINGS: [(&str, &str); 1] = [(
+    "delivery.report.only.error",
+    "every event is answered from its delivery report: without reports of \
+     the records delivered, their requests would wait for ever",
+)];
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -664,6 +671,11 @@ impl Config {
                 ));
             }
         }
+        for (librdkafka, why) in REFUSED_KAFKA_SETTINGS {
+            if self.kafka.producer.contains_key(librdkafka) {
+                return Err(invalid(format!("kafka.producer.\"{librdkafka}\""), why));
+            }
+        }
         crate::produce::check_topic_template(&self.kafka.topic_template)
             .map_err(|p| invalid("kafka.topic_template", p))?;
         crate::produce::check_key_template(&self.kafka.key_template)
@@ -1044,6 +1056,11 @@ mod tests {
             ),
             "kafka.producer.\"bootstrap.servers\": set kafka.brokers instead"
         );
+        assert!(problem(
+            "[kafka.producer]\n\"delivery.report.only.error\" = \"true\"\n",
+            &[]
+        )
+        .starts_with("kafka.producer.\"delivery.report.only.error\": every event is answered"));
         assert!(problem("[kafka]\ntopic_template = \"x/{category}\"\n", &[])
             .starts_with("kafka.topic_template:"));
         assert_eq!(

@@ -117,10 +117,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let config = Config::load(cli.config.as_deref())?;
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
-                .build()?
-                .block_on(serve(config, cli.config))
+                .build()?;
+            let served = runtime.block_on(serve(config, cli.config));
+            // Records are flushed by now; a CPU profile still sampling (a
+            // blocking task) does not hold up the exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            served
         }
         Command::CheckConfig => {
             let config = Config::load(cli.config.as_deref())?;
@@ -379,7 +383,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let _ = weir::reload::reload_logged(&gateway);
+                // Compiling filters blocks: not on an async worker.
+                let gateway = gateway.clone();
+                let _ = tokio::task::spawn_blocking(move || weir::reload::reload_logged(&gateway))
+                    .await;
             }
         });
     }

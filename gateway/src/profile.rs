@@ -70,6 +70,15 @@ fn bad(message: String) -> Reject {
     Reject::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 
+/// Clears [`RUNNING`] when dropped.
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
 /// Samples the process for the requested time, off the async workers.
 pub async fn profile(query: Option<&str>, request_id: &str) -> Response<Body> {
     let request = match parse(query) {
@@ -84,8 +93,14 @@ pub async fn profile(query: Option<&str>, request_id: &str) -> Response<Body> {
         );
         return respond::reject(&reject, request_id);
     }
-    let taken = tokio::task::spawn_blocking(move || take(&request)).await;
-    RUNNING.store(false, Ordering::Release);
+    // Cleared when the profile ends, also when its client has gone by then
+    // (and this future was dropped): never left set.
+    let running = Running;
+    let taken = tokio::task::spawn_blocking(move || {
+        let _running = running;
+        take(&request)
+    })
+    .await;
     match taken {
         Ok(Ok((body, content_type))) => {
             let mut response = Response::new(Body::from(body));

@@ -65,9 +65,15 @@ pub struct Reloaded {
     pub restart_needed: Vec<&'static str>,
 }
 
+/// Held while a reload reads the file and swaps the tenants in.
+static RELOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Reloads the tenants from the config file.
 /// New or changed filters are compiled here (blocking: call it off the request path).
 pub fn reload(gateway: &Gateway) -> Result<Reloaded, String> {
+    // One at a time (a POST and a SIGHUP may overlap): otherwise the slower
+    // of two, which may have read the older file, would be the one left.
+    let _one = RELOADING.lock().unwrap_or_else(|e| e.into_inner());
     let config = Config::load(gateway.config_path.as_deref()).map_err(|e| e.to_string())?;
     let tenants = Tenants::from_config(
         &config,

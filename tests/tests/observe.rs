@@ -667,6 +667,31 @@ async fn with_tracing_off_records_carry_the_clients_trace_context_or_a_new_one()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_profile_whose_client_left_does_not_block_the_next() {
+    let node = Node::start(&acme(), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let admin = node.admin.clone().unwrap();
+    // The client gives up long before its 1 s profile ends.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(200),
+        get(&admin, "/debug/pprof/profile?seconds=1"),
+    )
+    .await;
+    assert!(gone.is_err(), "the profile answered within 200 ms");
+    // Once that profile has run its course (sampled, then symbolised), the
+    // next one is taken; before, the node refused every later one (409).
+    let mut refused = 0;
+    let next = loop {
+        let next = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
+        if next.status != 409 || refused == 60 {
+            break next;
+        }
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(next.status, 200, "{}", String::from_utf8_lossy(&next.body));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_profile_is_taken_under_load() {
     let category = category("prof").await;
     let config = acme();
