@@ -32,6 +32,9 @@ use crate::trace::TraceHeaders;
 /// How long a listing of the cluster's topics answers "missing" before the
 /// cluster is asked again.
 const MISSING_TOPIC_TTL: Duration = Duration::from_secs(5);
+/// How long a failed listing of the topics is the answer, before the
+/// cluster is asked again.
+const FAILED_LISTING_TTL: Duration = Duration::from_secs(1);
 /// How long a metadata request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,6 +67,10 @@ const CHECK_TTL: Duration = Duration::from_secs(1);
 struct TopicState {
     known: std::collections::HashSet<String>,
     listed_at: Option<Instant>,
+    /// The latest listing's failure, and when: the answer for a while, so
+    /// that requests waiting their turn to list do not each wait out
+    /// [`METADATA_TIMEOUT`] while the cluster is away.
+    failed: Option<(Instant, String)>,
 }
 
 /// The librdkafka settings Weir uses unless the config overrides them.
@@ -274,7 +281,7 @@ impl Producer {
             return known.then_some(()).ok_or_else(|| missing_topic(topic));
         }
         let client = self.inner.clone();
-        let topics = tokio::task::spawn_blocking(move || {
+        let listed = tokio::task::spawn_blocking(move || {
             let metadata = client.client().fetch_metadata(None, METADATA_TIMEOUT)?;
             Ok::<_, KafkaError>(
                 metadata
@@ -286,19 +293,28 @@ impl Producer {
             )
         })
         .await
-        .map_err(|e| format!("Kafka metadata lookup failed: {e}"))?
-        .map_err(|e| format!("Kafka metadata unavailable: {e}"))?;
+        .map_err(|e| format!("Kafka metadata lookup failed: {e}"))
+        .and_then(|listed| listed.map_err(|e| format!("Kafka metadata unavailable: {e}")));
         let mut state = self
             .topics
             .write()
             .map_err(|_| "topic cache poisoned".to_owned())?;
-        *state = TopicState {
-            known: topics,
-            listed_at: Some(Instant::now()),
-        };
-        match state.known.contains(topic) {
-            true => Ok(()),
-            false => Err(missing_topic(topic)),
+        match listed {
+            Ok(topics) => {
+                *state = TopicState {
+                    known: topics,
+                    listed_at: Some(Instant::now()),
+                    failed: None,
+                };
+                match state.known.contains(topic) {
+                    true => Ok(()),
+                    false => Err(missing_topic(topic)),
+                }
+            }
+            Err(why) => {
+                state.failed = Some((Instant::now(), why.clone()));
+                Err(why)
+            }
         }
     }
 
@@ -311,6 +327,11 @@ impl Producer {
             .map_err(|_| "topic cache poisoned".to_owned())?;
         if state.known.contains(topic) {
             return Ok(Some(true));
+        }
+        if let Some((at, why)) = &state.failed {
+            if at.elapsed() < FAILED_LISTING_TTL {
+                return Err(why.clone());
+            }
         }
         Ok(match state.listed_at {
             Some(at) if at.elapsed() < MISSING_TOPIC_TTL => Some(false),
@@ -821,6 +842,26 @@ mod tests {
             0,
             "topic objects held by librdkafka"
         );
+    }
+
+    /// With the cluster away, requests for topics not known do not queue up
+    /// to each wait out a listing: the failure is everyone's answer a while.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_listing_is_the_answer_for_a_while() {
+        let producer = Producer::new(&KafkaConfig::default(), "127.0.0.1:1", false).unwrap();
+        let started = Instant::now();
+        let (a, b, c) = tokio::join!(
+            producer.ensure_topic("events.a"),
+            producer.ensure_topic("events.b"),
+            producer.ensure_topic("events.c"),
+        );
+        for answer in [a, b, c] {
+            let why = answer.unwrap_err();
+            assert!(why.starts_with("Kafka metadata unavailable"), "{why}");
+        }
+        // One listing was tried, not three one after another.
+        assert!(started.elapsed() < METADATA_TIMEOUT + METADATA_TIMEOUT / 2);
+        assert!(producer.topics.read().unwrap().failed.is_some());
     }
 
     #[tokio::test]
