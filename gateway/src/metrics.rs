@@ -222,18 +222,18 @@ impl Metrics {
             filter_instances,
             filter_instances_max,
         } = saturation;
-        meter
-            .u64_observable_gauge("weir.inflight.requests")
-            .with_description("Requests in flight on the node (saturation)")
-            .with_callback(move |observer| observer.observe(inflight(), &[]))
-            .build();
-        meter
-            .u64_observable_gauge("weir.inflight.requests.max")
-            .with_description(
-                "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
-            )
-            .with_callback(move |observer| observer.observe(inflight_max, &[]))
-            .build();
+        gauge(
+            &meter,
+            "weir.inflight.requests",
+            "Requests in flight on the node (saturation)",
+            move || inflight(),
+        );
+        gauge(
+            &meter,
+            "weir.inflight.requests.max",
+            "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
+            move || inflight_max,
+        );
         let connections = Arc::new(Connections::default());
         let open = connections.clone();
         meter
@@ -248,39 +248,33 @@ impl Metrics {
                 }
             })
             .build();
-        meter
-            .u64_observable_gauge("weir.kafka.queue.messages")
-            .with_description(
-                "Records waiting in the producer for Kafka's acknowledgement (saturation)",
-            )
-            .with_callback(move |observer| observer.observe(kafka_queue(), &[]))
-            .build();
+        gauge(
+            &meter,
+            "weir.kafka.queue.messages",
+            "Records waiting in the producer for Kafka's acknowledgement (saturation)",
+            move || kafka_queue(),
+        );
         let stats = kafka.clone();
-        meter
-            .u64_observable_gauge("weir.kafka.queue.bytes")
-            .with_description(
-                "Bytes of the records in the producer's queue (librdkafka statistics)",
-            )
-            .with_callback(move |observer| {
-                observer.observe(stats.queue_bytes.load(Ordering::Relaxed), &[])
-            })
-            .build();
+        gauge(
+            &meter,
+            "weir.kafka.queue.bytes",
+            "Bytes of the records in the producer's queue (librdkafka statistics)",
+            move || stats.queue_bytes.load(Ordering::Relaxed),
+        );
         let stats = kafka.clone();
-        meter
-            .u64_observable_gauge("weir.kafka.topics")
-            .with_description("Topics the producer holds (librdkafka statistics): those written to")
-            .with_callback(move |observer| {
-                observer.observe(stats.topics.load(Ordering::Relaxed), &[])
-            })
-            .build();
+        gauge(
+            &meter,
+            "weir.kafka.queue.max.bytes",
+            "Capacity of the producer's queue in bytes",
+            move || stats.queue_max_bytes.load(Ordering::Relaxed),
+        );
         let stats = kafka.clone();
-        meter
-            .u64_observable_gauge("weir.kafka.queue.max.bytes")
-            .with_description("Capacity of the producer's queue in bytes")
-            .with_callback(move |observer| {
-                observer.observe(stats.queue_max_bytes.load(Ordering::Relaxed), &[])
-            })
-            .build();
+        gauge(
+            &meter,
+            "weir.kafka.topics",
+            "Topics the producer holds (librdkafka statistics): those written to",
+            move || stats.topics.load(Ordering::Relaxed),
+        );
         let stats = kafka.clone();
         meter
             .f64_observable_gauge("weir.kafka.broker.rtt.p99")
@@ -313,16 +307,18 @@ impl Metrics {
                 }
             })
             .build();
-        meter
-            .u64_observable_gauge("weir.filter.instances")
-            .with_description("Filter instances alive: calls running (saturation of the pool)")
-            .with_callback(move |observer| observer.observe(filter_instances(), &[]))
-            .build();
-        meter
-            .u64_observable_gauge("weir.filter.instances.max")
-            .with_description("Capacity of the filter instance pool")
-            .with_callback(move |observer| observer.observe(filter_instances_max, &[]))
-            .build();
+        gauge(
+            &meter,
+            "weir.filter.instances",
+            "Filter instances alive: calls running (saturation of the pool)",
+            move || filter_instances(),
+        );
+        gauge(
+            &meter,
+            "weir.filter.instances.max",
+            "Capacity of the filter instance pool",
+            move || filter_instances_max,
+        );
         // The node's identity as labels of a constant 1 (the Prometheus "info"
         // pattern): dashboards join on `instance` to group nodes by region.
         let info = [
@@ -613,6 +609,20 @@ impl Metrics {
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();
     }
+}
+
+/// A gauge of one reading without labels, taken at each collection.
+fn gauge(
+    meter: &opentelemetry::metrics::Meter,
+    name: &'static str,
+    description: &'static str,
+    read: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    meter
+        .u64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |observer| observer.observe(read(), &[]))
+        .build();
 }
 
 #[cfg(test)]
