@@ -62,7 +62,7 @@ pub struct Producer {
 /// asking `/readyz` cost the cluster at most one metadata request a second.
 const CHECK_TTL: Duration = Duration::from_secs(1);
 
-/// The topics the cluster had when last listed.
+/// The topics seen in listings of the cluster, and when it was last listed.
 #[derive(Default)]
 struct TopicState {
     known: std::collections::HashSet<String>,
@@ -283,7 +283,7 @@ impl Producer {
         let client = self.inner.clone();
         let listed = tokio::task::spawn_blocking(move || {
             let metadata = client.client().fetch_metadata(None, METADATA_TIMEOUT)?;
-            Ok::<_, KafkaError>(
+            Ok::<Vec<String>, KafkaError>(
                 metadata
                     .topics()
                     .iter()
@@ -301,11 +301,12 @@ impl Producer {
             .map_err(|_| "topic cache poisoned".to_owned())?;
         match listed {
             Ok(topics) => {
-                *state = TopicState {
-                    known: topics,
-                    listed_at: Some(Instant::now()),
-                    failed: None,
-                };
+                // Added to, never replaced: a topic once seen is not answered
+                // missing because one listing left it out (a broker with
+                // metadata still incomplete after a restart).
+                state.known.extend(topics);
+                state.listed_at = Some(Instant::now());
+                state.failed = None;
                 match state.known.contains(topic) {
                     true => Ok(()),
                     false => Err(missing_topic(topic)),

@@ -591,6 +591,16 @@ fn weir_filter_test_repeats_and_keeps_a_calls_counters_bounded() {
     assert!(text.contains("counter c62 = 1"), "{text}");
     assert!(!text.contains("counter c63 "), "{text}");
     assert!(text.contains("counter other = 7"), "{text}");
+    // The output cap bounds what a call hands back, not the load: the
+    // snapshot of `init`'s state reads the guest's whole memory (≈ 700 KiB).
+    let output = filter_test("sample", &events, &["--max-output-bytes", "1024"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("calls start from its snapshot"), "{text}");
 }
 
 #[test]

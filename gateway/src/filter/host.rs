@@ -693,7 +693,7 @@ impl FilterEngine {
         // the config, so a filter that refuses it never goes live. And the
         // type check of `filter` against the host's flat batch, once (each
         // call then takes the function unchecked).
-        let mut store = compiled.store(0);
+        let mut store = compiled.store(compiled.load_hostcall_bytes());
         let instance = compiled.instantiate_at_load(&mut store)?;
         instance
             .get_typed_func::<(FlatBatch<'_>,), (Vec<Verdict>,)>(
@@ -735,7 +735,7 @@ impl FilterEngine {
         else {
             return Ok(None);
         };
-        let mut store = probe.store(0);
+        let mut store = probe.store(probe.load_hostcall_bytes());
         let instance = probe.instantiate_at_load(&mut store)?;
         let snapshot = futures::executor::block_on(wizer.snapshot_component(
             &cx,
@@ -841,29 +841,41 @@ pub struct Called {
 }
 
 impl CompiledFilter {
-    /// A fresh store with this filter's caps, for a call on `events` events.
-    fn store(&self, events: usize) -> Store<HostState> {
+    /// A fresh store with this filter's caps, which lets wasmtime copy at
+    /// most `hostcall_bytes` out of the guest at once (see
+    /// [`CompiledFilter::call_hostcall_bytes`]).
+    fn store(&self, hostcall_bytes: usize) -> Store<HostState> {
         let state = HostState::new(self.caps.memory_bytes);
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limits);
-        // What wasmtime may copy out of the guest at once (the verdicts, or a
-        // host call's arguments): the output cap, with room for the verdicts
-        // themselves. Without it the verdicts are copied whole before their
-        // size is checked, and lists may alias: a guest pointing every
-        // replacement at one 4 MiB buffer had the host allocate 128 MiB
-        // (wasmtime's default) per call. Never below what a host call needs.
-        store.set_hostcall_fuel(
-            self.caps
-                .max_output_bytes
-                .max(MIN_HOSTCALL_BYTES)
-                .saturating_add(events.saturating_mul(std::mem::size_of::<Verdict>())),
-        );
+        store.set_hostcall_fuel(hostcall_bytes);
         // The filter's exact fuel cap, or in effect none; either way the guest
         // yields every slice, where the CPU deadline is checked (`cpu_capped`).
         // (Neither call fails: fuel is on and the interval is not 0.)
         let _ = store.set_fuel(self.caps.fuel.unwrap_or(u64::MAX));
         let _ = store.fuel_async_yield_interval(Some(FUEL_SLICE));
         store
+    }
+
+    /// What wasmtime may copy out of the guest at once in a call on
+    /// `events` events (its verdicts, or a host call's arguments): the output
+    /// cap, with room for the verdicts themselves. Without it the verdicts
+    /// are copied whole before their size is checked, and lists may alias:
+    /// a guest pointing every replacement at one 4 MiB buffer had the host
+    /// allocate 128 MiB (wasmtime's default) per call. Never below what a
+    /// host call needs.
+    fn call_hostcall_bytes(&self, events: usize) -> usize {
+        self.caps
+            .max_output_bytes
+            .max(MIN_HOSTCALL_BYTES)
+            .saturating_add(events.saturating_mul(std::mem::size_of::<Verdict>()))
+    }
+
+    /// What wasmtime may copy out of the guest at once while a filter is
+    /// loaded: its whole memory, which a snapshot of `init`'s state reads,
+    /// and which the memory cap bounds.
+    fn load_hostcall_bytes(&self) -> usize {
+        self.caps.memory_bytes.saturating_add(MIN_HOSTCALL_BYTES)
     }
 
     /// A fresh instance, initialised with the tenant's config (by the
@@ -918,7 +930,7 @@ impl CompiledFilter {
         let _pool = self.permits.acquire().await.ok();
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
-        let mut store = self.store(batch.len());
+        let mut store = self.store(self.call_hostcall_bytes(batch.len()));
         let deadline = store.data().deadline.clone();
         let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
             .await
