@@ -319,8 +319,9 @@ impl Producer {
         }
     }
 
-    /// Whether the topic exists, as far as the latest listing says: `None`
-    /// when it is not in a listing too old to say it is missing.
+    /// Whether the topic exists, as far as the listings say: `None` when it
+    /// is not in one young enough to say it is missing, and the latest
+    /// listing's failure while that is recent.
     fn known(&self, topic: &str) -> Result<Option<bool>, String> {
         let state = self
             .topics

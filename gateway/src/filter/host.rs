@@ -88,9 +88,9 @@ const MAX_LOG_LINE: usize = 1024;
 const MAX_COUNTERS: usize = 64;
 /// The counter further names of a call add to, past [`MAX_COUNTERS`].
 const OTHER_COUNTER: &str = "other";
-/// What the host takes from a guest at once, at least (see
-/// `CompiledFilter::store`), whatever the filter's output cap: room for a
-/// host call's arguments.
+/// What the host takes from a guest at once in a call, at least (see
+/// `CompiledFilter::call_hostcall_bytes`), whatever the filter's output
+/// cap: room for a host call's arguments.
 const MIN_HOSTCALL_BYTES: usize = 64 << 10;
 const MAX_COUNTER_NAME: usize = 128;
 
@@ -986,8 +986,8 @@ impl CompiledFilter {
         if e.downcast_ref::<PastDeadline>().is_some() {
             return self.timed_out();
         }
-        // wasmtime's error for a spent hostcall fuel (`store`) is private:
-        // it is known by its words.
+        // wasmtime's error for a spent hostcall fuel (`call_hostcall_bytes`)
+        // is private: it is known by its words.
         if e.chain()
             .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
         {
