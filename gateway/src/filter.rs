@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use sonic_rs::JsonValueTrait as _;
 use tracing::{field, Instrument};
 
 use crate::stage_span;
@@ -364,7 +363,7 @@ pub(crate) fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String,
             limits.max_bytes
         ));
     }
-    match check_depth(&bytes, limits.max_depth) {
+    let end = match check_depth(&bytes, limits.max_depth) {
         Err(Unreadable::TooDeep(_)) => {
             return Err(format!(
                 "JSON nested deeper than the event limit of {} levels",
@@ -376,13 +375,23 @@ pub(crate) fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String,
                 "text that is not JSON (a string escape at byte {at})"
             ))
         }
-        Ok(_) => {}
-    }
+        Ok(end) => end,
+    };
     let text = String::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_owned())?;
-    match sonic_rs::from_str::<sonic_rs::Value>(&text) {
-        Ok(value) if value.is_object() => Ok(text),
-        Ok(_) => Err("JSON that is not an object".into()),
-        Err(_) => Err("text that is not JSON".into()),
+    if !text.trim_start().starts_with('{') {
+        return Err(match sonic_rs::from_str::<sonic_rs::Value>(&text) {
+            Ok(_) => "JSON that is not an object".into(),
+            Err(_) => "text that is not JSON".into(),
+        });
+    }
+    // Checked as an upload's events are, for syntax only (a number past
+    // f64's range, `1e999`, is JSON the node takes from clients, and a
+    // filter that tags such an event must not lose it).
+    let valid = sonic_rs::to_object_iter(&text).all(|entry| entry.is_ok())
+        && text.get(end..).is_some_and(|rest| rest.trim().is_empty());
+    match valid {
+        true => Ok(text),
+        false => Err("text that is not JSON".into()),
     }
 }
 
@@ -464,6 +473,25 @@ mod tests {
             replacement(b"nope".to_vec(), limits(100)),
             Err("text that is not JSON".to_owned())
         );
+        // Syntax only, as the node reads an upload: a number past f64's
+        // range is JSON a client may send, and a filter may keep.
+        assert_eq!(
+            replacement(br#"{"n":1e999,"t":true}"#.to_vec(), limits(100)),
+            Ok(r#"{"n":1e999,"t":true}"#.to_owned())
+        );
+        for broken in [
+            &br#"{"a":1"#[..],
+            br#"{"a":1} x"#,
+            br#"{"a":tru}"#,
+            br#"{"a" 1}"#,
+        ] {
+            assert_eq!(
+                replacement(broken.to_vec(), limits(100)),
+                Err("text that is not JSON".to_owned()),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
         assert_eq!(
             replacement(vec![0xff], limits(100)),
             Err("text that is not UTF-8".to_owned())

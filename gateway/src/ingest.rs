@@ -78,7 +78,7 @@ where
         span.record("trace_id", field::display(ids.trace_id()));
         span.record("span_id", field::display(ids.span_id()));
     }
-    let mut tenant = None;
+    let mut outcome = Outcome::default();
     let mut problem = None;
     let mut response = match stages(
         gateway,
@@ -87,7 +87,7 @@ where
         request_id,
         &context,
         traced,
-        &mut tenant,
+        &mut outcome,
     )
     .instrument(span.clone())
     .await
@@ -106,17 +106,35 @@ where
     // A client's mistake (4xx) is not the server span's error (OTel HTTP
     // conventions); a 5xx is, with its reason.
     if status.is_server_error() {
-        if problem.is_none() {
-            span.record("error.type", "delivery_failed");
-        }
+        // Not refused whole: the events' parts say why (a Kafka delivery
+        // or a failing filter, fail-closed).
+        let problem = problem.unwrap_or_else(|| match outcome.failure {
+            Some(PartCode::FilterError) => {
+                span.record("error.type", "filter_error");
+                "a filter of the tenant failed".into()
+            }
+            _ => {
+                span.record("error.type", "delivery_failed");
+                "events were not delivered to Kafka".into()
+            }
+        });
         span.record("otel.status_code", "ERROR");
-        let problem = problem.unwrap_or_else(|| "events were not delivered to Kafka".into());
         span.record("otel.status_description", problem.as_str());
     }
-    if let Some(tenant) = tenant {
+    if let Some(tenant) = outcome.tenant {
         response.extensions_mut().insert(AnsweredFor(tenant));
     }
     response
+}
+
+/// What the stages leave for the request's span and metrics.
+#[derive(Default)]
+struct Outcome {
+    /// The tenant the answer was for, once known.
+    tenant: Option<Arc<str>>,
+    /// What failed, for a 5xx answer that is not a refusal: a filter
+    /// (fail-closed) or Kafka.
+    failure: Option<PartCode>,
 }
 
 async fn stages<B>(
@@ -126,7 +144,7 @@ async fn stages<B>(
     request_id: &str,
     context_of_request: &opentelemetry::Context,
     traced: bool,
-    answered_for: &mut Option<Arc<str>>,
+    outcome: &mut Outcome,
 ) -> Result<Response<Body>, Reject>
 where
     B: hyper::body::Body<Data = bytes::Bytes>,
@@ -147,7 +165,7 @@ where
     };
     span.record("tenant", &*tenant.name);
     auth::check_client_cert(&tenant, peer.client_cert.as_ref())?;
-    *answered_for = Some(tenant.name.clone());
+    outcome.tenant = Some(tenant.name.clone());
     let limits = tenant.limits();
     let metrics = &gateway.metrics;
 
@@ -293,7 +311,19 @@ where
         }
     }
     metrics.batch(&tenant.name, &batch);
-    Ok(respond::answer(&batch, request_id, limited.as_ref()))
+    let answer = respond::answer(&batch, request_id, limited.as_ref());
+    if answer.status().is_server_error() {
+        // Nothing accepted and some failure retryable: a filter's, or Kafka's.
+        let filter_failed = batch
+            .events
+            .iter()
+            .any(|e| matches!(&e.part, Some(p) if p.code == PartCode::FilterError));
+        outcome.failure = Some(match filter_failed {
+            true => PartCode::FilterError,
+            false => PartCode::DeliveryFailed,
+        });
+    }
+    Ok(answer)
 }
 
 /// Marks a stage span as where the request was refused.

@@ -49,7 +49,7 @@ pub mod bindings {
 }
 
 pub use bindings::weir::filter::types::{Geo, Verdict};
-pub use patch::{edit_field, set_field};
+pub use patch::{edit_field, edit_field_text, set_field};
 pub use serde_json;
 
 use bindings::weir::filter::types::{Batch, Event as WitEvent, IpAddress, Span};

@@ -45,14 +45,27 @@ pub fn edit_field(
     path: &str,
     mut edit: impl FnMut(&mut Value) -> bool,
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
-    let mut out = Vec::with_capacity(body.len() + 16);
-    let mut edit_copy = |raw: &RawValue| {
-        let mut value: Value = serde_json::from_str(raw.get())?;
+    edit_field_text(body, path, |text| {
+        let mut value: Value = serde_json::from_str(text)?;
         Ok(match edit(&mut value) {
             true => Some(serde_json::to_vec(&value)?),
             false => None,
         })
-    };
+    })
+}
+
+/// As [`edit_field`], but `edit` gets each copy of the field as the JSON
+/// text the client wrote, and returns new JSON text for it, or `None` to
+/// keep it. For a field that is an object or a list, this keeps what a
+/// `Value` would lose: key order, number spelling, repeated keys inside it.
+/// `edit`'s text must be JSON: it goes into the body as it is.
+pub fn edit_field_text(
+    body: &[u8],
+    path: &str,
+    mut edit: impl FnMut(&str) -> Result<Option<Vec<u8>>, serde_json::Error>,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut edit_copy = |raw: &RawValue| edit(raw.get());
     let changed = rewrite(body, Some(path), path, &mut edit_copy, None, &mut out)?;
     Ok(changed.then_some(out))
 }

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
-use weir_guest_sdk::{config_json, edit_field, export_filter, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, edit_field_text, export_filter, Event, Filter, Verdict};
 
 struct RedactPii {
     fields: Option<Vec<String>>,
@@ -78,12 +78,16 @@ fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>,
     let mut patched = Cow::Borrowed(body);
     let mut masked = 0;
     for field in fields {
-        let edit = |value: &mut Value| {
-            let n = redact_value(value, mask);
-            masked += n;
-            n > 0
+        // The field's own text is walked as a whole body is: an object or a
+        // list keeps its key order, numbers and every copy of a repeated
+        // key, each of them masked.
+        let edit = |text: &str| {
+            Ok(redact_strings(text.as_bytes(), mask).map(|(text, n)| {
+                masked += n;
+                text
+            }))
         };
-        match edit_field(&patched, field, edit) {
+        match edit_field_text(&patched, field, edit) {
             Ok(Some(edited)) => patched = Cow::Owned(edited),
             Ok(None) => {}
             Err(_) => return redact_strings(body, mask),
@@ -154,23 +158,6 @@ fn redact_strings(body: &[u8], mask: &str) -> Option<(Vec<u8>, usize)> {
 /// `text` as a JSON string literal.
 fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
-}
-
-/// Masks PII in every string under `value`; the number of masks applied.
-fn redact_value(value: &mut Value, mask: &str) -> usize {
-    match value {
-        Value::String(s) => {
-            let (text, n) = redact(s, mask);
-            if n > 0 {
-                let text = text.into_owned();
-                *s = text;
-            }
-            n
-        }
-        Value::Array(items) => items.iter_mut().map(|v| redact_value(v, mask)).sum(),
-        Value::Object(map) => map.values_mut().map(|v| redact_value(v, mask)).sum(),
-        _ => 0,
-    }
 }
 
 /// Masks e-mail addresses, IPv4 addresses (with or without a port) and
@@ -370,6 +357,17 @@ mod tests {
         );
         assert_eq!(n, 2);
         assert_eq!(redact_fields(br#"{"email": "none"}"#, &fields, "***"), None);
+        // A named field that is an object or a list: walked as written, so
+        // every copy of a key inside it is masked, and its key order and
+        // numbers stay as they were.
+        let props = ["props".to_owned(), "list".to_owned()];
+        let body = br#"{"id":"e1","props":{"email":"ann@example.com","n":1.50,"big":12345678901234567890123,"email":"bob@example.com"},"list":["x","81.2.69.142"]}"#;
+        let (masked, n) = redact_fields(body, &props, "***").unwrap();
+        assert_eq!(
+            String::from_utf8(masked).unwrap(),
+            r#"{"id":"e1","props":{"email":"***","n":1.50,"big":12345678901234567890123,"email":"***"},"list":["x","***"]}"#
+        );
+        assert_eq!(n, 3);
     }
 
     #[test]
