@@ -383,9 +383,10 @@ async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
 
 /// A node exporting to `receiver` over `protocol`, with batches of spans and
 /// metrics sent every 200 ms.
-fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
+/// A node exporting to `receiver`, with the tenant `acme` and `tenants`.
+fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str, tenants: &str) -> Node {
     let config = format!(
-        "[telemetry]\nmetrics_interval_ms = 300\nenvironment = \"test\"\nregion = \"eu-test-1\"\n{}",
+        "[telemetry]\nmetrics_interval_ms = 300\nenvironment = \"test\"\nregion = \"eu-test-1\"\n{}{tenants}",
         acme()
     );
     Node::start(
@@ -404,7 +405,13 @@ fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str) -> Node {
 
 async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
     let category = category("otlp").await;
-    let node = exporting_node(&receiver, protocol, "1.0");
+    // A tenant whose filter always traps, fail-closed: its uploads get 503.
+    let trapped = format!(
+        "[[tenants]]\nname = \"trapped\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\nconfig = \"trap\"\non_error = \"fail-closed\"\n",
+        key_hash("t"),
+        weir_e2e::filter_wasm("hostile_filter").display()
+    );
+    let node = exporting_node(&receiver, protocol, "1.0", &trapped);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
     let body =
@@ -537,7 +544,36 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
     let status = failed.span.status.clone().expect("a status");
     assert_eq!(status.code, 2, "STATUS_CODE_ERROR: {status:?}");
     assert!(!status.message.is_empty());
-    assert!(failed.attribute("error.type").is_some(), "{failed:?}");
+    assert_eq!(
+        failed.attribute("error.type").as_deref(),
+        Some("delivery_failed"),
+        "{failed:?}"
+    );
+    // A filter that fails, fail-closed, is named as the cause.
+    let request = weir_e2e::batch_request(
+        Some("t"),
+        json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string(),
+        &[(
+            "traceparent",
+            "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.json());
+    let is_it = |s: &weir_e2e::otlp::ReceivedSpan| {
+        s.trace_id() == "1af7651916cd43dd8448eb211c80319c" && s.span.name == "POST /v1/batch"
+    };
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(15), |spans| spans.iter().any(is_it))
+        .await;
+    let failed = spans.iter().find(|s| is_it(s)).expect("the request's span");
+    assert_eq!(
+        failed.attribute("error.type").as_deref(),
+        Some("filter_error"),
+        "{failed:?}"
+    );
 
     // Metrics go out over OTLP too.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -578,7 +614,7 @@ async fn spans_and_metrics_are_exported_over_otlp_grpc() {
 async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed() {
     let receiver = Receiver::http().await.unwrap();
     let category = category("sampled").await;
-    let node = exporting_node(&receiver, "http/protobuf", "0");
+    let node = exporting_node(&receiver, "http/protobuf", "0", "");
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     // No traceparent: a new trace, sampled at ratio 0 → never exported.
     for _ in 0..5 {
