@@ -174,6 +174,18 @@ impl<'a> Event<'a> {
         lookup::lookup(self.body(), path)
     }
 
+    /// As [`Event::get`], but the field's JSON text as the client wrote it:
+    /// for a filter that only asks whether a field is there, or reads it
+    /// itself. Any JSON value is text: a number past f64's range (`1e999`),
+    /// which a node takes and [`Event::get`] cannot make a `Value` of, is
+    /// no error here.
+    pub fn get_text(
+        &self,
+        path: &str,
+    ) -> Result<Option<Box<serde_json::value::RawValue>>, serde_json::Error> {
+        lookup::lookup(self.body(), path)
+    }
+
     /// The body with one field (found as [`Event::get`] finds it) set to
     /// `value`, added if missing, and the rest of the text unchanged: for a
     /// filter that tags or masks a field, the client's text (key order,

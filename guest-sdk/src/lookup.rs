@@ -7,19 +7,24 @@
 //! builds only the field asked for.
 
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// The field at `path` in the JSON object `body`: a top-level key equal to
-/// the whole path wins, else the dotted path (`"props.email"`) is followed,
-/// as [`crate::field`] does on a parsed body. `Ok(None)` when it is
-/// missing; `Err` when `body` is not JSON.
-pub fn lookup(body: &[u8], path: &str) -> Result<Option<Value>, serde_json::Error> {
+/// The field at `path` in the JSON object `body`, read as a `T` (a
+/// `serde_json::Value`, or a `Box<RawValue>` for its text): a top-level key
+/// equal to the whole path wins, else the dotted path (`"props.email"`) is
+/// followed, as [`crate::field`] does on a parsed body. `Ok(None)` when it
+/// is missing; `Err` when `body` is not JSON, or the field is no `T`.
+pub fn lookup<T: DeserializeOwned>(
+    body: &[u8],
+    path: &str,
+) -> Result<Option<T>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let found = Walk {
         whole: Some(path),
         rest: path,
+        found: PhantomData,
     }
     .deserialize(&mut de)?;
     de.end()?;
@@ -28,54 +33,52 @@ pub fn lookup(body: &[u8], path: &str) -> Result<Option<Value>, serde_json::Erro
 
 /// Looks for `rest` (a dotted path) in the value being read; at the top
 /// level a key equal to `whole` is looked for too, and wins.
-struct Walk<'p> {
+struct Walk<'p, T> {
     whole: Option<&'p str>,
     rest: &'p str,
+    found: PhantomData<T>,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = Option<Value>;
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Walk<'_, T> {
+    type Value = Option<T>;
 
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Option<Value>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Option<T>, D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = Option<Value>;
+impl<'de, T: DeserializeOwned> Visitor<'de> for Walk<'_, T> {
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
     // Only an object has fields: every other value holds none.
-    fn visit_bool<E>(self, _: bool) -> Result<Option<Value>, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Option<Value>, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Option<Value>, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Option<Value>, E> {
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
         Ok(None)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> Result<Option<Value>, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(None)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
         let (head, tail) = match self.rest.split_once('.') {
             Some((head, tail)) => (head, Some(tail)),
             None => (self.rest, None),
@@ -88,11 +91,15 @@ impl<'de> Visitor<'de> for Walk<'_> {
             head,
         })? {
             match key {
-                Which::Whole => by_whole = Some(map.next_value::<Value>()?),
+                Which::Whole => by_whole = Some(map.next_value::<T>()?),
                 Which::Head => {
                     by_path = match tail {
-                        None => Some(map.next_value::<Value>()?),
-                        Some(rest) => map.next_value_seed(Walk { whole: None, rest })?,
+                        None => Some(map.next_value::<T>()?),
+                        Some(rest) => map.next_value_seed(Walk {
+                            whole: None,
+                            rest,
+                            found: PhantomData,
+                        })?,
                     }
                 }
                 Which::Other => {
@@ -146,7 +153,25 @@ impl<'de> Visitor<'de> for Key<'_> {
 #[cfg(test)]
 mod tests {
     use super::lookup;
+    use serde_json::value::RawValue;
     use serde_json::{json, Value};
+
+    /// As text, any value is found as written: `1e999`, which is JSON but
+    /// no `Value`, too.
+    #[test]
+    fn a_field_is_found_as_text_whatever_its_value() {
+        let body = br#"{"amount": 1e999, "props": {"n": 1.50, "gone": null}}"#;
+        let text = |path| {
+            lookup::<Box<RawValue>>(body, path)
+                .unwrap()
+                .map(|raw| raw.get().to_owned())
+        };
+        assert_eq!(text("amount").as_deref(), Some("1e999"));
+        assert_eq!(text("props.n").as_deref(), Some("1.50"));
+        assert_eq!(text("props.gone").as_deref(), Some("null"));
+        assert_eq!(text("props.missing"), None);
+        assert!(lookup::<Value>(body, "amount").is_err());
+    }
 
     /// `lookup` on the text agrees with `field` on the parsed body.
     #[test]
@@ -192,8 +217,8 @@ mod tests {
             lookup(br#"{"a":1,"a":2}"#, "a").unwrap(),
             Some(Value::from(2))
         );
-        assert!(lookup(br#"{"a":1,"b":[}"#, "a").is_err());
-        assert!(lookup(br#"{"a":1} trailing"#, "a").is_err());
-        assert_eq!(lookup(b"[1,2]", "a").unwrap(), None);
+        assert!(lookup::<Value>(br#"{"a":1,"b":[}"#, "a").is_err());
+        assert!(lookup::<Value>(br#"{"a":1} trailing"#, "a").is_err());
+        assert_eq!(lookup::<Value>(b"[1,2]", "a").unwrap(), None);
     }
 }

@@ -603,6 +603,32 @@ fn weir_filter_test_repeats_and_keeps_a_calls_counters_bounded() {
     assert!(text.contains("calls start from its snapshot"), "{text}");
 }
 
+/// A field is there whatever its value: `1e999` is JSON a node takes, and
+/// no `serde_json::Value`; `null` is no value.
+#[test]
+fn require_fields_takes_any_json_value_as_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.json");
+    std::fs::write(
+        &events,
+        r#"[{"id": "big", "amount": 1e999}, {"id": "none", "amount": null}, {"id": "small", "amount": 1.50}]"#,
+    )
+    .unwrap();
+    let output = filter_test(
+        "require_fields",
+        &events,
+        &["--config", r#"{"fields": ["amount"]}"#],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("  big: keep"), "{text}");
+    assert!(
+        text.contains("  none: drop (missing required field amount)"),
+        "{text}"
+    );
+    assert!(text.contains("  small: keep"), "{text}");
+}
+
 #[test]
 fn weir_filter_test_prints_each_verdict() {
     let dir = tempfile::tempdir().unwrap();
