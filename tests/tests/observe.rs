@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use weir_e2e::otlp::Receiver;
 use weir_e2e::scrape::{parse, sum};
 use weir_e2e::{consume, contract, create_topics, get, kafka, key_hash, post, unique, Node};
@@ -403,6 +403,37 @@ fn exporting_node(receiver: &Receiver, protocol: &str, ratio: &str, tenants: &st
     .unwrap()
 }
 
+/// Posts `body` with `key` in the trace `trace_id`, which must get 503, and
+/// returns the request's span as the collector received it.
+async fn span_of_a_503(
+    node: &Node,
+    receiver: &Receiver,
+    key: &str,
+    body: Value,
+    trace_id: &str,
+) -> weir_e2e::otlp::ReceivedSpan {
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let request = weir_e2e::batch_request(
+        Some(key),
+        body.to_string(),
+        &[("traceparent", &traceparent)],
+    );
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.json());
+    let is_it = |s: &weir_e2e::otlp::ReceivedSpan| {
+        s.trace_id() == trace_id && s.span.name == "POST /v1/batch"
+    };
+    let spans = receiver
+        .wait_for_spans(Duration::from_secs(15), |spans| spans.iter().any(is_it))
+        .await;
+    spans
+        .into_iter()
+        .find(|s| is_it(s))
+        .expect("the request's span")
+}
+
 async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
     let category = category("otlp").await;
     // A tenant whose filter always traps, fail-closed: its uploads get 503.
@@ -515,32 +546,15 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
     // A server-side failure is an error on the span, with its reason:
     // a category whose topic does not exist is a 503.
     let missing = unique("nosuchtopic");
-    let request = weir_e2e::batch_request(
-        Some("k"),
-        json!({"meta": {"category": missing}, "data": [{"id": "a"}]}).to_string(),
-        &[(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        )],
-    );
-    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 503, "{}", answer.json());
-    let spans = receiver
-        .wait_for_spans(Duration::from_secs(15), |spans| {
-            spans.iter().any(|s| {
-                s.trace_id() == "0af7651916cd43dd8448eb211c80319c"
-                    && s.span.name == "POST /v1/batch"
-            })
-        })
-        .await;
-    let failed = spans
-        .iter()
-        .find(|s| {
-            s.trace_id() == "0af7651916cd43dd8448eb211c80319c" && s.span.name == "POST /v1/batch"
-        })
-        .expect("the failed request's span");
+    let body = json!({"meta": {"category": missing}, "data": [{"id": "a"}]});
+    let failed = span_of_a_503(
+        &node,
+        &receiver,
+        "k",
+        body,
+        "0af7651916cd43dd8448eb211c80319c",
+    )
+    .await;
     let status = failed.span.status.clone().expect("a status");
     assert_eq!(status.code, 2, "STATUS_CODE_ERROR: {status:?}");
     assert!(!status.message.is_empty());
@@ -550,25 +564,15 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
         "{failed:?}"
     );
     // A filter that fails, fail-closed, is named as the cause.
-    let request = weir_e2e::batch_request(
-        Some("t"),
-        json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string(),
-        &[(
-            "traceparent",
-            "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        )],
-    );
-    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &node.http, request)
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 503, "{}", answer.json());
-    let is_it = |s: &weir_e2e::otlp::ReceivedSpan| {
-        s.trace_id() == "1af7651916cd43dd8448eb211c80319c" && s.span.name == "POST /v1/batch"
-    };
-    let spans = receiver
-        .wait_for_spans(Duration::from_secs(15), |spans| spans.iter().any(is_it))
-        .await;
-    let failed = spans.iter().find(|s| is_it(s)).expect("the request's span");
+    let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]});
+    let failed = span_of_a_503(
+        &node,
+        &receiver,
+        "t",
+        body,
+        "1af7651916cd43dd8448eb211c80319c",
+    )
+    .await;
     assert_eq!(
         failed.attribute("error.type").as_deref(),
         Some("filter_error"),
