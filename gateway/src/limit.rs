@@ -502,8 +502,9 @@ mod tests {
 
     #[test]
     fn unauthenticated_requests_are_limited_per_address() {
+        // A token every 100 s: nothing recovers while the test runs.
         let u = Unauthenticated::new(Rate {
-            per_second: 1.0,
+            per_second: 0.01,
             burst: 2,
         })
         .unwrap();
@@ -516,6 +517,13 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS
         );
         u.check(b).unwrap();
+        // Pruning forgets only addresses whose limit has recovered: `a`,
+        // still over it, stays limited.
         u.prune();
+        assert_eq!(
+            u.check(a).unwrap_err().status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(u.limiter.len(), 2);
     }
 }

@@ -202,8 +202,10 @@ async fn a_filter_sees_every_enriched_field_of_every_event() {
     assert_eq!(records[2].value["data"]["geo"], Value::Null);
 }
 
+/// (Whether a draw repeats for the same backend id is `weir filter test`'s
+/// test: on a node every upload gets new backend ids.)
 #[tokio::test(flavor = "multi_thread")]
-async fn sample_keeps_a_deterministic_fraction() {
+async fn sample_keeps_about_the_configured_fraction() {
     let category = category().await;
     let half = tenant(
         "half",
@@ -323,12 +325,13 @@ async fn hostile_filters_are_contained_by_their_policy() {
         .await
         .unwrap();
         assert_eq!(answer.status, 200, "{mode} fail-open: {}", answer.json());
-        // A guest that runs to its CPU deadline (500 ms) holds no worker:
-        // the calm tenant is answered, again and again, before it is stopped.
+        // While a guest runs to its CPU deadline (500 ms), the calm tenant
+        // is still answered. (At least once: how often depends on the
+        // machine's speed.)
         if matches!(mode, "loop" | "log-flood") {
             let calm_during = calm_answers.load(Ordering::Relaxed) - calm_before;
             assert!(
-                calm_during >= 3,
+                calm_during >= 1,
                 "the calm tenant got {calm_during} answers while a {mode} filter ran"
             );
         }
@@ -469,21 +472,29 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     assert_eq!(parts(&first)[0].0, "ok");
     assert_eq!(parts(&first)[1].1, "live: missing required field user");
 
-    // Posts keep coming while the file is replaced.
+    // Posts keep coming while the file is replaced: answered by the old
+    // filter (the second event filtered), then by the new one (kept), and
+    // never a failure. The load ends once it has met the new filter.
     let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (node, stop, failures, body) =
-            (node.clone(), stop.clone(), failures.clone(), body.clone());
+        let (node, stop, body) = (node.clone(), stop.clone(), body.clone());
         tokio::spawn(async move {
+            let (mut old, mut new, mut failed) = (0, 0, 0);
+            let deadline = Instant::now() + Duration::from_secs(60);
             let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
+            while !(stop.load(Ordering::Relaxed) && new > 0) && Instant::now() < deadline {
                 i += 1;
                 let answer = post(&node, "k", body(format!("load-{i}"))).await.unwrap();
                 if answer.status != 200 {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                    failed += 1;
+                    continue;
+                }
+                match parts(&answer.json())[1].0.as_str() {
+                    "ok" => new += 1,
+                    _ => old += 1,
                 }
             }
+            (old, new, failed)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -505,11 +516,11 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "requests failed during the swap"
+    let (old, new, failed) = load.await.unwrap();
+    assert_eq!(failed, 0, "requests failed during the swap");
+    assert!(
+        old > 0 && new > 0,
+        "the load met the old filter {old} times and the new one {new} times"
     );
     assert!(consume_all(
         kafka(),

@@ -160,6 +160,19 @@ async fn metrics_count_exactly_what_was_sent() {
         sum(&samples, "weir_open_connections", &[("listener", "admin")]) >= 1.0,
         "{text}"
     );
+    // A gauge read as 0 must be there: `sum` is 0 for a missing series too.
+    for gauge in [
+        "weir_inflight_requests",
+        "weir_kafka_queue_messages",
+        "weir_filter_instances",
+    ] {
+        assert!(
+            samples
+                .keys()
+                .any(|k| k == gauge || k.starts_with(&format!("{gauge}{{"))),
+            "{gauge} missing: {text}"
+        );
+    }
     assert_eq!(sum(&samples, "weir_inflight_requests", &[]), 0.0);
     assert_eq!(
         sum(&samples, "weir_inflight_requests_max", &[]),
