@@ -42,7 +42,14 @@ pub enum TlsError {
 #[derive(Debug)]
 pub struct ReloadingCert {
     current: ArcSwap<CertifiedKey>,
+    /// The files `current` was made from (none when self-signed).
+    files: std::sync::Mutex<Option<PairFiles>>,
+    /// Changed files that did not load (the current certificate stayed).
+    refused: std::sync::atomic::AtomicU64,
 }
+
+/// The certificate and key files' bytes.
+type PairFiles = (Vec<u8>, Vec<u8>);
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -60,10 +67,11 @@ pub struct Tls {
 
 /// The rustls server configuration for `tls`.
 pub fn server_config(tls: &TlsConfig) -> Result<Tls, TlsError> {
-    let (chain, key, self_signed) = match (&tls.cert_path, &tls.key_path) {
+    let (chain, key, files) = match (&tls.cert_path, &tls.key_path) {
         (Some(cert), Some(key)) => {
-            let (chain, key) = load(cert, key)?;
-            (chain, key, false)
+            let files = read(cert, key)?;
+            let (chain, key) = parse(cert, key, &files)?;
+            (chain, key, Some(files))
         }
         _ => {
             let generated = rcgen::generate_simple_self_signed(vec![
@@ -72,12 +80,15 @@ pub fn server_config(tls: &TlsConfig) -> Result<Tls, TlsError> {
                 "::1".to_owned(),
             ])?;
             let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
-            (vec![generated.cert.der().clone()], key, true)
+            (vec![generated.cert.der().clone()], key, None)
         }
     };
+    let self_signed = files.is_none();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = Arc::new(ReloadingCert {
         current: ArcSwap::from_pointee(certified(&provider, chain, key)?),
+        files: std::sync::Mutex::new(files),
+        refused: Default::default(),
     });
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
@@ -114,8 +125,12 @@ pub fn server_config(tls: &TlsConfig) -> Result<Tls, TlsError> {
 
 /// Every PEM certificate in the file; at least one.
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
+    certs_in(&std::fs::read(path).map_err(|e| e.to_string())?)
+}
+
+/// Every PEM certificate in `pem`; at least one.
+fn certs_in(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     if certs.is_empty() {
@@ -137,50 +152,84 @@ fn certified(
 
 /// Checks the certificate and key files every `interval` and swaps in the
 /// new pair when either changed. Runs until the task is dropped.
+///
+/// Changed means the bytes, not the files' times and sizes: a renewed
+/// certificate is often the same length, and a pair rewritten in place
+/// within the file system's clock tick keeps its time. The files are a few
+/// KiB, read once per interval, and parsed from the bytes compared, so no
+/// write between the two is missed.
 pub async fn watch(cert: Arc<ReloadingCert>, tls: TlsConfig) {
     let (Some(cert_path), Some(key_path)) = (tls.cert_path, tls.key_path) else {
         return;
     };
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| Ok((m.modified()?, m.len())))
-            .ok()
-    };
-    let mut seen = (stamp(&cert_path), stamp(&key_path));
     let provider = rustls::crypto::ring::default_provider();
     let mut ticks = tokio::time::interval(std::time::Duration::from_millis(tls.reload_interval_ms));
+    // What was refused last, so that a bad pair is reported once, not every tick.
+    let mut refused: Option<Result<PairFiles, String>> = None;
     loop {
         ticks.tick().await;
-        let now = (stamp(&cert_path), stamp(&key_path));
-        if now == seen {
+        let files = read(&cert_path, &key_path);
+        if let Ok(files) = &files {
+            if cert
+                .files
+                .lock()
+                .ok()
+                .is_some_and(|f| f.as_ref() == Some(files))
+            {
+                continue;
+            }
+        }
+        let attempt = files.as_ref().map_err(|e| e.to_string()).cloned();
+        if refused.as_ref() == Some(&attempt) {
             continue;
         }
-        // A pair written one file at a time may not match yet: keep `seen`
-        // unchanged on failure so the next tick tries again.
-        match load(&cert_path, &key_path).and_then(|(chain, key)| certified(&provider, chain, key))
-        {
-            Ok(new) => {
+        // A pair written one file at a time may not match yet: the next
+        // change is tried again.
+        let loaded = files.and_then(|files| {
+            let (chain, key) = parse(&cert_path, &key_path, &files)?;
+            Ok((certified(&provider, chain, key)?, files))
+        });
+        match loaded {
+            Ok((new, files)) => {
                 cert.current.store(Arc::new(new));
-                seen = now;
+                if let Ok(mut current) = cert.files.lock() {
+                    *current = Some(files);
+                }
+                refused = None;
                 tracing::info!(cert = %cert_path.display(), "TLS certificate reloaded");
             }
             Err(e) => {
+                cert.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                refused = Some(attempt);
                 tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the current certificate")
             }
         }
     }
 }
 
-fn load(
+fn read(cert: &Path, key: &Path) -> Result<PairFiles, TlsError> {
+    let cert_bytes = std::fs::read(cert).map_err(|e| TlsError::Cert {
+        path: cert.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let key_bytes = std::fs::read(key).map_err(|e| TlsError::Key {
+        path: key.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok((cert_bytes, key_bytes))
+}
+
+fn parse(
     cert: &Path,
     key: &Path,
+    files: &PairFiles,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let cert_error = |message: String| TlsError::Cert {
+    let chain = certs_in(&files.0).map_err(|message| TlsError::Cert {
         path: cert.display().to_string(),
         message,
-    };
-    let chain = load_certs(cert).map_err(cert_error)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&files.1).map_err(|e| TlsError::Key {
         path: key.display().to_string(),
         message: e.to_string(),
     })?;
@@ -244,7 +293,15 @@ mod tests {
         // A certificate whose key does not match is refused: the old one stays.
         let (other_cert, _, _) = write_pair(dir.path(), "other");
         std::fs::copy(&other_cert, &cert).unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let refused = || tls.cert.refused.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while refused() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change was not seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(current(&tls), first);
 
         let (new_cert, new_key, second) = write_pair(dir.path(), "new");
