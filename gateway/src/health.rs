@@ -1,4 +1,4 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (Kafka answers a
+//! `GET /healthz` (the process answers and needs no restart) and `GET /readyz` (Kafka answers a
 //! metadata request and the GeoIP database is loaded): what a load balancer
 //! and an orchestrator ask before sending traffic. The details of readiness
 //! are the admin listener's.
@@ -12,6 +12,9 @@ use crate::server::Gateway;
 #[derive(Serialize)]
 struct Health<'a> {
     status: &'a str,
+    /// Why the node must be restarted (admin listener only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -25,8 +28,29 @@ struct Readiness<'a> {
     filter_errors: Vec<String>,
 }
 
-pub fn healthz(request_id: &str) -> Response<Body> {
-    respond::json(StatusCode::OK, &Health { status: "ok" }, request_id)
+/// Liveness: the process answers, and nothing happened that only a
+/// restart repairs. A producer with a fatal error refuses every record
+/// from then on, so the node answers 503 here and an orchestrator
+/// replaces it (`/readyz` fails too, which only takes traffic away).
+pub fn healthz(gateway: &Gateway, request_id: &str, detailed: bool) -> Response<Body> {
+    match gateway.producer.fatal() {
+        None => respond::json(
+            StatusCode::OK,
+            &Health {
+                status: "ok",
+                reason: None,
+            },
+            request_id,
+        ),
+        Some(fatal) => respond::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Health {
+                status: "failed",
+                reason: detailed.then_some(fatal),
+            },
+            request_id,
+        ),
+    }
 }
 
 /// Readiness. The admin listener says why (Kafka's error, the GeoIP

@@ -71,6 +71,8 @@ struct TopicState {
     /// that requests waiting their turn to list do not each wait out
     /// [`METADATA_TIMEOUT`] while the cluster is away.
     failed: Option<(Instant, String)>,
+    /// Listings asked of the cluster so far.
+    listings: u64,
 }
 
 /// The librdkafka settings Weir uses unless the config overrides them.
@@ -82,6 +84,11 @@ pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> Clie
         .set("acks", "all")
         .set("compression.codec", "lz4")
         .set("linger.ms", "5")
+        // Records wait here while Kafka is slow: a quarter of librdkafka's
+        // 1 GiB default, so a full queue answers `delivery_failed` long
+        // before a node with a 1 GiB memory limit is killed (every copy of
+        // an upload's `meta` in its records counts).
+        .set("queue.buffering.max.kbytes", "262144")
         .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
         // librdkafka's statistics (queue bytes, broker round trips) for the metrics.
         .set("statistics.interval.ms", "5000")
@@ -244,17 +251,31 @@ impl Producer {
     /// value (the event's backend id is the key then).
     fn key(&self, tenant: &str, batch: &Batch<'_>) -> Option<String> {
         let meta = &batch.meta;
-        let mut key = self.key_template.clone();
-        for (name, value) in [
+        let values = [
             ("{tenant}", Some(tenant)),
             ("{category}", Some(meta.category.as_str())),
             ("{device_id}", meta.device_id.as_deref()),
             ("{app}", meta.app.as_deref()),
-        ] {
-            if key.contains(name) {
-                key = key.replace(name, value?);
+        ];
+        // One pass over the template, so that a client's value is never read
+        // as a placeholder (a device_id "{app}" is that text, not the app).
+        let mut key = String::with_capacity(self.key_template.len() + 32);
+        let mut rest = self.key_template.as_str();
+        while let Some(start) = rest.find('{') {
+            key.push_str(&rest[..start]);
+            rest = &rest[start..];
+            match values.iter().find(|(name, _)| rest.starts_with(name)) {
+                Some((name, value)) => {
+                    key.push_str((*value)?);
+                    rest = &rest[name.len()..];
+                }
+                None => {
+                    key.push('{');
+                    rest = &rest[1..];
+                }
             }
         }
+        key.push_str(rest);
         Some(key)
     }
 
@@ -299,6 +320,7 @@ impl Producer {
             .topics
             .write()
             .map_err(|_| "topic cache poisoned".to_owned())?;
+        state.listings += 1;
         match listed {
             Ok(topics) => {
                 // Added to, never replaced: a topic once seen is not answered
@@ -344,6 +366,9 @@ impl Producer {
     /// Whether the cluster answers a metadata request: the number of brokers.
     /// One request at a time, its answer reused for [`CHECK_TTL`].
     pub async fn check(&self) -> Result<usize, String> {
+        if let Some(fatal) = self.fatal() {
+            return Err(fatal);
+        }
         let mut checked = self.checked.lock().await;
         if let Some((at, answer)) = &*checked {
             if at.elapsed() < CHECK_TTL {
@@ -363,6 +388,16 @@ impl Producer {
         .and_then(|answer| answer);
         *checked = Some((Instant::now(), answer.clone()));
         answer
+    }
+
+    /// The idempotent producer's fatal error, if it had one: librdkafka then
+    /// refuses every record for the rest of the process's life (e.g. Kafka
+    /// lost the producer's id and a retry could duplicate records), while
+    /// metadata requests still succeed. Only a restart brings the node back.
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.client().fatal_error().map(|(code, reason)| {
+            format!("fatal producer error ({code:?}): {reason}; the node must restart")
+        })
     }
 
     /// The latest librdkafka statistics (every `statistics.interval.ms`).
@@ -814,6 +849,33 @@ mod tests {
         assert!(check_key_template("{user}").is_err());
     }
 
+    /// A fatal error of the idempotent producer (raised by librdkafka's own
+    /// test hook) is for good: the check fails with its reason, for
+    /// `/readyz` and `/healthz`, though the cluster still answers.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_fails_the_check_for_good() {
+        use rdkafka::types::RDKafkaRespErr;
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let producer =
+            Producer::new(&KafkaConfig::default(), &cluster.bootstrap_servers(), false).unwrap();
+        assert_eq!(producer.check().await, Ok(1));
+        assert_eq!(producer.fatal(), None);
+        let reason = std::ffi::CString::new("injected by the test").unwrap();
+        // SAFETY: the client is alive and `reason` outlives the call.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.inner.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(raised, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        let fatal = producer.fatal().expect("a fatal error");
+        assert!(fatal.contains("injected by the test"), "{fatal}");
+        assert!(fatal.contains("the node must restart"), "{fatal}");
+        assert_eq!(producer.check().await, Err(fatal));
+    }
+
     /// Made-up categories leave nothing behind in librdkafka: a topic is
     /// checked against a listing of the cluster's, never asked for by name.
     #[tokio::test(flavor = "multi_thread")]
@@ -834,13 +896,18 @@ mod tests {
             );
         }
         // One listing answered them all (it is younger than the TTL).
-        assert!(producer.topics.read().unwrap().listed_at.is_some());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(producer.topics.read().unwrap().listings, 1);
+        // The next statistics report says how many topic objects librdkafka
+        // holds: none (a listing makes none, and nothing was written).
+        let topics = &producer.stats.topics;
+        topics.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while topics.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
+            assert!(Instant::now() < deadline, "no statistics report");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
-            producer
-                .stats
-                .topics
-                .load(std::sync::atomic::Ordering::Relaxed),
+            topics.load(std::sync::atomic::Ordering::Relaxed),
             0,
             "topic objects held by librdkafka"
         );
@@ -851,7 +918,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_listing_is_the_answer_for_a_while() {
         let producer = Producer::new(&KafkaConfig::default(), "127.0.0.1:1", false).unwrap();
-        let started = Instant::now();
         let (a, b, c) = tokio::join!(
             producer.ensure_topic("events.a"),
             producer.ensure_topic("events.b"),
@@ -862,8 +928,9 @@ mod tests {
             assert!(why.starts_with("Kafka metadata unavailable"), "{why}");
         }
         // One listing was tried, not three one after another.
-        assert!(started.elapsed() < METADATA_TIMEOUT + METADATA_TIMEOUT / 2);
-        assert!(producer.topics.read().unwrap().failed.is_some());
+        let state = producer.topics.read().unwrap();
+        assert_eq!(state.listings, 1);
+        assert!(state.failed.is_some());
     }
 
     #[tokio::test]
@@ -881,6 +948,12 @@ mod tests {
             received_at: 0,
         };
         assert_eq!(producer.key("acme", &batch).as_deref(), Some("acme:d-42"));
+        // A value is not read again as a placeholder.
+        batch.meta.device_id = Some("{app}{tenant}".into());
+        assert_eq!(
+            producer.key("acme", &batch).as_deref(),
+            Some("acme:{app}{tenant}")
+        );
         batch.meta.device_id = None;
         assert_eq!(producer.key("acme", &batch), None);
         assert_eq!(producer.topic("acme", "PERF"), "events.PERF");

@@ -421,7 +421,7 @@ async fn route_inner(
         (Role::Ingest, "/v1/batch", &Method::POST) => {
             ingest::ingest(gateway, request, peer, &request_id).await
         }
-        (_, "/healthz", &Method::GET) => health::healthz(&request_id),
+        (_, "/healthz", &Method::GET) => health::healthz(gateway, &request_id, role == Role::Admin),
         (_, "/readyz", &Method::GET) => {
             health::readyz(gateway, &request_id, role == Role::Admin).await
         }
