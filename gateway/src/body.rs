@@ -141,22 +141,46 @@ pub fn decompress(raw: Bytes, encoding: Encoding, max: usize) -> Result<Bytes, R
         Encoding::Gzip => "gzip",
         Encoding::Zstd => "zstd",
     };
+    let window_log = zstd_window_log(max);
     let reader: Box<dyn Read> = match encoding {
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
-        _ => Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| corrupt(name, e))?),
+        _ => {
+            let mut decoder =
+                zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| corrupt(name, e))?;
+            decoder
+                .window_log_max(window_log)
+                .map_err(|e| corrupt(name, e))?;
+            Box::new(decoder)
+        }
     };
     // Start small: the output size is unknown and may be a bomb.
     let mut out = Vec::with_capacity((raw.len() * 4).min(max));
     reader
         .take(max as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| corrupt(name, e))?;
+        .map_err(|e| match e.to_string().contains("too much memory") {
+            true => too_large(format!(
+                "body: the zstd frame's window is larger than the {} bytes this node decodes",
+                1u64 << window_log
+            )),
+            false => corrupt(name, e),
+        })?;
     if out.len() > max {
         return Err(too_large(format!(
             "body: decompresses to more than the limit of {max} bytes"
         )));
     }
     Ok(Bytes::from(out))
+}
+
+/// The largest zstd window (log2 of bytes) decoded: the decoder allocates
+/// the window a frame asks for (up to 128 MiB by zstd's default) whatever
+/// the output cap, so a tiny frame could make every request allocate that.
+/// No window needs to be larger than the whole output allowed; 8 MiB (what
+/// zstd's levels up to 19 use) is always allowed.
+fn zstd_window_log(max_output: usize) -> u32 {
+    let needed = usize::BITS - max_output.saturating_sub(1).leading_zeros();
+    needed.clamp(23, 27)
 }
 
 fn corrupt(name: &str, e: std::io::Error) -> Reject {
@@ -250,6 +274,34 @@ mod tests {
         );
         let z = Bytes::from(zstd::encode_all(&data[..], 3).unwrap());
         assert_eq!(&decompress(z, Encoding::Zstd, 1000).unwrap()[..], &data[..]);
+    }
+
+    /// A frame asking for a window larger than the output cap needs is
+    /// refused before the decoder allocates it; an ordinary frame decodes.
+    #[test]
+    fn a_zstd_window_beyond_the_cap_is_refused() {
+        assert_eq!(zstd_window_log(10 * 1024 * 1024), 24);
+        assert_eq!(zstd_window_log(1000), 23);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
+        let data = b"{\"meta\":{}}".repeat(100);
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(27).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        encoder.write_all(&data).unwrap();
+        let wide = Bytes::from(encoder.finish().unwrap());
+        let r = decompress(wide.clone(), Encoding::Zstd, 1024 * 1024).unwrap_err();
+        assert_eq!(
+            (r.status.as_u16(), r.message.as_str()),
+            (
+                413,
+                "body: the zstd frame's window is larger than the 8388608 bytes this node decodes"
+            )
+        );
+        // A node allowing 128 MiB of output takes it.
+        assert_eq!(
+            &decompress(wide, Encoding::Zstd, 128 << 20).unwrap()[..],
+            &data[..]
+        );
     }
 
     #[test]
