@@ -31,7 +31,8 @@ use weir::{tail, tls, trace};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long queued records may take to reach Kafka on shutdown.
+/// How long queued records may take to reach Kafka on shutdown. (The
+/// grace periods in deploy/ count on it: see `FLUSH_S` in tests/tests/deploy.rs.)
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]

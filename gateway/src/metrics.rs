@@ -7,8 +7,8 @@
 //! the records, `deliver` waits for Kafka's acknowledgements), errors (by
 //! status and by part code, `weir_kafka_broker_errors`) and saturation
 //! (`weir_inflight_requests` against `_max`, `weir_open_connections`,
-//! `weir_kafka_queue_messages` and `_bytes` against `_max_bytes` from
-//! librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
+//! `weir_kafka_queue_messages` and `_bytes` against `_max_messages` and
+//! `_max_bytes` from librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
 //! `weir_filter_instances` against `_max`, and
 //! `weir_runtime_busy_seconds_total` / `weir_runtime_workers`: the share of
 //! time the async workers are busy). Plus the upload
@@ -267,6 +267,13 @@ impl Metrics {
             "weir.kafka.queue.max.bytes",
             "Capacity of the producer's queue in bytes",
             move || stats.queue_max_bytes.load(Ordering::Relaxed),
+        );
+        let stats = kafka.clone();
+        gauge(
+            &meter,
+            "weir.kafka.queue.max.messages",
+            "Capacity of the producer's queue in records (full at either capacity)",
+            move || stats.queue_max_messages.load(Ordering::Relaxed),
         );
         let stats = kafka.clone();
         gauge(

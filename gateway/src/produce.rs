@@ -433,6 +433,8 @@ pub struct KafkaStats {
     pub queue_bytes: std::sync::atomic::AtomicU64,
     /// The queue's capacity in bytes (`queue.buffering.max.kbytes`).
     pub queue_max_bytes: std::sync::atomic::AtomicU64,
+    /// The queue's capacity in records (`queue.buffering.max.messages`).
+    pub queue_max_messages: std::sync::atomic::AtomicU64,
     /// Topics the producer holds an object for: those it wrote to.
     pub topics: std::sync::atomic::AtomicU64,
     /// Per broker: its name and the p99 of its request round trips, seconds.
@@ -626,6 +628,7 @@ impl ClientContext for KafkaContext {
         latest
             .queue_max_bytes
             .store(statistics.msg_size_max, Relaxed);
+        latest.queue_max_messages.store(statistics.msg_max, Relaxed);
         latest.topics.store(statistics.topics.len() as u64, Relaxed);
         // Bootstrap entries ("host:port/bootstrap") are not brokers of the cluster.
         let brokers = || statistics.brokers.values().filter(|b| b.nodeid >= 0);

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use weir_e2e::{root, weir_bin};
 
+/// How long the node flushes queued records after the drain, at most
+/// (`FLUSH_TIMEOUT` in gateway/src/main.rs; the README says it too).
+const FLUSH_S: i64 = 30;
 fn deploy() -> PathBuf {
     root().join("deploy")
 }
@@ -194,6 +197,16 @@ fn the_compose_stack_is_wired_together() {
     // image's, is one weir accepts.
     let config = std::fs::read_to_string(deploy().join("compose/weir.toml")).unwrap();
     check_config(&config);
+    // Stopping leaves time for the drain (30 s unless the config says) and
+    // the flush.
+    let drain_s = toml::from_str::<toml::Value>(&config).unwrap()["server"]
+        .get("drain_timeout_ms")
+        .and_then(|d| d.as_integer())
+        .unwrap_or(30_000)
+        / 1000;
+    let grace = services["weir"]["stop_grace_period"].as_str().unwrap();
+    let grace: i64 = grace.strip_suffix('s').unwrap().parse().unwrap();
+    assert!(drain_s + FLUSH_S < grace, "stop_grace_period {grace}s");
     assert!(services["weir"]["volumes"]
         .as_array()
         .unwrap()
@@ -305,7 +318,8 @@ fn the_kubernetes_manifests_agree_with_the_node() {
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(container[probe]["httpGet"]["port"], "admin");
     }
-    // The pod gets time to drain: preStop pause + drain < grace period.
+    // The pod gets time to drain and flush: preStop pause + drain + the
+    // producer's flush < grace period.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
         .unwrap();
@@ -313,12 +327,25 @@ fn the_kubernetes_manifests_agree_with_the_node() {
         .as_i64()
         .unwrap_or(0);
     assert!(
-        pause + drain_ms / 1000 < grace,
-        "grace {grace}s < {pause}s + {drain_ms}ms"
+        pause + drain_ms / 1000 + FLUSH_S < grace,
+        "grace {grace}s < {pause}s + {drain_ms}ms + {FLUSH_S}s"
     );
     // Unprivileged, as the image.
     assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 10001);
     assert_eq!(container["args"], serde_json::json!(["serve"]));
+    // The config is read from a mounted directory: a file mounted by
+    // subPath is never updated, so a reload would read the old one.
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let config_path = command
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1])
+        .expect("the container names its config");
     // Every mount has its volume, and the config mount is the image's path.
     let volumes: BTreeSet<&str> = pod["spec"]["volumes"]
         .as_array()
@@ -329,11 +356,20 @@ fn the_kubernetes_manifests_agree_with_the_node() {
     for mount in container["volumeMounts"].as_array().unwrap() {
         assert!(volumes.contains(mount["name"].as_str().unwrap()), "{mount}");
     }
-    assert!(container["volumeMounts"]
+    let config_mount = container["volumeMounts"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|m| m["mountPath"] == "/etc/weir/weir.toml"));
+        .find(|m| m["name"] == "config")
+        .expect("the config is mounted");
+    assert!(config_mount["subPath"].is_null(), "{config_mount}");
+    assert_eq!(
+        Some(config_path),
+        config_mount["mountPath"]
+            .as_str()
+            .map(|dir| format!("{dir}/weir.toml"))
+            .as_deref()
+    );
     // Paths in the config are mounted.
     let parsed: toml::Value = toml::from_str(&config).unwrap();
     for path in [

@@ -184,7 +184,11 @@ async fn metrics_count_exactly_what_was_sent() {
     assert_eq!(sum(&samples, "weir_filter_instances_max", &[]), 128.0);
     assert!(sum(&samples, "weir_runtime_workers", &[]) >= 1.0);
     assert!(sum(&samples, "weir_runtime_busy_seconds_total", &[]) > 0.0);
-    for family in ["weir_kafka_queue_bytes", "weir_kafka_queue_max_bytes"] {
+    for family in [
+        "weir_kafka_queue_bytes",
+        "weir_kafka_queue_max_bytes",
+        "weir_kafka_queue_max_messages",
+    ] {
         assert!(
             samples.keys().any(|k| k.starts_with(family)),
             "{family} missing: {text}"
