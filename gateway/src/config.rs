@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub header_timeout_ms: u64,
     /// Open connections at most, per listener; more wait in the accept queue.
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64) per
+    /// listener; 0: no cap. Trusted proxies are not capped.
+    pub max_connections_per_address: usize,
     /// Requests in flight on the node at most; past 3/4 of it the tenants
     /// above their fair share are shed first (503).
     pub max_inflight: usize,
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 10_000,
             header_timeout_ms: 10_000,
             max_connections: 4096,
+            max_connections_per_address: 256,
             max_inflight: 1024,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
@@ -587,6 +591,17 @@ impl Config {
                 ),
             ));
         }
+        // The exporters are built without TLS: an https:// endpoint would
+        // fail at every export, long after start.
+        if self.telemetry.otlp_endpoint.starts_with("https://") {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!(
+                    "'{}': https is not built in; export over http to a local OpenTelemetry Collector (it can forward over TLS)",
+                    self.telemetry.otlp_endpoint
+                ),
+            ));
+        }
         if !self.telemetry.otlp_endpoint.is_empty()
             && self
                 .telemetry
@@ -629,14 +644,17 @@ impl Config {
         if self.server.max_header_bytes < 8192 {
             return Err(invalid("server.max_header_bytes", "must be at least 8192"));
         }
-        if !self.server.unauthenticated_per_second.is_finite()
-            || self.server.unauthenticated_per_second < 0.0
-        {
-            return Err(invalid(
-                "server.unauthenticated_per_second",
-                "must be a number ≥ 0",
-            ));
-        }
+        check_rate(
+            self.server.unauthenticated_per_second,
+            self.server.unauthenticated_burst,
+        )
+        .map_err(|(on_rate, problem)| {
+            let key = match on_rate {
+                true => "server.unauthenticated_per_second",
+                false => "server.unauthenticated_burst",
+            };
+            invalid(key, problem)
+        })?;
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid(
                 "tls.cert_path",
@@ -790,36 +808,51 @@ impl Config {
     }
 }
 
-fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
-    for (key, value) in [
-        ("requests_per_second", limits.requests_per_second),
-        ("events_per_second", limits.events_per_second),
-    ] {
-        if !value.is_finite() || value < 0.0 {
-            return Err(invalid(
-                format!("{at}.{key}"),
-                "must be a number ≥ 0 (0: no limit)",
-            ));
-        }
+/// Checks a rate a second (0: no limit) and its burst; the error says
+/// whether the rate (`true`) or the burst is wrong. Bounded so that the
+/// limiter's arithmetic holds: a token's period in nanoseconds is neither 0
+/// nor, times the burst, past 64 bits.
+fn check_rate(per_second: f64, burst: u32) -> Result<(), (bool, &'static str)> {
+    if !per_second.is_finite() || per_second < 0.0 {
+        return Err((true, "must be a number ≥ 0 (0: no limit)"));
     }
-    for (key, rate, burst) in [
+    if per_second == 0.0 {
+        return Ok(());
+    }
+    if !(1e-6..=1e9).contains(&per_second) {
+        return Err((true, "must be 0 (no limit) or from 0.000001 to 1000000000"));
+    }
+    if burst == 0 {
+        return Err((false, "must be at least 1 when the rate is limited"));
+    }
+    if f64::from(burst) * 1e9 / per_second >= 9e18 {
+        return Err((
+            false,
+            "takes centuries to refill at this rate: raise the rate or lower the burst",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
+    for (rate_key, rate, burst_key, burst) in [
         (
-            "requests_burst",
+            "requests_per_second",
             limits.requests_per_second,
+            "requests_burst",
             limits.requests_burst,
         ),
         (
-            "events_burst",
+            "events_per_second",
             limits.events_per_second,
+            "events_burst",
             limits.events_burst,
         ),
     ] {
-        if rate > 0.0 && burst == 0 {
-            return Err(invalid(
-                format!("{at}.{key}"),
-                "must be at least 1 when the rate is limited",
-            ));
-        }
+        check_rate(rate, burst).map_err(|(on_rate, problem)| {
+            let key = if on_rate { rate_key } else { burst_key };
+            invalid(format!("{at}.{key}"), problem)
+        })?;
     }
     for (key, value) in [
         ("max_inflight", limits.max_inflight),
@@ -1063,6 +1096,30 @@ mod tests {
         .starts_with("kafka.producer.\"delivery.report.only.error\": every event is answered"));
         assert!(problem("[kafka]\ntopic_template = \"x/{category}\"\n", &[])
             .starts_with("kafka.topic_template:"));
+        assert!(problem(
+            "",
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")]
+        )
+        .starts_with("telemetry.otlp_endpoint: 'https://collector:4318': https is not built in"));
+        // Rates the limiter's arithmetic cannot hold are refused, not a panic
+        // at start or reload, nor a limit silently off.
+        assert_eq!(
+            problem("[defaults]\nrequests_per_second = 1e-30\n", &[]),
+            "defaults.requests_per_second: must be 0 (no limit) or from 0.000001 to 1000000000"
+        );
+        assert_eq!(
+            problem("[defaults]\nevents_per_second = 2e9\n", &[]),
+            "defaults.events_per_second: must be 0 (no limit) or from 0.000001 to 1000000000"
+        );
+        assert!(problem(
+            "[defaults]\nevents_per_second = 0.000001\nevents_burst = 4000000000\n",
+            &[]
+        )
+        .starts_with("defaults.events_burst: takes centuries to refill"));
+        assert_eq!(
+            problem("[server]\nunauthenticated_burst = 0\n", &[]),
+            "server.unauthenticated_burst: must be at least 1 when the rate is limited"
+        );
         assert_eq!(
             problem("", &[("WEIR_TRUSTED_PROXIES", "nope")]),
             "WEIR_TRUSTED_PROXIES: 'nope' is not a CIDR such as 10.0.0.0/8"

@@ -331,7 +331,7 @@ fn overloaded(why: &str) -> Reject {
 /// of an IPv6 one (a single host is usually given a whole /64, and could
 /// otherwise take a new address for every request). An IPv4 address
 /// mapped into IPv6 counts as itself.
-fn client_network(ip: IpAddr) -> IpAddr {
+pub fn client_network(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -72,8 +72,12 @@ pub struct AnsweredFor(pub Arc<str>);
 /// Connection-level limits of every listener.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
+    /// Also the idle timeout: a connection with no request in flight for
+    /// this long is closed (hyper does it on HTTP/1.1, [`idle`] on h2).
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// 0: no cap.
+    pub max_connections_per_address: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub h2_max_concurrent_streams: u32,
@@ -87,6 +91,7 @@ impl ConnectionLimits {
         ConnectionLimits {
             header_timeout: Duration::from_millis(server.header_timeout_ms),
             max_connections: server.max_connections,
+            max_connections_per_address: server.max_connections_per_address,
             max_header_bytes: server.max_header_bytes,
             max_headers: server.max_headers,
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
@@ -163,11 +168,13 @@ pub async fn serve(
         .map(|listener| (listener, Arc::new(Semaphore::new(permits))))
         .collect();
     let open: Vec<Arc<Semaphore>> = listeners.iter().map(|(_, open)| open.clone()).collect();
+    let per_address = limits.max_connections_per_address;
 
     // The accept loops run in this task; each connection is its own task,
     // which closes it gracefully when the node stops or it reaches its age.
     let accepting = listeners.into_iter().map(|(listener, connections)| {
         let (gateway, builder, mut stop) = (gateway.clone(), builder.clone(), shutdown.clone());
+        let by_address = Arc::new(ByAddress::default());
         async move {
             loop {
                 // At the connection cap, stop accepting: new clients wait in the kernel's queue.
@@ -190,35 +197,68 @@ pub async fn serve(
                     },
                     _ = stop.changed() => break,
                 };
+                // One address may hold only so many of the listener's
+                // connections (trusted proxies carry many clients' and may
+                // hold more): one host cannot take them all.
+                let trusted = gateway.trusted_proxies.iter().any(|net| net.contains(&peer.ip()));
+                let held = match (per_address, trusted) {
+                    (0, _) | (_, true) => None,
+                    (cap, false) => match by_address.take(peer.ip(), cap) {
+                        Some(held) => Some(held),
+                        None => {
+                            tracing::debug!(%peer, cap, "connection refused: too many from this address");
+                            continue;
+                        }
+                    },
+                };
                 let _ = stream.set_nodelay(true);
                 let (gateway, builder, stop, tls, role) =
                     (gateway.clone(), builder.clone(), stop.clone(), listener.tls.clone(), listener.role);
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _held = held;
                     let _open = gateway.metrics.connection(role == Role::Admin);
+                    let activity = Arc::new(Activity::new());
                     let service = |peer: Peer| {
+                        let activity = activity.clone();
                         service_fn(move |request| {
-                            let gateway = gateway.clone();
-                            async move { Ok::<_, Infallible>(route(&gateway, request, peer, role).await) }
+                            let (gateway, busy) = (gateway.clone(), Busy::new(&activity));
+                            async move {
+                                let response = route(&gateway, request, peer, role).await;
+                                drop(busy);
+                                Ok::<_, Infallible>(response)
+                            }
                         })
                     };
                     // Serves the connection until it ends; closed gracefully
                     // (after its requests in flight; HTTP/2: GOAWAY) when
-                    // `closing` returns.
+                    // `closing` returns or it has been idle for the header
+                    // timeout, and dropped if it is still open `drain` later
+                    // (an h2 client can keep a closing connection open by
+                    // never answering the closing PING).
                     macro_rules! serve {
                         ($stream:expr, $service:expr) => {{
                             let stream = FirstBytes::new($stream, limits.header_timeout);
                             let connection = builder.serve_connection(TokioIo::new(stream), $service);
                             let mut connection = std::pin::pin!(connection);
                             let mut closing = std::pin::pin!(closing(stop, limits.max_age));
+                            let mut idle = std::pin::pin!(idle(&activity, limits.header_timeout));
+                            let mut gone = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
                             let mut closed = false;
                             loop {
                                 tokio::select! {
                                     result = connection.as_mut() => break result,
-                                    () = closing.as_mut(), if !closed => {
+                                    () = &mut closing, if !closed => {
                                         connection.as_mut().graceful_shutdown();
+                                        gone.as_mut().reset(tokio::time::Instant::now() + limits.drain);
                                         closed = true;
                                     }
+                                    () = &mut idle, if !closed => {
+                                        connection.as_mut().graceful_shutdown();
+                                        gone.as_mut().reset(tokio::time::Instant::now() + limits.drain);
+                                        closed = true;
+                                    }
+                                    () = &mut gone, if closed => break Ok(()),
                                 }
                             }
                         }};
@@ -259,6 +299,103 @@ pub async fn serve(
     };
     if tokio::time::timeout(limits.drain, drained).await.is_err() {
         tracing::warn!("drain timeout passed with requests still in flight");
+    }
+}
+
+/// The open connections of one listener per client address (see
+/// [`crate::limit::client_network`]).
+#[derive(Default)]
+struct ByAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl ByAddress {
+    /// A place for one more connection from `ip`, if it holds fewer than `cap`.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<Held> {
+        let network = crate::limit::client_network(ip);
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(network).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Held(self.clone(), network))
+    }
+}
+
+/// One connection's place in [`ByAddress`], given back when dropped.
+struct Held(Arc<ByAddress>, std::net::IpAddr);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// One connection's requests in flight, and when the latest one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: Default::default(),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn since(&self) -> tokio::time::Instant {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A request in flight on its connection, until dropped (answered or
+/// cancelled).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Busy {
+        activity
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Returns once the connection has had no request in flight for `timeout`.
+/// hyper closes an idle HTTP/1.1 connection itself (its header timeout); an
+/// h2 connection it keeps open as long as the client answers its pings, so
+/// a client could hold a connection slot without ever sending a request.
+async fn idle(activity: &Activity, timeout: Duration) {
+    loop {
+        tokio::time::sleep_until(activity.since() + timeout).await;
+        if activity
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            // Busy: look again a timeout after the request ends.
+            tokio::time::sleep(timeout).await;
+            continue;
+        }
+        if activity.since().elapsed() >= timeout {
+            return;
+        }
     }
 }
 

@@ -603,6 +603,104 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
     assert_eq!(stored, answered);
 }
 
+/// An h2 client answering the node's pings could hold a connection (a
+/// slot of the listener's cap) without ever sending a request: an idle h2
+/// connection is closed after the header timeout, as HTTP/1.1's is, but
+/// not while a request on it waits for Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_connection_is_closed_when_idle_not_while_a_request_waits() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events.idle", 1, 1).unwrap();
+    let node = Node::start(
+        &("[server]\nheader_timeout_ms = 1000\n".to_owned()
+            + &tenant("acme", KEY, "categories = [\"idle\"]")),
+        &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
+    )
+    .unwrap();
+    // The topic is known before acknowledgements slow down.
+    let answer = post(&node, KEY, batch("idle", ["first".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(2500))
+        .unwrap();
+    // h2 with prior knowledge, over plain TCP.
+    let tcp = tokio::net::TcpStream::connect(&node.http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = batch_request(Some(KEY), batch("idle", ["slow".to_owned()]), &[]);
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200, "answered after 2.5 s in flight");
+    // The connection was not idle while the request waited: it still takes
+    // requests (a closing one would refuse new streams).
+    let health = http::Request::get("http://localhost/healthz")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(health).await.unwrap().status(), 200);
+    // Nothing more is sent: the node closes the connection.
+    tokio::time::timeout(Duration::from_secs(30), connection)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+}
+
+/// One address holds at most `max_connections_per_address` of a
+/// listener's connections; a connection over it is closed at once, and
+/// one that ends gives its place back.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let node = Node::start(
+        &("[server]\nmax_connections_per_address = 2\n".to_owned() + &tenant("acme", KEY, "")),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let health = || {
+        http::Request::get("/healthz")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let mut first = Connection::open(&Transport::Http, &node.http)
+        .await
+        .unwrap();
+    let mut second = Connection::open(&Transport::Http, &node.http)
+        .await
+        .unwrap();
+    assert_eq!(first.send(health()).await.unwrap().status, 200);
+    assert_eq!(second.send(health()).await.unwrap().status, 200);
+    let mut third = Connection::open(&Transport::Http, &node.http)
+        .await
+        .unwrap();
+    assert!(
+        third.send(health()).await.is_err(),
+        "a third connection is closed"
+    );
+    // The second keeps being served; once the first is closed, a new one is.
+    assert_eq!(second.send(health()).await.unwrap().status, 200);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = Connection::open(&Transport::Http, &node.http)
+            .await
+            .unwrap();
+        match again.send(health()).await {
+            Ok(answer) => {
+                assert_eq!(answer.status, 200);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     let category = topic_for_new_category().await;
