@@ -282,6 +282,9 @@ pub struct Limits {
     pub requests_burst: u32,
     pub events_per_second: f64,
     pub events_burst: u32,
+    /// Body bytes after decompression: what decoding costs the node.
+    pub bytes_per_second: f64,
+    pub bytes_burst: u32,
     /// Requests of the tenant in flight at once.
     pub max_inflight: usize,
     pub max_events_per_batch: usize,
@@ -300,6 +303,8 @@ impl Default for Limits {
             requests_burst: 20_000,
             events_per_second: 500_000.0,
             events_burst: 1_000_000,
+            bytes_per_second: 200.0 * 1024.0 * 1024.0,
+            bytes_burst: 400 * 1024 * 1024,
             max_inflight: 256,
             max_events_per_batch: 1000,
             max_body_bytes: 1024 * 1024,
@@ -329,6 +334,8 @@ pub struct TenantConfig {
     pub requests_burst: Option<u32>,
     pub events_per_second: Option<f64>,
     pub events_burst: Option<u32>,
+    pub bytes_per_second: Option<f64>,
+    pub bytes_burst: Option<u32>,
     pub max_inflight: Option<usize>,
     pub max_events_per_batch: Option<usize>,
     pub max_body_bytes: Option<usize>,
@@ -403,6 +410,8 @@ impl TenantConfig {
             requests_burst: self.requests_burst.unwrap_or(defaults.requests_burst),
             events_per_second: self.events_per_second.unwrap_or(defaults.events_per_second),
             events_burst: self.events_burst.unwrap_or(defaults.events_burst),
+            bytes_per_second: self.bytes_per_second.unwrap_or(defaults.bytes_per_second),
+            bytes_burst: self.bytes_burst.unwrap_or(defaults.bytes_burst),
             max_inflight: self.max_inflight.unwrap_or(defaults.max_inflight),
             max_events_per_batch: self
                 .max_events_per_batch
@@ -848,11 +857,29 @@ fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
             "events_burst",
             limits.events_burst,
         ),
+        (
+            "bytes_per_second",
+            limits.bytes_per_second,
+            "bytes_burst",
+            limits.bytes_burst,
+        ),
     ] {
         check_rate(rate, burst).map_err(|(on_rate, problem)| {
             let key = if on_rate { rate_key } else { burst_key };
             invalid(format!("{at}.{key}"), problem)
         })?;
+    }
+    // A body the size limits take must fit the burst, or it never passes.
+    if limits.bytes_per_second > 0.0
+        && (limits.bytes_burst as usize) < limits.max_decompressed_bytes
+    {
+        return Err(invalid(
+            format!("{at}.bytes_burst"),
+            format!(
+                "must be at least max_decompressed_bytes ({}), or the largest body could never pass",
+                limits.max_decompressed_bytes
+            ),
+        ));
     }
     for (key, value) in [
         ("max_inflight", limits.max_inflight),
@@ -1116,6 +1143,10 @@ mod tests {
             &[]
         )
         .starts_with("defaults.events_burst: takes centuries to refill"));
+        assert_eq!(
+            problem("[defaults]\nbytes_burst = 1000\n", &[]),
+            "defaults.bytes_burst: must be at least max_decompressed_bytes (10485760), or the largest body could never pass"
+        );
         assert_eq!(
             problem("[server]\nunauthenticated_burst = 0\n", &[]),
             "server.unauthenticated_burst: must be at least 1 when the rate is limited"

@@ -174,6 +174,9 @@ where
         .quotas
         .check_request()
         .map_err(|r| r.reject("request"))?;
+    // A tenant already over its byte rate is refused before its body is
+    // read (one byte of it is taken now; the body is charged once inflated).
+    tenant.quotas.check_bytes(1).map_err(|r| r.reject("body"))?;
     let _admitted = gateway.admission.admit(&tenant.quotas)?;
 
     let encoding = body::check_headers(request.headers())?;
@@ -196,6 +199,11 @@ where
     .await
     .inspect_err(|reject| failed(&read_body, reject))?;
     read_body.record("bytes", bytes.len() as i64);
+    // Before decoding, which is what a body's bytes cost.
+    tenant
+        .quotas
+        .check_bytes(bytes.len())
+        .map_err(|r| r.reject("body"))?;
 
     let timer = Instant::now();
     let decode =

@@ -166,6 +166,7 @@ impl Refusal {
 pub struct Quotas {
     requests: Option<Bucket>,
     events: Option<Bucket>,
+    bytes: Option<Bucket>,
     max_inflight: usize,
     inflight: AtomicUsize,
     /// The limits these were built from.
@@ -197,6 +198,13 @@ impl Quotas {
                     burst: limits.events_burst,
                 },
             ),
+            bytes: Bucket::new(
+                "bytes",
+                Rate {
+                    per_second: limits.bytes_per_second,
+                    burst: limits.bytes_burst,
+                },
+            ),
             max_inflight: limits.max_inflight,
             inflight: AtomicUsize::new(0),
             limits: limits.clone(),
@@ -211,6 +219,14 @@ impl Quotas {
     /// A whole batch of `n` events against the event rate.
     pub fn check_events(&self, n: u32) -> Result<(), Refusal> {
         self.events.as_ref().map_or(Ok(()), |b| b.check(n))
+    }
+
+    /// A body's bytes (after decompression) against the byte rate; a body
+    /// larger than the burst can never pass. `check_bytes(1)` before the
+    /// body is read refuses a tenant already over its rate.
+    pub fn check_bytes(&self, n: usize) -> Result<(), Refusal> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.bytes.as_ref().map_or(Ok(()), |b| b.check(n))
     }
 
     /// Requests of this tenant now in flight.

@@ -94,6 +94,75 @@ async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
     );
 }
 
+/// Body bytes (after decompression) are charged before decoding; a tenant
+/// with none left is refused before its body is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_byte_rate_is_charged_before_decoding_and_checked_before_reading() {
+    let category = topic_for_new_category().await;
+    let node = Node::start(
+        // A byte every 100 s: nothing refills while the test runs.
+        &tenant(
+            "acme",
+            KEY,
+            "bytes_per_second = 0.01\nbytes_burst = 5000\nmax_body_bytes = 4096\nmax_decompressed_bytes = 4096",
+        ),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    // A body of exactly `n` bytes.
+    let body = |id: &str, n: usize| {
+        let head = batch(&category, [id.to_owned()]);
+        let pad = n - head.len() - r#","pad":"""#.len();
+        let padded = head.replacen(
+            "\"meta\":{",
+            &format!("\"meta\":{{\"pad\":\"{}\",", "x".repeat(pad)),
+            1,
+        );
+        assert_eq!(padded.len(), n);
+        padded
+    };
+    let answer = post(&node, KEY, body("b1", 4000)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    // Each request also takes a byte before its body is read: 998 bytes
+    // are left now, 1500 do not fit, and are not taken.
+    let answer = post(&node, KEY, body("b2", 1500)).await.unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 429, "{json}");
+    contract::check_answer("post", "/v1/batch", 429, &json);
+    assert_eq!(json["error"], "rate_limited");
+    assert_eq!(json["limit"], "bytes");
+    assert!(answer.header("retry-after").is_some());
+    // 997 do (the last byte goes before the body is read).
+    let answer = post(&node, KEY, body("b3", 997)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    // Nothing left: refused on its headers, before any body is sent (a node
+    // waiting for the body would answer 408 after the body timeout).
+    let mut stream = tokio::net::TcpStream::connect(&node.http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!(
+                "POST /v1/batch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 429");
+    let stored = ids(&consume_all(
+        kafka(),
+        &format!("events.{category}"),
+        Duration::from_secs(2),
+    )
+    .unwrap());
+    assert_eq!(stored, BTreeSet::from(["b1", "b3"].map(String::from)));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_rate_takes_or_refuses_a_batch_whole() {
     let category = topic_for_new_category().await;
