@@ -29,9 +29,9 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// Builds the registry from a validated config. A tenant whose limits
-    /// did not change since `previous` keeps its limiters (a reload does not
-    /// refill its bursts) and its in-flight count; a filter whose settings did
+    /// Builds the registry from a validated config. A tenant keeps its
+    /// limiters and in-flight count across a reload, but for a limiter whose
+    /// rate changed (see [`Quotas::carried`]); a filter whose settings did
     /// not change is not compiled again. New filters are compiled here, with
     /// `engine`: an error names the filter that does not load.
     pub fn from_config(
@@ -48,7 +48,7 @@ impl Tenants {
             let before = old.get(t.name.as_str());
             let quotas = match before {
                 Some(b) if b.quotas.limits == limits => Arc::clone(&b.quotas),
-                _ => Arc::new(Quotas::new(&limits)),
+                _ => Arc::new(Quotas::carried(&limits, before.map(|b| &*b.quotas))),
             };
             let mut filters = Vec::with_capacity(t.filters.len());
             for settings in &t.filters {

@@ -15,6 +15,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -161,14 +162,17 @@ impl Refusal {
     }
 }
 
-/// A tenant's rate limiters and in-flight count. Kept across config reloads
-/// while the tenant's limits do not change, so a reload does not refill bursts.
+/// A tenant's rate limiters and in-flight count. A config reload keeps
+/// them whole while the tenant's limits do not change, and otherwise
+/// carries over the in-flight count and every limiter whose rate did not
+/// change ([`Quotas::carried`]): a reload refills no burst and forgets no
+/// request in flight.
 pub struct Quotas {
-    requests: Option<Bucket>,
-    events: Option<Bucket>,
-    bytes: Option<Bucket>,
+    requests: Option<Arc<Bucket>>,
+    events: Option<Arc<Bucket>>,
+    bytes: Option<Arc<Bucket>>,
     max_inflight: usize,
-    inflight: AtomicUsize,
+    inflight: Arc<AtomicUsize>,
     /// The limits these were built from.
     pub limits: Limits,
 }
@@ -183,30 +187,41 @@ impl std::fmt::Debug for Quotas {
 
 impl Quotas {
     pub fn new(limits: &Limits) -> Quotas {
+        Quotas::carried(limits, None)
+    }
+
+    /// The quotas for `limits`, carrying over from `before` (the tenant's
+    /// until a reload) its in-flight count and each limiter whose rate is
+    /// the same.
+    pub fn carried(limits: &Limits, before: Option<&Quotas>) -> Quotas {
+        let bucket = |name, per_second, burst, old: Option<&Arc<Bucket>>| {
+            let rate = Rate { per_second, burst };
+            match old {
+                Some(old) if old.rate == rate => Some(old.clone()),
+                _ => Bucket::new(name, rate).map(Arc::new),
+            }
+        };
         Quotas {
-            requests: Bucket::new(
+            requests: bucket(
                 "requests",
-                Rate {
-                    per_second: limits.requests_per_second,
-                    burst: limits.requests_burst,
-                },
+                limits.requests_per_second,
+                limits.requests_burst,
+                before.and_then(|b| b.requests.as_ref()),
             ),
-            events: Bucket::new(
+            events: bucket(
                 "events",
-                Rate {
-                    per_second: limits.events_per_second,
-                    burst: limits.events_burst,
-                },
+                limits.events_per_second,
+                limits.events_burst,
+                before.and_then(|b| b.events.as_ref()),
             ),
-            bytes: Bucket::new(
+            bytes: bucket(
                 "bytes",
-                Rate {
-                    per_second: limits.bytes_per_second,
-                    burst: limits.bytes_burst,
-                },
+                limits.bytes_per_second,
+                limits.bytes_burst,
+                before.and_then(|b| b.bytes.as_ref()),
             ),
             max_inflight: limits.max_inflight,
-            inflight: AtomicUsize::new(0),
+            inflight: before.map_or_else(Default::default, |b| b.inflight.clone()),
             limits: limits.clone(),
         }
     }
@@ -455,6 +470,30 @@ mod tests {
         assert_eq!(header("ratelimit").as_deref(), Some("\"requests\";r=0;t=2"));
         assert!((1..=2000).contains(&reject.retry_after_ms.unwrap()));
         assert_eq!(reject.limit, Some("requests"));
+    }
+
+    /// A reload that changes a tenant's limits keeps what did not change:
+    /// a spent burst stays spent, and requests in flight stay counted.
+    #[test]
+    fn a_reload_carries_over_spent_bursts_and_requests_in_flight() {
+        let before = Quotas::new(&limits(0.01, 2, 0.01, 10, 5));
+        before.check_request().unwrap();
+        before.check_request().unwrap();
+        before.check_events(10).unwrap();
+        let admission = Admission::new(100);
+        let _admitted = admission.admit(&before).unwrap();
+        // Another limit changes: both spent bursts carry over.
+        let mut other = limits(0.01, 2, 0.01, 10, 5);
+        other.max_body_bytes /= 2;
+        let after = Quotas::carried(&other, Some(&before));
+        assert!(after.check_request().is_err());
+        assert!(after.check_events(1).is_err());
+        assert_eq!(after.inflight(), 1);
+        // The request rate changes: it starts afresh; the event rate does not.
+        let after = Quotas::carried(&limits(0.01, 3, 0.01, 10, 5), Some(&before));
+        after.check_request().unwrap();
+        assert!(after.check_events(1).is_err());
+        assert_eq!(after.inflight(), 1);
     }
 
     #[test]
