@@ -10,15 +10,19 @@
 #
 # The node runs on core 0 (`taskset -c 0`), the load generator and a tansu
 # broker (in-memory storage) on core 1, with GeoIP (DB-IP City Lite from
-# scripts/setup.sh --geoip) and traceparent on. Each variant: a fresh node,
-# `weir-load --concurrency 64 --batch 50 --event-bytes 400` for DURATION
-# seconds (default 10). The variants take turns for ROUNDS rounds (default
-# 3) and the table shows medians: this machine's noise between two runs of
-# the same thing is often ±15%. Needs scripts/setup.sh --tests --geoip.
+# scripts/setup.sh --geoip) and traceparent on. Each variant: a fresh node
+# and a fresh broker, `weir-load --concurrency 64 --batch 50 --event-bytes
+# 400` for DURATION seconds (default 10; events with a user agent, one in ten
+# a crawler's, and an e-mail address, so the example filters have work to
+# do). The variants take turns for ROUNDS rounds (default 3), each round
+# starting one further along, and the table shows medians: this machine's
+# noise between two runs of the same thing is often ±15%. Needs
+# scripts/setup.sh --tests --geoip.
 #
 # Two ratios per variant, each the median of the per-round ratios to the
 # first variant: events/s, and the node's own CPU time per request (utime +
-# stime from /proc over the load, divided by the requests answered). The
+# stime of all its threads over the measured window, divided by the requests
+# answered 2xx in it; base / variant, so that both read alike). The
 # node is not always the bottleneck: the load generator and the broker share
 # the other core, and their noise moves events/s; it moves the node's CPU
 # per request far less, so that column is the steadier measure of what a
@@ -40,10 +44,22 @@ wasm=target/wasm32-unknown-unknown/release
 geoip=var/geoip/dbip-city-lite.mmdb
 [ -f "$geoip" ] || scripts/setup.sh --geoip
 
-taskset -c 1 var/bin/tansu broker --listener-url "tcp://127.0.0.1:$port" \
-  --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do var/bin/tansu topic create --broker "tcp://127.0.0.1:$port" --partitions 4 events.LOAD >/dev/null 2>&1 && break; sleep 0.2; done
+# A fresh broker (in-memory storage) for every run: one that kept every
+# earlier run's records would grow by a gigabyte a run, on the load
+# generator's core, and weigh on the later variants.
+broker=""
+fresh_broker() {
+  if [ -n "$broker" ]; then kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; fi
+  taskset -c 1 var/bin/tansu broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  broker=$!
+  pids+=("$broker")
+  for _ in $(seq 50); do
+    var/bin/tansu topic create --broker "tcp://127.0.0.1:$port" --partitions 4 events.LOAD >/dev/null 2>&1 && return
+    sleep 0.2
+  done
+  echo "the broker did not start: $work/tansu.log" >&2; cat "$work/tansu.log" >&2; exit 1
+}
 
 tenant="$(target/release/weir-load --print-tenants --key load)"
 if [ "$mode" = telemetry ]; then
@@ -51,9 +67,6 @@ if [ "$mode" = telemetry ]; then
   pids+=($!)
 fi
 filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
-
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # One variant: name, then extra TOML for the config, then env assignments
 # (LOAD_ARGS: extra arguments of the load generator).
@@ -74,57 +87,72 @@ format = "json"
 $tenant
 $extra
 EOF
+  fresh_broker
   env "$@" taskset -c 0 target/release/weir --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
   local node=$!
   pids+=("$node")
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null && break; sleep 0.1; done
-  local before after line
-  before="$(cpu_ticks "$node")"
+  local ready=""
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null && ready=1 && break; sleep 0.1; done
+  [ -n "$ready" ] || { echo "$name: the node did not become ready" >&2; cat "$work/node.log" >&2; exit 1; }
+  # The load generator reads the node's CPU time at the ends of its
+  # measured window (not its warm-up second or its tail).
+  local line
   line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
-    --batch 50 --event-bytes 400 --duration "$duration" ${LOAD_ARGS:-} --json | tail -1)"
-  after="$(cpu_ticks "$node")"
-  line="${line%\}},\"node_cpu_ticks\":$(( after - before )),\"clk_tck\":$(getconf CLK_TCK),\"duration_s\":$duration}"
+    --batch 50 --event-bytes 400 --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
+  line="${line%\}},\"clk_tck\":$(getconf CLK_TCK)}"
   kill "$node"; wait "$node" 2>/dev/null || true
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
   printf '%-22s %s\n' "$name" "$line" >&2
 }
 
-variants() {
-  case "$mode" in
-    filters)
-      run "no filter" ""
-      run "pass-through" "$(filter pass_through "''")"
+# The variants, run in turn every round, each round starting one further
+# along (a fixed order would give the same variants the same place in any
+# drift of the machine over a run).
+case "$mode" in
+  filters)
+    v_none() { run "no filter" ""; }
+    v_pass() { run "pass-through" "$(filter pass_through "''")"; }
+    v_four() {
       run "four chained" "$(filter require_fields "'{\"fields\": [\"id\"]}'")
 $(filter tag_bots "'{\"field\": \"user_agent\", \"action\": \"tag\"}'")
 $(filter redact_pii "'{\"fields\": [\"props.email\"]}'")
 $(filter sample "'{\"rate\": 1.0}'")"
-      ;;
-    telemetry)
-      local otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
-      run "telemetry off" "" WEIR_TELEMETRY_TRACES=off WEIR_TELEMETRY_METRICS=off
-      run "metrics only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"
-      run "traces 100%" "" OTEL_TRACES_SAMPLER_ARG=1.0 "${otlp[@]}"
-      run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"
-      ;;
-    *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
-  esac
-}
-for _ in $(seq "$rounds"); do variants; done
+    }
+    order=(v_none v_pass v_four)
+    ;;
+  telemetry)
+    otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+    v_off() { run "telemetry off" "" WEIR_TELEMETRY_TRACES=off WEIR_TELEMETRY_METRICS=off; }
+    v_metrics() { run "metrics only" "" WEIR_TELEMETRY_TRACES=off "${otlp[@]}"; }
+    v_all() { run "traces 100%" "" OTEL_TRACES_SAMPLER_ARG=1.0 "${otlp[@]}"; }
+    v_one() { run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"; }
+    order=(v_off v_metrics v_all v_one)
+    ;;
+  *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
+esac
+n=${#order[@]}
+for r in $(seq 0 $((rounds - 1))); do
+  for i in $(seq 0 $((n - 1))); do "${order[$(( (i + r) % n ))]}"; done
+done
 
-# Medians per variant; the ratio is each round's ratio to the first variant, median.
+# Medians per variant. Each ratio is the median over rounds of that round's
+# ratio to the first variant, both oriented so that 1 is "costs nothing"
+# and lower is worse: events/s variant / base, and node CPU per request
+# base / variant (the node's CPU time over the measured window divided by
+# the requests answered 2xx in it).
 python3 - "$work/results" <<'EOF'
 import json, statistics, sys
 rows = [(name, json.loads(line)) for name, line in (l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1]))]
 names = list(dict.fromkeys(name for name, _ in rows))
 runs = {name: [r for n, r in rows if n == name] for name in names}
 base = runs[names[0]]
-# The node's CPU time per answered request, µs (requests counted by the load generator).
-cpu = lambda r: r["node_cpu_ticks"] / r["clk_tck"] * 1e6 / (r["requests_per_s"] * r["duration_s"])
-print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} {'node CPU µs/req':>16} {'ratio':>6}  (medians of {len(base)} rounds; ratios per round, to the first variant)")
+cpu = lambda r: r["node_cpu_ticks"] / r["clk_tck"] * 1e6 / max(r["ok_requests"], 1)
+print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'failed':>7} {'node CPU µs/req':>16} {'ratio':>6}  (medians of {len(base)} rounds; ratios per round, to the first variant)")
 for name in names:
     rs = runs[name]
     med = lambda key: statistics.median(r[key] for r in rs)
     ratio = statistics.median(r["events_per_s"] / b["events_per_s"] for r, b in zip(rs, base))
     cpu_ratio = statistics.median(cpu(b) / cpu(r) for r, b in zip(rs, base))
-    print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {sum(r['non_2xx'] for r in rs):>8} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f}")
+    failed = sum(r["non_2xx"] + r["errors"] for r in rs)
+    print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f}")
 EOF

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use weir::batch::Geo;
 use weir::filter::host::{BatchInput, Caps, FilterEngine};
 
 fn component(name: &str) -> Vec<u8> {
@@ -20,15 +21,20 @@ fn component(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-filters.sh)", path.display()))
 }
 
-/// The events' own text: client id and body.
+/// The events' own text: client id and body. One in ten comes from a
+/// crawler (for `tag-bots`).
 fn owned(n: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|i| {
+            let user_agent = match i % 10 {
+                0 => "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                _ => "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15",
+            };
             (
                 format!("ev-{i}"),
                 format!(
-                    r#"{{"id":"ev-{i}","name":"checkout","email":"ann@example.com","props":{{"note":"call +44 20 7946 0958","pad":"{}"}}}}"#,
-                    "x".repeat(280)
+                    r#"{{"id":"ev-{i}","name":"checkout","user_agent":"{user_agent}","email":"ann@example.com","props":{{"note":"call +44 20 7946 0958","pad":"{}"}}}}"#,
+                    "x".repeat(200)
                 )
                 .into_bytes(),
             )
@@ -36,17 +42,41 @@ fn owned(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn events(owned: &[(String, Vec<u8>)]) -> BatchInput<'_> {
+/// Where the events come from: a node shares one location per client
+/// address, and a batch holds a few.
+fn places() -> Vec<Geo> {
+    [
+        ("GB", "England", "London"),
+        ("SE", "Stockholm", "Stockholm"),
+        ("US", "California", "San Jose"),
+    ]
+    .map(|(country, region, city)| Geo {
+        country: Some(country.into()),
+        region: Some(region.into()),
+        city: Some(city.into()),
+    })
+    .into()
+}
+
+fn events<'a>(owned: &'a [(String, Vec<u8>)], places: &'a [Geo]) -> BatchInput<'a> {
     let mut batch = BatchInput::with_capacity("bench", "PERF", 1_763_780_000_000, owned.len());
     for (i, (id, body)) in owned.iter().enumerate() {
         let backend_id = 0x01a2_01c9_7d46_748f_85b8_0000_0000_0000 + i as u128;
-        batch.push(backend_id, id, Some([81, 2, 69, 142].into()), None, body);
+        let place = &places[i % places.len()];
+        batch.push(
+            backend_id,
+            id,
+            Some([81, 2, 69, 142].into()),
+            Some(place),
+            body,
+        );
     }
     batch
 }
 
 fn filters(c: &mut Criterion) {
     let engine = FilterEngine::new();
+    let places = places();
     let caps = Caps {
         memory_bytes: 64 << 20,
         timeout: Duration::from_secs(5),
@@ -71,7 +101,12 @@ fn filters(c: &mut Criterion) {
             "require_fields",
             r#"{"fields": ["id", "props.note"]}"#,
         ),
-        ("tag_bots", "tag_bots", r#"{"field": "user_agent"}"#),
+        // One event in ten is a crawler's, tagged in its body.
+        (
+            "tag_bots",
+            "tag_bots",
+            r#"{"field": "user_agent", "action": "tag"}"#,
+        ),
     ] {
         let compiled = engine
             .compile(&component(filter), config, caps)
@@ -81,7 +116,7 @@ fn filters(c: &mut Criterion) {
             let owned = owned(n);
             group.throughput(Throughput::Elements(n as u64));
             // What is measured works: a verdict per event.
-            let verdicts = futures::executor::block_on(compiled.call(&events(&owned)))
+            let verdicts = futures::executor::block_on(compiled.call(&events(&owned, &places)))
                 .outcome
                 .unwrap_or_else(|e| panic!("{name}/{n}: {e}"));
             assert_eq!(verdicts.len(), n, "{name}/{n}");
@@ -89,7 +124,7 @@ fn filters(c: &mut Criterion) {
             // it for every call.
             group.bench_with_input(BenchmarkId::from_parameter(n), &owned, |b, owned| {
                 b.iter(|| {
-                    let batch = events(owned);
+                    let batch = events(owned, &places);
                     futures::executor::block_on(compiled.call(&batch))
                         .outcome
                         .map(|v| v.len())

@@ -1,6 +1,8 @@
 //! The cost the limits add to one request: the request-rate check, the
-//! in-flight admission (taken and released) and the event-rate check of a
-//! batch of 50, with and without contention from a second thread.
+//! in-flight admission (taken and released), the byte-rate checks (before
+//! and after the body is read) and the event-rate check of a batch of 50.
+//! (Rates high enough never to refuse: the limiters do their arithmetic,
+//! as a limited tenant's do.)
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use weir::config::Limits;
@@ -10,8 +12,10 @@ fn limits(c: &mut Criterion) {
     let quotas = Quotas::new(&Limits {
         requests_per_second: 1e9,
         requests_burst: u32::MAX,
-        events_per_second: 1e12,
+        events_per_second: 1e9,
         events_burst: u32::MAX,
+        bytes_per_second: 1e9,
+        bytes_burst: u32::MAX,
         ..Limits::default()
     });
     let admission = Admission::new(1024);
@@ -20,9 +24,11 @@ fn limits(c: &mut Criterion) {
         b.iter(|| {
             let ok = quotas.check_request().is_ok();
             let admitted = admission.admit(&quotas);
+            let before_body = quotas.check_bytes(1).is_ok();
+            let body = quotas.check_bytes(20_000).is_ok();
             let events = quotas.check_events(50).is_ok();
             drop(admitted);
-            ok && events
+            ok && before_body && body && events
         })
     });
     c.bench_function("limits/request_rate_only", |b| {
