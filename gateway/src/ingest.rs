@@ -177,7 +177,8 @@ where
     // A tenant already over its byte rate is refused before its body is
     // read (one byte of it is taken now; the body is charged once inflated).
     tenant.quotas.check_bytes(1).map_err(|r| r.reject("body"))?;
-    let _admitted = gateway.admission.admit(&tenant.quotas)?;
+    // Held until the request ends, or by the producer until its records are answered.
+    let admitted = gateway.admission.admit(&tenant.quotas)?;
 
     let encoding = body::check_headers(request.headers())?;
     let (parts, incoming) = request.into_parts();
@@ -295,7 +296,13 @@ where
         };
         let timings = gateway
             .producer
-            .produce(&mut batch, &tenant.name, request_id, &trace_headers)
+            .produce(
+                &mut batch,
+                &tenant.name,
+                request_id,
+                &trace_headers,
+                admitted,
+            )
             .instrument(produce.clone())
             .await;
         metrics.stage(Stage::Produce, timings.enqueue.as_secs_f64());

@@ -268,29 +268,38 @@ struct Counts {
     active: usize,
 }
 
-/// A request in flight; counted until dropped.
+/// A request in flight; counted until dropped. It owns what it counts, so
+/// it can outlive the request: the producer keeps it until the request's
+/// last record is answered, also when the client went away before that.
 #[must_use]
-pub struct Admitted<'a> {
-    admission: &'a Admission,
-    quotas: &'a Quotas,
+pub struct Admitted {
+    admission: Arc<Admission>,
+    /// The tenant's in-flight count ([`Quotas`]).
+    tenant: Arc<AtomicUsize>,
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         let mut counts = self.admission.lock();
         counts.inflight -= 1;
-        if self.quotas.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.tenant.fetch_sub(1, Ordering::AcqRel) == 1 {
             counts.active -= 1;
         }
     }
 }
 
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admitted")
+    }
+}
+
 impl Admission {
-    pub fn new(max: usize) -> Admission {
-        Admission {
+    pub fn new(max: usize) -> Arc<Admission> {
+        Arc::new(Admission {
             max,
             state: Mutex::default(),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -312,7 +321,7 @@ impl Admission {
     /// less than an equal share of those three quarters, so no tenant alone
     /// can fill the node, and the last quarter is there for tenants under
     /// their share.
-    pub fn admit<'a>(&'a self, quotas: &'a Quotas) -> Result<Admitted<'a>, Reject> {
+    pub fn admit(self: &Arc<Self>, quotas: &Quotas) -> Result<Admitted, Reject> {
         let mut counts = self.lock();
         let mine = quotas.inflight.load(Ordering::Acquire);
         if mine >= quotas.max_inflight {
@@ -343,8 +352,8 @@ impl Admission {
             counts.active += 1;
         }
         Ok(Admitted {
-            admission: self,
-            quotas,
+            admission: self.clone(),
+            tenant: quotas.inflight.clone(),
         })
     }
 }

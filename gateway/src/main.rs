@@ -303,7 +303,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     }
 
     let filters = FilterEngine::new();
-    let admission = Arc::new(Admission::new(config.server.max_inflight));
+    let admission = Admission::new(config.server.max_inflight);
     let metrics = {
         let admission = admission.clone();
         Metrics::new(

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::batch::{Batch, Enrichment, Geo, Part, PartCode};
 use crate::config::KafkaConfig;
+use crate::limit::Admitted;
 use crate::trace::TraceHeaders;
 
 /// How long a listing of the cluster's topics answers "missing" before the
@@ -139,12 +140,18 @@ impl Producer {
     /// Sends every pending, enriched event and waits for each acknowledgement.
     /// Returns how long the records took to build and enqueue, and how long
     /// the wait for Kafka was.
+    ///
+    /// `admitted` is the request's place among those in flight: kept until
+    /// the last of its records is answered, so a client that goes away
+    /// while they are queued does not free it for a retry that queues the
+    /// same records again.
     pub async fn produce(
         &self,
         batch: &mut Batch<'_>,
         tenant: &str,
         request_id: &str,
         trace: &TraceHeaders,
+        admitted: Admitted,
     ) -> Timings {
         let started = Instant::now();
         let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
@@ -176,7 +183,7 @@ impl Producer {
                 _ => None,
             })
             .collect();
-        let acks = Acks::new(pending.len());
+        let acks = Acks::new(pending.len(), Some(admitted));
         for (position, &(index, enrichment)) in pending.iter().enumerate() {
             let event = &batch.events[index];
             value.clear();
@@ -537,16 +544,20 @@ struct Acks {
     /// Records not answered yet.
     remaining: AtomicUsize,
     waker: AtomicWaker,
+    /// The request's in-flight place, given back with the last of these
+    /// (when the request and every record's slot are done with them).
+    _admitted: Option<Admitted>,
 }
 
 type Delivery = Result<(i32, i64), KafkaError>;
 
 impl Acks {
-    fn new(records: usize) -> Arc<Acks> {
+    fn new(records: usize, admitted: Option<Admitted>) -> Arc<Acks> {
         Arc::new(Acks {
             results: (0..records).map(|_| OnceLock::new()).collect(),
             remaining: AtomicUsize::new(records),
             waker: AtomicWaker::new(),
+            _admitted: admitted,
         })
     }
 
@@ -774,7 +785,7 @@ mod tests {
     /// once all are in, and reads each at its own position.
     #[tokio::test]
     async fn a_request_wakes_when_its_last_record_is_answered() {
-        let acks = Acks::new(3);
+        let acks = Acks::new(3, None);
         let answering = acks.clone();
         let thread = std::thread::spawn(move || {
             answering.answer(2, Ok((0, 7)));
@@ -791,7 +802,7 @@ mod tests {
         assert!(matches!(answers[2], Some(Ok((0, 7)))));
         thread.join().unwrap();
         // A slot librdkafka drops without a report answers `Canceled`.
-        let acks = Acks::new(1);
+        let acks = Acks::new(1, None);
         drop(Box::new(AckSlot {
             acks: acks.clone(),
             position: 0,
@@ -803,7 +814,7 @@ mod tests {
         ));
         acks.all().await;
         // Nothing sent, nothing to wait for.
-        tokio::time::timeout(Duration::from_secs(1), Acks::new(0).all())
+        tokio::time::timeout(Duration::from_secs(1), Acks::new(0, None).all())
             .await
             .expect("no records: ready at once");
     }

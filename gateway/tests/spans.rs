@@ -52,7 +52,7 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
         geoip: None,
         trusted_proxies: vec![],
         body_timeout: Duration::from_secs(5),
-        admission: std::sync::Arc::new(Admission::new(16)),
+        admission: Admission::new(16),
         metrics: weir::metrics::Metrics::new(
             &Default::default(),
             weir::metrics::Saturation {

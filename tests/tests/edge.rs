@@ -672,6 +672,56 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
     assert_eq!(stored, answered);
 }
 
+/// A client that gives up while its records wait for Kafka does not free
+/// its in-flight place: the records count until they are answered, so
+/// retries cannot pile more copies into the producer's queue than
+/// max_inflight allows. They are still written (at least once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events.gone", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let node = Node::start(
+        &tenant("acme", KEY, "categories = [\"gone\"]"),
+        &[("WEIR_KAFKA_BROKERS", &brokers)],
+    )
+    .unwrap();
+    let answer = post(&node, KEY, batch("gone", ["first".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(3000))
+        .unwrap();
+    let admin = node.admin.clone().unwrap();
+    let in_flight = || async {
+        let metrics = get(&admin, "/metrics").await.unwrap().body;
+        weir_e2e::scrape::sum(
+            &weir_e2e::scrape::parse(&String::from_utf8_lossy(&metrics)),
+            "weir_inflight_requests",
+            &[],
+        )
+    };
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        post(&node, KEY, batch("gone", ["left".to_owned()])),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the client left before Kafka answered");
+    // The node has seen the connection close; the request still counts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(in_flight().await, 1.0);
+    // Until Kafka answers its record, which is written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight().await > 0.0 {
+        assert!(Instant::now() < deadline, "still in flight");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let stored = ids(&consume(&brokers, "events.gone", 2).unwrap());
+    assert_eq!(stored, BTreeSet::from(["first", "left"].map(String::from)));
+}
+
 /// An h2 client answering the node's pings could hold a connection (a
 /// slot of the listener's cap) without ever sending a request: an idle h2
 /// connection is closed after the header timeout, as HTTP/1.1's is, but
