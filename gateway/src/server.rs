@@ -241,19 +241,16 @@ pub async fn serve(
                             let stream = FirstBytes::new($stream, limits.header_timeout);
                             let connection = builder.serve_connection(TokioIo::new(stream), $service);
                             let mut connection = std::pin::pin!(connection);
-                            let mut closing = std::pin::pin!(closing(stop, limits.max_age));
-                            let mut idle = std::pin::pin!(idle(&activity, limits.header_timeout));
+                            let (closing, idle) = (closing(stop, limits.max_age), idle(&activity, limits.header_timeout));
+                            let mut close = std::pin::pin!(async {
+                                tokio::select! { () = closing => {}, () = idle => {} }
+                            });
                             let mut gone = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
                             let mut closed = false;
                             loop {
                                 tokio::select! {
                                     result = connection.as_mut() => break result,
-                                    () = &mut closing, if !closed => {
-                                        connection.as_mut().graceful_shutdown();
-                                        gone.as_mut().reset(tokio::time::Instant::now() + limits.drain);
-                                        closed = true;
-                                    }
-                                    () = &mut idle, if !closed => {
+                                    () = &mut close, if !closed => {
                                         connection.as_mut().graceful_shutdown();
                                         gone.as_mut().reset(tokio::time::Instant::now() + limits.drain);
                                         closed = true;
