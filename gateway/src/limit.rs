@@ -288,12 +288,6 @@ impl Drop for Admitted {
     }
 }
 
-impl std::fmt::Debug for Admitted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Admitted")
-    }
-}
-
 impl Admission {
     pub fn new(max: usize) -> Arc<Admission> {
         Arc::new(Admission {

@@ -646,6 +646,14 @@ pub async fn post(node: &Node, key: &str, body: impl Into<Bytes>) -> anyhow::Res
     .await
 }
 
+/// The samples of a node's `/metrics`, read from its admin listener.
+pub async fn metrics(admin: &str) -> std::collections::BTreeMap<String, f64> {
+    let answer = get(admin, "/metrics")
+        .await
+        .expect("the admin listener answers");
+    scrape::parse(&String::from_utf8_lossy(&answer.body))
+}
+
 /// A `GET` over plain HTTP.
 pub async fn get(address: &str, path: &str) -> anyhow::Result<Answer> {
     let request = http::Request::get(path)

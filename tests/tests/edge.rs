@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use tokio::sync::Mutex;
+use weir_e2e::scrape::sum;
 use weir_e2e::{
-    batch_request, consume, consume_all, contract, create_topics, get, ids, kafka, key_hash, post,
-    send, unique, Connection, Node, TestCerts, Transport,
+    batch_request, consume, consume_all, contract, create_topics, get, ids, kafka, key_hash,
+    metrics, post, send, unique, Connection, Node, TestCerts, Transport,
 };
 
 const KEY: &str = "edge-key";
@@ -639,12 +640,7 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
     let admin = node.admin.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = get(&admin, "/metrics").await.unwrap().body;
-        let inside = weir_e2e::scrape::sum(
-            &weir_e2e::scrape::parse(&String::from_utf8_lossy(&metrics)),
-            "weir_inflight_requests",
-            &[],
-        );
+        let inside = sum(&metrics(&admin).await, "weir_inflight_requests", &[]);
         if inside >= in_flight as f64 {
             break;
         }
@@ -694,14 +690,7 @@ async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
         .broker_round_trip_time(1, Duration::from_millis(3000))
         .unwrap();
     let admin = node.admin.clone().unwrap();
-    let in_flight = || async {
-        let metrics = get(&admin, "/metrics").await.unwrap().body;
-        weir_e2e::scrape::sum(
-            &weir_e2e::scrape::parse(&String::from_utf8_lossy(&metrics)),
-            "weir_inflight_requests",
-            &[],
-        )
-    };
+    let in_flight = || async { sum(&metrics(&admin).await, "weir_inflight_requests", &[]) };
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
         post(&node, KEY, batch("gone", ["left".to_owned()])),
@@ -863,13 +852,8 @@ async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     assert!(node
         .log_text()
         .contains("apply only at start: restart the node"));
-    let metrics = get(&admin, "/metrics").await.unwrap().body;
     assert_eq!(
-        weir_e2e::scrape::sum(
-            &weir_e2e::scrape::parse(&String::from_utf8_lossy(&metrics)),
-            "weir_inflight_requests_max",
-            &[],
-        ),
+        sum(&metrics(&admin).await, "weir_inflight_requests_max", &[]),
         1024.0,
         "the running cap is the one the node started with"
     );

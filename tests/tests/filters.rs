@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    consume, consume_all, contract, create_topics, filter_wasm, get, ids, kafka, key_hash, post,
-    scrape, unique, weir_bin, Node,
+    consume, consume_all, contract, create_topics, filter_wasm, get, ids, kafka, key_hash, metrics,
+    post, scrape, unique, weir_bin, Node,
 };
 
 fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
@@ -126,11 +126,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
     }
     // The filters' own counters are the node's metrics: redact-pii counted
     // its three masks.
-    let text = get(node.admin.as_ref().unwrap(), "/metrics")
-        .await
-        .unwrap()
-        .body;
-    let samples = scrape::parse(&String::from_utf8_lossy(&text));
+    let samples = metrics(node.admin.as_ref().unwrap()).await;
     assert_eq!(
         scrape::sum(
             &samples,
@@ -391,11 +387,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
     calm.await.unwrap();
     // Every call is counted by its filter and outcome: each mode's two
     // tenants failed; the non-JSON and the deep replacements were calls that returned.
-    let text = get(node.admin.as_ref().unwrap(), "/metrics")
-        .await
-        .unwrap()
-        .body;
-    let samples = scrape::parse(&String::from_utf8_lossy(&text));
+    let samples = metrics(node.admin.as_ref().unwrap()).await;
     let calls = |outcome| {
         scrape::sum(
             &samples,
