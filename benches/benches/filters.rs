@@ -3,15 +3,15 @@
 //! verdicts out), and the example filters `redact-pii` (scanning every
 //! string, and named fields), `require-fields` and `tag-bots`, at batch
 //! sizes 1, 50 and 500; and one instantiation alone.
-//! (Every guest is fuel-metered: see `weir::filter::host`.)
+//! (Every guest is fuel-metered: see `weir::pipeline::filter::host`.)
 //! Needs the components of `scripts/build-filters.sh`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir::batch::Geo;
-use weir::filter::host::{BatchInput, Caps, FilterEngine};
+use weir::model::Geo;
+use weir::pipeline::filter::host::{BatchInput, Caps, FilterEngine};
 
 fn component(name: &str) -> Vec<u8> {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))

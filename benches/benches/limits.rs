@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use weir::config::Limits;
-use weir::limit::{Admission, Quotas};
+use weir::edge::limit::{Admission, Quotas};
 
 fn limits(c: &mut Criterion) {
     let quotas = Quotas::new(&Limits {

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use weir::config::Limits;
-use weir::decode::decode_and_split;
-use weir::enrich::enrich;
-use weir::geoip::GeoIp;
+use weir::pipeline::decode::decode_and_split;
+use weir::pipeline::enrich::enrich;
+use weir::pipeline::geoip::GeoIp;
 
 fn body(events: usize) -> Vec<u8> {
     let ips = ["81.2.69.142", "2001:480:10::1", "89.160.20.128", "8.8.8.8"];

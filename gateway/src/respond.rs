@@ -1,5 +1,5 @@
-//! The answer: a per-event status for a batch, or a rejection of the whole
-//! request. Always JSON, always with the request id.
+//! Every answer the node writes: a per-event status for a batch, or a
+//! rejection of the whole request. Always JSON, always with the request id.
 //!
 //! Overall `code`: 0 all accepted, 1 partial, 2 none accepted. The HTTP status
 //! follows the parts: 200 all accepted, 207 partial, 503 + `Retry-After` when
@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::batch::{Batch, Part, PartCode};
+use crate::model::{Batch, ErrorCode, Part, PartCode, Reject};
 
 /// Seconds a client should wait before it sends a retryable batch again.
 const RETRY_AFTER_SECONDS: u64 = 5;
@@ -23,47 +23,13 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
-/// A whole request refused before or during split: a status, a stable
-/// machine-readable `error` and a message that says what and where.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{status}: {message}")]
-pub struct Reject {
-    pub status: StatusCode,
-    pub error: &'static str,
-    pub message: String,
-    /// Extra headers, such as `WWW-Authenticate`, `Allow` or `Retry-After`.
-    pub headers: Vec<(&'static str, String)>,
-    /// The limit that was hit, for 429 and over-burst 413 answers.
-    pub limit: Option<&'static str>,
-    /// When the limit would pass, in milliseconds (exact; `Retry-After` is rounded up).
-    pub retry_after_ms: Option<u64>,
-}
-
-impl Reject {
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Reject {
-        Reject {
-            status,
-            error,
-            message: message.into(),
-            headers: Vec::new(),
-            limit: None,
-            retry_after_ms: None,
-        }
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reject {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
 #[derive(Serialize)]
 struct BatchAnswer<'a> {
     code: u8,
     message: String,
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,7 +146,7 @@ pub fn json(status: StatusCode, body: &impl Serialize, request_id: &str) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Event, Meta};
+    use crate::model::{Event, Meta};
 
     fn batch_of(parts: Vec<Part>) -> Batch<'static> {
         Batch {

@@ -18,12 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tracing_subscriber::layer::SubscriberExt;
 
-use arc_swap::ArcSwap;
-use weir::auth::Tenants;
 use weir::config::Config;
-use weir::limit::Admission;
-use weir::produce::Producer;
-use weir::server::Gateway;
+use weir::node::Gateway;
+use weir::pipeline::kafka::Producer;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -45,31 +42,10 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
         hex::encode(Sha256::digest(b"k"))
     ))
     .unwrap();
-    let gateway = Gateway {
-        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None, None).unwrap()),
-        filters: weir::filter::host::FilterEngine::new(),
-        producer: Producer::new(&config.kafka, &cluster.bootstrap_servers(), false).unwrap(),
-        geoip: None,
-        trusted_proxies: vec![],
-        body_timeout: Duration::from_secs(5),
-        admission: Admission::new(16),
-        metrics: weir::metrics::Metrics::new(
-            &Default::default(),
-            weir::metrics::Saturation {
-                inflight: std::sync::Arc::new(|| 0),
-                inflight_max: 16,
-                kafka_queue: std::sync::Arc::new(|| 0),
-                kafka: Default::default(),
-                filter_instances: std::sync::Arc::new(|| 0),
-                filter_instances_max: 0,
-            },
-        )
-        .unwrap(),
-        unauthenticated: None,
-        config_path: None,
-        start_only: Default::default(),
-        sampler: weir::trace::RequestSampler::new(&Default::default(), true),
-    };
+    let producer = Producer::new(&config.kafka, &cluster.bootstrap_servers(), false).unwrap();
+    let mut gateway = Gateway::new(&config, None, producer).unwrap();
+    // Spans go to the in-memory exporter: the gateway records them.
+    gateway.sampler = weir::ops::trace::RequestSampler::new(&Default::default(), true);
     let request = http::Request::post("/v1/batch")
         .header("authorization", "Bearer k")
         .header("content-type", "application/json")
@@ -78,10 +54,10 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
             br#"{"meta":{"category":"spans"},"data":[{"id":"a"},{"id":"b"},{"x":1}]}"#,
         )))
         .unwrap();
-    let response = weir::ingest::ingest(
+    let response = weir::node::ingest::ingest(
         &gateway,
         request,
-        weir::server::Peer::plain("127.0.0.1:9".parse().unwrap()),
+        weir::edge::listener::Peer::plain("127.0.0.1:9".parse().unwrap()),
         "rid-1",
     )
     .await;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use weir_e2e::{root, weir_bin};
 
 /// How long the node flushes queued records after the drain, at most
-/// (`FLUSH_TIMEOUT` in gateway/src/main.rs; the README says it too).
+/// (`FLUSH_TIMEOUT` in gateway/src/node/mod.rs; the README says it too).
 const FLUSH_S: i64 = 30;
 fn deploy() -> PathBuf {
     root().join("deploy")

@@ -833,7 +833,7 @@ fn the_sdk_arena_takes_a_batch_without_growing_memory() {
 /// 200 calls in flight, against a pool of `MAX_INSTANCES`.
 #[test]
 fn more_calls_at_once_than_the_pool_holds_all_get_verdicts() {
-    use weir::filter::host::{BatchInput, Caps, FilterEngine, Verdict, MAX_INSTANCES};
+    use weir::pipeline::filter::host::{BatchInput, Caps, FilterEngine, Verdict, MAX_INSTANCES};
     let bytes = std::fs::read(wasm("hostile_filter")).unwrap();
     let caps = Caps {
         memory_bytes: 16 << 20,

@@ -35,7 +35,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::{LogConfig, TelemetryConfig};
-use crate::otlp;
+use crate::ops::otlp;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The tracer provider of the node: by default parent-based sampling (a
 /// client's decision is followed; `sample_ratio` of new traces are
@@ -227,6 +228,82 @@ pub fn init(log: &LogConfig, provider: Option<&SdkTracerProvider>) -> Result<(),
         .with(otel)
         .try_init()
         .map_err(|e| e.to_string())
+}
+
+/// A request's span and its trace context: the one helper that starts a
+/// request's tracing and records how it ended, so that the handler reads
+/// as the pipeline it is.
+pub struct RequestSpan {
+    pub span: tracing::Span,
+    /// The request's own context (propagated to records when no stage span
+    /// is recorded).
+    pub context: Context,
+    /// Whether the request is recorded: its stages get spans of their own.
+    pub traced: bool,
+}
+
+impl RequestSpan {
+    /// Starts the span of a request (a request without valid trace context
+    /// starts a new trace). The sampling decision comes before any span:
+    /// a recorded request gets a span for OpenTelemetry (target `weir`);
+    /// any other one a span for log lines only (target `weir::request`,
+    /// which costs nothing while the log level is above info).
+    pub fn start(sampler: &RequestSampler, headers: &HeaderMap, request_id: &str) -> RequestSpan {
+        macro_rules! request_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    "ingest",
+                    otel.name = REQUEST_SPAN,
+                    otel.kind = "server",
+                    request_id,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                    tenant = tracing::field::Empty,
+                    category = tracing::field::Empty,
+                    events = tracing::field::Empty,
+                    http.response.status_code = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    otel.status_description = tracing::field::Empty,
+                )
+            };
+        }
+        let (span, context, traced) = match sampler.decide(&extract(headers)) {
+            RequestTrace::Record(parent) => {
+                let span = request_span!("weir");
+                let _ = span.set_parent(parent);
+                let own = span.context();
+                (span, own, true)
+            }
+            RequestTrace::Skip(own) => (request_span!("weir::request"), own, false),
+        };
+        // Log lines of the request carry its trace and span ids (and request
+        // id, tenant) to join logs and traces.
+        let ids = context.span().span_context().clone();
+        if ids.is_valid() {
+            span.record("trace_id", tracing::field::display(ids.trace_id()));
+            span.record("span_id", tracing::field::display(ids.span_id()));
+        }
+        RequestSpan {
+            span,
+            context,
+            traced,
+        }
+    }
+
+    /// Records the answer's status. A client's mistake (4xx) is not the
+    /// server span's error (OTel HTTP conventions); a 5xx is, with its
+    /// type and reason.
+    pub fn answered(&self, status: http::StatusCode, error: Option<(&str, &str)>) {
+        self.span
+            .record("http.response.status_code", i64::from(status.as_u16()));
+        if let (true, Some((error_type, problem))) = (status.is_server_error(), error) {
+            self.span.record("error.type", error_type);
+            self.span.record("otel.status_code", "ERROR");
+            self.span.record("otel.status_description", problem);
+        }
+    }
 }
 
 /// A stage's span, recorded only when `$traced` (the request is sampled):

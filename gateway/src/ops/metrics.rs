@@ -27,16 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::metrics::{
-    BoundCounter, BoundHistogram, Counter, Histogram, MeterProvider as _,
+    BoundCounter, BoundHistogram, Counter, Histogram, Meter, MeterProvider as _,
 };
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::batch::{Batch, PartCode};
 use crate::config::TelemetryConfig;
-use crate::otlp;
-use crate::produce::KafkaStats;
+use crate::model::{Batch, ErrorCode, PartCode, UploadFault};
+use crate::ops::otlp;
 
 /// Distinct category labels of one tenant at most; more share the label `other`.
 pub const MAX_CATEGORIES: usize = 100;
@@ -168,6 +167,24 @@ pub struct Saturation {
     pub filter_instances_max: u64,
 }
 
+/// What the metrics read from librdkafka's statistics (the producer
+/// writes them at every report).
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    /// Bytes of the records waiting in the producer's queues.
+    pub queue_bytes: std::sync::atomic::AtomicU64,
+    /// The queue's capacity in bytes (`queue.buffering.max.kbytes`).
+    pub queue_max_bytes: std::sync::atomic::AtomicU64,
+    /// The queue's capacity in records (`queue.buffering.max.messages`).
+    pub queue_max_messages: std::sync::atomic::AtomicU64,
+    /// Topics the producer holds an object for: those it wrote to.
+    pub topics: std::sync::atomic::AtomicU64,
+    /// Per broker: its name and the p99 of its request round trips, seconds.
+    pub broker_rtt_p99: std::sync::Mutex<Vec<(String, f64)>>,
+    /// Per broker: requests that failed to be sent or timed out (totals).
+    pub broker_errors: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
 /// Open connections by listener, kept by [`Metrics::connection`] guards.
 #[derive(Default)]
 struct Connections {
@@ -196,169 +213,10 @@ impl Metrics {
     /// inside the runtime.
     pub fn new(config: &TelemetryConfig, saturation: Saturation) -> Result<Metrics, String> {
         let registry = prometheus::Registry::new();
-        let mut provider = SdkMeterProvider::builder().with_resource(otlp::resource(config));
-        if config.metrics {
-            let exporter = opentelemetry_prometheus::exporter()
-                .with_registry(registry.clone())
-                .without_target_info()
-                .scope_info_enabled(false)
-                .build()
-                .map_err(|e| e.to_string())?;
-            provider = provider.with_reader(exporter);
-            if !config.otlp_endpoint.is_empty() {
-                let reader = PeriodicReader::builder(otlp::metric_exporter(config)?)
-                    .with_interval(Duration::from_millis(config.metrics_interval_ms))
-                    .build();
-                provider = provider.with_reader(reader);
-            }
-        }
-        let provider = provider.build();
+        let provider = provider(config, &registry)?;
         let meter = provider.meter("weir");
-        let Saturation {
-            inflight,
-            inflight_max,
-            kafka_queue,
-            kafka,
-            filter_instances,
-            filter_instances_max,
-        } = saturation;
-        gauge(
-            &meter,
-            "weir.inflight.requests",
-            "Requests in flight on the node (saturation)",
-            move || inflight(),
-        );
-        gauge(
-            &meter,
-            "weir.inflight.requests.max",
-            "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
-            move || inflight_max,
-        );
-        let connections = Arc::new(Connections::default());
-        let open = connections.clone();
-        meter
-            .u64_observable_gauge("weir.open.connections")
-            .with_description("Open client connections by listener (saturation)")
-            .with_callback(move |observer| {
-                for (listener, count) in [("ingest", &open.ingest), ("admin", &open.admin)] {
-                    observer.observe(
-                        count.load(Ordering::Relaxed),
-                        &[KeyValue::new("listener", listener)],
-                    );
-                }
-            })
-            .build();
-        gauge(
-            &meter,
-            "weir.kafka.queue.messages",
-            "Records waiting in the producer for Kafka's acknowledgement (saturation)",
-            move || kafka_queue(),
-        );
-        let stats = kafka.clone();
-        gauge(
-            &meter,
-            "weir.kafka.queue.bytes",
-            "Bytes of the records in the producer's queue (librdkafka statistics)",
-            move || stats.queue_bytes.load(Ordering::Relaxed),
-        );
-        let stats = kafka.clone();
-        gauge(
-            &meter,
-            "weir.kafka.queue.max.bytes",
-            "Capacity of the producer's queue in bytes",
-            move || stats.queue_max_bytes.load(Ordering::Relaxed),
-        );
-        let stats = kafka.clone();
-        gauge(
-            &meter,
-            "weir.kafka.queue.max.messages",
-            "Capacity of the producer's queue in records (full at either capacity)",
-            move || stats.queue_max_messages.load(Ordering::Relaxed),
-        );
-        let stats = kafka.clone();
-        gauge(
-            &meter,
-            "weir.kafka.topics",
-            "Topics the producer holds (librdkafka statistics): those written to",
-            move || stats.topics.load(Ordering::Relaxed),
-        );
-        let stats = kafka.clone();
-        meter
-            .f64_observable_gauge("weir.kafka.broker.rtt.p99")
-            .with_unit("s")
-            .with_description("p99 of request round trips to each broker (librdkafka statistics)")
-            .with_callback(move |observer| {
-                for (broker, seconds) in stats
-                    .broker_rtt_p99
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                {
-                    observer.observe(*seconds, &[KeyValue::new("broker", broker.clone())]);
-                }
-            })
-            .build();
-        meter
-            .u64_observable_counter("weir.kafka.broker.errors")
-            .with_description(
-                "Requests to each broker that failed or timed out (librdkafka statistics)",
-            )
-            .with_callback(move |observer| {
-                for (broker, errors) in kafka
-                    .broker_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                {
-                    observer.observe(*errors, &[KeyValue::new("broker", broker.clone())]);
-                }
-            })
-            .build();
-        gauge(
-            &meter,
-            "weir.filter.instances",
-            "Filter instances alive: calls running (saturation of the pool)",
-            move || filter_instances(),
-        );
-        gauge(
-            &meter,
-            "weir.filter.instances.max",
-            "Capacity of the filter instance pool",
-            move || filter_instances_max,
-        );
-        // The node's identity as labels of a constant 1 (the Prometheus "info"
-        // pattern): dashboards join on `instance` to group nodes by region.
-        let info = [
-            KeyValue::new("region", config.region.clone()),
-            KeyValue::new("environment", config.environment.clone()),
-            KeyValue::new("version", env!("CARGO_PKG_VERSION")),
-        ];
-        meter
-            .u64_observable_gauge("weir.node.info")
-            .with_description(
-                "Always 1; the labels name the node's region, environment and version",
-            )
-            .with_callback(move |observer| observer.observe(1, &info))
-            .build();
-        // Busy time of the async workers; its rate over the worker count is the busy ratio.
-        let runtime = tokio::runtime::Handle::current().metrics();
-        let workers = runtime.num_workers() as u64;
-        meter
-            .f64_observable_counter("weir.runtime.busy")
-            .with_unit("s")
-            .with_description("Time the async runtime's workers spent busy, summed over workers")
-            .with_callback(move |observer| {
-                let busy: f64 = (0..runtime.num_workers())
-                    .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
-                    .sum();
-                observer.observe(busy, &[]);
-            })
-            .build();
-        meter
-            .u64_observable_gauge("weir.runtime.workers")
-            .with_description("Worker threads of the async runtime")
-            .with_callback(move |observer| observer.observe(workers, &[]))
-            .build();
+        let connections = saturation_gauges(&meter, saturation);
+        node_gauges(&meter, config);
         // Stages and outcomes have fixed labels: bound once, each measurement
         // then skips the SDK's attribute lookup (per reader) on the request path.
         // The labelled counters are bound on first use (`answered`, `categories`).
@@ -524,19 +382,13 @@ impl Metrics {
     }
 
     /// The outcome of an upload refused as a whole, by its rejection's error code.
-    pub fn refused_upload(&self, error: &str) {
+    pub fn refused_upload(&self, error: ErrorCode) {
         self.uploads.all_upload.add(1);
-        let outcome = match error {
-            "invalid_meta" | "meta_too_large" | "invalid_category" | "category_not_allowed" => {
-                &self.uploads.wrong_meta
-            }
-            "malformed_json" | "invalid_data" | "empty_batch" | "too_deep" | "invalid_utf8"
-            | "empty_body" | "too_many_events" | "bad_encoding" | "body_too_large" => {
-                &self.uploads.wrong_data
-            }
-            _ => return,
-        };
-        outcome.add(1);
+        match error.upload_fault() {
+            Some(UploadFault::WrongMeta) => self.uploads.wrong_meta.add(1),
+            Some(UploadFault::WrongData) => self.uploads.wrong_data.add(1),
+            None => {}
+        }
     }
 
     /// The outcome of an answered batch, and its events by part code.
@@ -616,6 +468,190 @@ impl Metrics {
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();
     }
+}
+
+/// The meter provider: Prometheus (scraped from `registry`) when metrics
+/// are on, and OTLP pushes too with an endpoint.
+fn provider(
+    config: &TelemetryConfig,
+    registry: &prometheus::Registry,
+) -> Result<SdkMeterProvider, String> {
+    let mut provider = SdkMeterProvider::builder().with_resource(otlp::resource(config));
+    if config.metrics {
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        provider = provider.with_reader(exporter);
+        if !config.otlp_endpoint.is_empty() {
+            let reader = PeriodicReader::builder(otlp::metric_exporter(config)?)
+                .with_interval(Duration::from_millis(config.metrics_interval_ms))
+                .build();
+            provider = provider.with_reader(reader);
+        }
+    }
+    let provider = provider.build();
+    Ok(provider)
+}
+
+/// The saturation gauges, read at each scrape; returns the open-connection
+/// counts that [`Metrics::connection`] keeps.
+fn saturation_gauges(meter: &Meter, saturation: Saturation) -> Arc<Connections> {
+    let Saturation {
+        inflight,
+        inflight_max,
+        kafka_queue,
+        kafka,
+        filter_instances,
+        filter_instances_max,
+    } = saturation;
+    gauge(
+        meter,
+        "weir.inflight.requests",
+        "Requests in flight on the node (saturation)",
+        move || inflight(),
+    );
+    gauge(
+        meter,
+        "weir.inflight.requests.max",
+        "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
+        move || inflight_max,
+    );
+    let connections = Arc::new(Connections::default());
+    let open = connections.clone();
+    meter
+        .u64_observable_gauge("weir.open.connections")
+        .with_description("Open client connections by listener (saturation)")
+        .with_callback(move |observer| {
+            for (listener, count) in [("ingest", &open.ingest), ("admin", &open.admin)] {
+                observer.observe(
+                    count.load(Ordering::Relaxed),
+                    &[KeyValue::new("listener", listener)],
+                );
+            }
+        })
+        .build();
+    gauge(
+        meter,
+        "weir.kafka.queue.messages",
+        "Records waiting in the producer for Kafka's acknowledgement (saturation)",
+        move || kafka_queue(),
+    );
+    kafka_gauges(meter, kafka);
+    gauge(
+        meter,
+        "weir.filter.instances",
+        "Filter instances alive: calls running (saturation of the pool)",
+        move || filter_instances(),
+    );
+    gauge(
+        meter,
+        "weir.filter.instances.max",
+        "Capacity of the filter instance pool",
+        move || filter_instances_max,
+    );
+    connections
+}
+
+/// What librdkafka's statistics say of the producer's queue and brokers.
+fn kafka_gauges(meter: &Meter, kafka: Arc<KafkaStats>) {
+    let stats = kafka.clone();
+    gauge(
+        meter,
+        "weir.kafka.queue.bytes",
+        "Bytes of the records in the producer's queue (librdkafka statistics)",
+        move || stats.queue_bytes.load(Ordering::Relaxed),
+    );
+    let stats = kafka.clone();
+    gauge(
+        meter,
+        "weir.kafka.queue.max.bytes",
+        "Capacity of the producer's queue in bytes",
+        move || stats.queue_max_bytes.load(Ordering::Relaxed),
+    );
+    let stats = kafka.clone();
+    gauge(
+        meter,
+        "weir.kafka.queue.max.messages",
+        "Capacity of the producer's queue in records (full at either capacity)",
+        move || stats.queue_max_messages.load(Ordering::Relaxed),
+    );
+    let stats = kafka.clone();
+    gauge(
+        meter,
+        "weir.kafka.topics",
+        "Topics the producer holds (librdkafka statistics): those written to",
+        move || stats.topics.load(Ordering::Relaxed),
+    );
+    let stats = kafka.clone();
+    meter
+        .f64_observable_gauge("weir.kafka.broker.rtt.p99")
+        .with_unit("s")
+        .with_description("p99 of request round trips to each broker (librdkafka statistics)")
+        .with_callback(move |observer| {
+            for (broker, seconds) in stats
+                .broker_rtt_p99
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                observer.observe(*seconds, &[KeyValue::new("broker", broker.clone())]);
+            }
+        })
+        .build();
+    meter
+        .u64_observable_counter("weir.kafka.broker.errors")
+        .with_description(
+            "Requests to each broker that failed or timed out (librdkafka statistics)",
+        )
+        .with_callback(move |observer| {
+            for (broker, errors) in kafka
+                .broker_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                observer.observe(*errors, &[KeyValue::new("broker", broker.clone())]);
+            }
+        })
+        .build();
+}
+
+/// The node's identity and its async runtime's busy time.
+fn node_gauges(meter: &Meter, config: &TelemetryConfig) {
+    // The node's identity as labels of a constant 1 (the Prometheus "info"
+    // pattern): dashboards join on `instance` to group nodes by region.
+    let info = [
+        KeyValue::new("region", config.region.clone()),
+        KeyValue::new("environment", config.environment.clone()),
+        KeyValue::new("version", env!("CARGO_PKG_VERSION")),
+    ];
+    meter
+        .u64_observable_gauge("weir.node.info")
+        .with_description("Always 1; the labels name the node's region, environment and version")
+        .with_callback(move |observer| observer.observe(1, &info))
+        .build();
+    // Busy time of the async workers; its rate over the worker count is the busy ratio.
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let workers = runtime.num_workers() as u64;
+    meter
+        .f64_observable_counter("weir.runtime.busy")
+        .with_unit("s")
+        .with_description("Time the async runtime's workers spent busy, summed over workers")
+        .with_callback(move |observer| {
+            let busy: f64 = (0..runtime.num_workers())
+                .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+                .sum();
+            observer.observe(busy, &[]);
+        })
+        .build();
+    meter
+        .u64_observable_gauge("weir.runtime.workers")
+        .with_description("Worker threads of the async runtime")
+        .with_callback(move |observer| observer.observe(workers, &[]))
+        .build();
 }
 
 /// A gauge of one reading without labels, taken at each collection.

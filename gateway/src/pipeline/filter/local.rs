@@ -33,7 +33,7 @@ pub fn run(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let batch = crate::decode::decode_and_split(upload.as_bytes(), limits, now).map_err(|reject| {
+    let batch = crate::pipeline::decode::decode_and_split(upload.as_bytes(), limits, now).map_err(|reject| {
         let read_as = match wrapped {
             true => r#" (the list is read as the data of {"meta":{"category":"local"},"data":[…]}: positions count from there)"#,
             false => "",

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::batch::{Batch, Enrichment, Geo};
-use crate::geoip::{canonical, GeoIp};
+use crate::model::{Batch, Enrichment, Geo};
+use crate::pipeline::geoip::{canonical, GeoIp};
 
 /// Enriches every pending event of the batch.
 pub fn enrich(batch: &mut Batch<'_>, client_ip: IpAddr, geoip: Option<&GeoIp>) {
@@ -68,7 +68,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Event, Meta, Part, PartCode};
+    use crate::model::{Event, Meta, Part, PartCode};
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -6,8 +6,8 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use super::Gateway;
 use crate::respond::{self, Body};
-use crate::server::Gateway;
 
 #[derive(Serialize)]
 struct Health<'a> {

@@ -1,4 +1,6 @@
-//! Authenticate: the API key in the request names the tenant.
+//! Authenticate: the API key in the request names the tenant, which may
+//! then post only to its categories. The tenants themselves ([`Tenants`]) are
+//! built here from the config, with their limiters and filter chains.
 //!
 //! The tenant always comes from the key, never from the body. Keys are kept
 //! only as SHA-256 hashes; the key's hash is looked up and then compared in
@@ -12,12 +14,68 @@ use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::batch::Tenant;
-use crate::config::Config;
-use crate::filter::host::FilterEngine;
-use crate::filter::FilterSlot;
-use crate::limit::Quotas;
-use crate::respond::Reject;
+use crate::config::{Config, Limits};
+use crate::edge::limit::Quotas;
+use crate::model::{ErrorCode, Reject};
+use crate::pipeline::filter::host::FilterEngine;
+use crate::pipeline::filter::FilterSlot;
+
+/// A tenant as the request path sees it, resolved from its API key.
+pub struct Tenant {
+    pub name: Arc<str>,
+    /// Glob patterns of the categories it may post.
+    pub categories: Vec<String>,
+    /// Its rate limiters and in-flight count, with the limits they enforce.
+    pub quotas: Arc<Quotas>,
+    /// Its filter chain, in order.
+    pub filters: Vec<Arc<FilterSlot>>,
+    /// SHA-256 of the client certificates it must present; empty: none needed.
+    pub client_certs: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).finish()
+    }
+}
+
+impl Tenant {
+    /// The tenant's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.quotas.limits
+    }
+
+    /// Whether the tenant may post to `category` (a glob match, `*` any run of characters).
+    pub fn allows(&self, category: &str) -> bool {
+        self.categories
+            .iter()
+            .any(|pattern| glob_match(pattern.as_bytes(), category.as_bytes()))
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of bytes.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative match with backtracking to the last star: linear for the
+    // short patterns of a config file, no recursion.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
 
 /// The header that may carry the key instead of `Authorization: Bearer`.
 pub const KEY_HEADER: &str = "x-weir-key";
@@ -150,7 +208,7 @@ pub fn check_client_cert(tenant: &Tenant, presented: Option<&[u8; 32]>) -> Resul
     }
     Err(Reject::new(
         StatusCode::FORBIDDEN,
-        "client_certificate_required",
+        ErrorCode::ClientCertificateRequired,
         match presented {
             None => format!(
                 "tenant '{}' requires a client certificate (HTTPS with mTLS)",
@@ -171,7 +229,7 @@ pub fn authorize(tenant: &Tenant, category: &str) -> Result<(), Reject> {
     } else {
         Err(Reject::new(
             StatusCode::FORBIDDEN,
-            "category_not_allowed",
+            ErrorCode::CategoryNotAllowed,
             format!(
                 "meta.category: tenant '{}' may not post to category '{category}'",
                 tenant.name
@@ -208,13 +266,35 @@ fn key_of(headers: &HeaderMap) -> Result<&str, Reject> {
 }
 
 fn unauthorized(message: &str) -> Reject {
-    Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    Reject::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         .with_header("www-authenticate", "Bearer realm=\"weir\"")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        for (pattern, text, expected) in [
+            ("*", "anything", true),
+            ("PERF_CRASH", "PERF_CRASH", true),
+            ("PERF_CRASH", "PERF_CRASHX", false),
+            ("app_*", "app_start", true),
+            ("app_*", "app_", true),
+            ("app_*", "ap", false),
+            ("*_x_*", "a_x_b", true),
+            ("*_x_*", "a_y_b", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+        ] {
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                expected,
+                "{pattern} ~ {text}"
+            );
+        }
+    }
 
     fn tenants() -> Tenants {
         let hash = hex::encode(Sha256::digest(b"secret"));

@@ -28,10 +28,10 @@ use tracing::{field, Instrument};
 
 use crate::stage_span;
 
-use crate::batch::{Batch, Part, PartCode};
 use crate::config::{FilterConfig, Limits, OnError};
-use crate::decode::{check_depth, Unreadable};
-use crate::metrics::Metrics;
+use crate::model::{Batch, Part, PartCode};
+use crate::ops::metrics::Metrics;
+use crate::pipeline::decode::{check_depth, Unreadable};
 use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
 
 /// Logs a guest's line at the guest's own level, so that `RUST_LOG` and the
@@ -403,7 +403,7 @@ mod tests {
     /// bytes: every spelling makes a component of the same size).
     fn component(message: &str) -> Vec<u8> {
         assert_eq!(message.len(), 16);
-        let text = include_str!("../../tests/fixtures/no-snapshot.wat")
+        let text = include_str!("../../../tests/fixtures/no-snapshot.wat")
             .replace("init did not run", message);
         wat::parse_str(text).expect("the fixture is valid WAT")
     }

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::model::is_name_byte;
+use template::Template;
+
+pub mod template;
+
 /// A configuration problem, always naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -572,6 +577,26 @@ impl Config {
 
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_telemetry()?;
+        self.validate_server()?;
+        self.validate_kafka()?;
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            return Err(invalid(
+                "log.format",
+                format!("'{}' is not one of json, pretty", self.log.format),
+            ));
+        }
+        validate_limits("defaults", &self.defaults)?;
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashMap::new();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            self.validate_tenant(i, tenant, &mut names, &mut hashes)?;
+        }
+        Ok(())
+    }
+
+    /// `[telemetry]`.
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
         if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
             return Err(invalid(
                 "telemetry.sample_ratio",
@@ -632,6 +657,11 @@ impl Config {
                 "must be more than 0",
             ));
         }
+        Ok(())
+    }
+
+    /// `[server]` and `[tls]`.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("server.listen", &self.server.listen),
             ("server.tls_listen", &self.server.tls_listen),
@@ -687,6 +717,11 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        Ok(())
+    }
+
+    /// `[kafka]`.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         // librdkafka settings Weir has its own key for: one way to set each,
         // and no override that breaks what the key guarantees (a
         // `message.timeout.ms` of 0 would make a request wait for Kafka forever).
@@ -703,118 +738,118 @@ impl Config {
                 return Err(invalid(format!("kafka.producer.\"{librdkafka}\""), why));
             }
         }
-        crate::produce::check_topic_template(&self.kafka.topic_template)
+        Template::topic(&self.kafka.topic_template)
             .map_err(|p| invalid("kafka.topic_template", p))?;
-        crate::produce::check_key_template(&self.kafka.key_template)
-            .map_err(|p| invalid("kafka.key_template", p))?;
-        if !matches!(self.log.format.as_str(), "json" | "pretty") {
-            return Err(invalid(
-                "log.format",
-                format!("'{}' is not one of json, pretty", self.log.format),
-            ));
-        }
-        validate_limits("defaults", &self.defaults)?;
-
-        let mut names = std::collections::HashSet::new();
-        let mut hashes = std::collections::HashMap::new();
-        for (i, tenant) in self.tenants.iter().enumerate() {
-            let at = format!("tenants[{i}]");
-            if tenant.name.is_empty() || !tenant.name.bytes().all(crate::batch::is_name_byte) {
-                return Err(invalid(
-                    format!("{at}.name"),
-                    format!(
-                        "'{}' must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
-                        tenant.name
-                    ),
-                ));
-            }
-            if tenant.name.len() > 64 {
-                return Err(invalid(format!("{at}.name"), "longer than 64 characters"));
-            }
-            if !names.insert(tenant.name.as_str()) {
-                return Err(invalid(
-                    format!("{at}.name"),
-                    format!("tenant '{}' is declared twice", tenant.name),
-                ));
-            }
-            if tenant.keys_sha256.is_empty() {
-                return Err(invalid(
-                    format!("{at}.keys_sha256"),
-                    "at least one key hash is required",
-                ));
-            }
-            for (k, hash) in tenant.keys_sha256.iter().enumerate() {
-                let key = format!("{at}.keys_sha256[{k}]");
-                let bytes = hex::decode(hash)
-                    .ok()
-                    .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        invalid(&key, "must be 64 hex digits (the SHA-256 of the API key)")
-                    })?;
-                if let Some(other) = hashes.insert(bytes, tenant.name.as_str()) {
-                    return Err(invalid(
-                        key,
-                        format!("the same key is already given to tenant '{other}'"),
-                    ));
-                }
-            }
-            for (k, fingerprint) in tenant.client_cert_sha256.iter().enumerate() {
-                if hex::decode(fingerprint).map(|b| b.len()) != Ok(32) {
-                    return Err(invalid(
-                        format!("{at}.client_cert_sha256[{k}]"),
-                        "must be 64 hex digits (the SHA-256 of the certificate's DER)",
-                    ));
-                }
-            }
-            if !tenant.client_cert_sha256.is_empty() && self.tls.client_ca_path.is_none() {
-                return Err(invalid(
-                    format!("{at}.client_cert_sha256"),
-                    "needs tls.client_ca_path: without it no client certificate is ever asked for",
-                ));
-            }
-            if tenant.categories.is_empty() {
-                return Err(invalid(
-                    format!("{at}.categories"),
-                    "empty: the tenant could post nothing (use [\"*\"] for any category)",
-                ));
-            }
-            for (c, pattern) in tenant.categories.iter().enumerate() {
-                if pattern.is_empty()
-                    || !pattern
-                        .bytes()
-                        .all(|b| b == b'*' || crate::batch::is_name_byte(b))
-                {
-                    return Err(invalid(
-                        format!("{at}.categories[{c}]"),
-                        format!("'{pattern}' may hold only A-Z a-z 0-9 _ . - and the wildcard *"),
-                    ));
-                }
-            }
-            validate_limits(&at, &tenant.limits(&self.defaults))?;
-            for (f, filter) in tenant.filters.iter().enumerate() {
-                let key = format!("{at}.filters[{f}]");
-                if filter.memory_mb == 0 || filter.memory_mb > 1024 {
-                    return Err(invalid(
-                        format!("{key}.memory_mb"),
-                        "must be from 1 to 1024",
-                    ));
-                }
-                if filter.timeout_ms == 0 {
-                    return Err(invalid(
-                        format!("{key}.timeout_ms"),
-                        "must be greater than 0",
-                    ));
-                }
-                if !filter.path.is_file() {
-                    return Err(invalid(
-                        format!("{key}.path"),
-                        format!("{} is not a file", filter.path.display()),
-                    ));
-                }
-            }
-        }
+        Template::key(&self.kafka.key_template).map_err(|p| invalid("kafka.key_template", p))?;
         Ok(())
     }
+
+    /// `tenants[i]`: its name and keys unique across tenants (`names`,
+    /// `hashes` hold those of the tenants before it).
+    fn validate_tenant<'a>(
+        &'a self,
+        i: usize,
+        tenant: &'a TenantConfig,
+        names: &mut std::collections::HashSet<&'a str>,
+        hashes: &mut std::collections::HashMap<Vec<u8>, &'a str>,
+    ) -> Result<(), ConfigError> {
+        let at = format!("tenants[{i}]");
+        if tenant.name.is_empty() || !tenant.name.bytes().all(is_name_byte) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!(
+                    "'{}' must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                    tenant.name
+                ),
+            ));
+        }
+        if tenant.name.len() > 64 {
+            return Err(invalid(format!("{at}.name"), "longer than 64 characters"));
+        }
+        if !names.insert(tenant.name.as_str()) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!("tenant '{}' is declared twice", tenant.name),
+            ));
+        }
+        if tenant.keys_sha256.is_empty() {
+            return Err(invalid(
+                format!("{at}.keys_sha256"),
+                "at least one key hash is required",
+            ));
+        }
+        for (k, hash) in tenant.keys_sha256.iter().enumerate() {
+            let key = format!("{at}.keys_sha256[{k}]");
+            let bytes = hex::decode(hash)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    invalid(&key, "must be 64 hex digits (the SHA-256 of the API key)")
+                })?;
+            if let Some(other) = hashes.insert(bytes, tenant.name.as_str()) {
+                return Err(invalid(
+                    key,
+                    format!("the same key is already given to tenant '{other}'"),
+                ));
+            }
+        }
+        for (k, fingerprint) in tenant.client_cert_sha256.iter().enumerate() {
+            if hex::decode(fingerprint).map(|b| b.len()) != Ok(32) {
+                return Err(invalid(
+                    format!("{at}.client_cert_sha256[{k}]"),
+                    "must be 64 hex digits (the SHA-256 of the certificate's DER)",
+                ));
+            }
+        }
+        if !tenant.client_cert_sha256.is_empty() && self.tls.client_ca_path.is_none() {
+            return Err(invalid(
+                format!("{at}.client_cert_sha256"),
+                "needs tls.client_ca_path: without it no client certificate is ever asked for",
+            ));
+        }
+        if tenant.categories.is_empty() {
+            return Err(invalid(
+                format!("{at}.categories"),
+                "empty: the tenant could post nothing (use [\"*\"] for any category)",
+            ));
+        }
+        for (c, pattern) in tenant.categories.iter().enumerate() {
+            if pattern.is_empty() || !pattern.bytes().all(|b| b == b'*' || is_name_byte(b)) {
+                return Err(invalid(
+                    format!("{at}.categories[{c}]"),
+                    format!("'{pattern}' may hold only A-Z a-z 0-9 _ . - and the wildcard *"),
+                ));
+            }
+        }
+        validate_limits(&at, &tenant.limits(&self.defaults))?;
+        validate_filters(&at, &tenant.filters)
+    }
+}
+
+/// `tenants[i].filters`.
+fn validate_filters(at: &str, filters: &[FilterConfig]) -> Result<(), ConfigError> {
+    for (f, filter) in filters.iter().enumerate() {
+        let key = format!("{at}.filters[{f}]");
+        if filter.memory_mb == 0 || filter.memory_mb > 1024 {
+            return Err(invalid(
+                format!("{key}.memory_mb"),
+                "must be from 1 to 1024",
+            ));
+        }
+        if filter.timeout_ms == 0 {
+            return Err(invalid(
+                format!("{key}.timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if !filter.path.is_file() {
+            return Err(invalid(
+                format!("{key}.path"),
+                format!("{} is not a file", filter.path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a rate a second (0: no limit) and its burst; the error says

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use maxminddb::Reader;
 use serde::Deserialize;
 
-use crate::batch::Geo;
+use crate::model::Geo;
 
 /// Why a GeoIP database could not be used.
 #[derive(Debug, thiserror::Error)]

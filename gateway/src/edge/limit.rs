@@ -26,7 +26,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
 use crate::config::Limits;
-use crate::respond::Reject;
+use crate::model::{ErrorCode, Reject};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -136,7 +136,7 @@ impl Refusal {
                 let seconds = whole_seconds_up(*wait);
                 let mut reject = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     format!(
                         "{what}: over the tenant's {bucket} rate; retry after {} ms",
                         wait.as_millis()
@@ -152,7 +152,7 @@ impl Refusal {
             Refusal::Never { bucket, burst } => {
                 let mut reject = Reject::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "batch_over_burst",
+                    ErrorCode::BatchOverBurst,
                     format!("{what}: more than the tenant's {bucket} burst of {burst} at once; split the batch"),
                 );
                 reject.limit = Some(bucket);
@@ -321,7 +321,7 @@ impl Admission {
         if mine >= quotas.max_inflight {
             return Err(Reject::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_in_flight",
+                ErrorCode::TooManyInFlight,
                 format!(
                     "the tenant already has {} requests in flight (its limit)",
                     quotas.max_inflight
@@ -355,7 +355,7 @@ impl Admission {
 fn overloaded(why: &str) -> Reject {
     Reject::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
+        ErrorCode::Overloaded,
         format!("{why}; retry later"),
     )
     .with_header("retry-after", SHED_RETRY_AFTER.to_string())
@@ -397,7 +397,7 @@ impl Unauthenticated {
                 let seconds = whole_seconds_up(wait);
                 Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many requests without a valid API key from this address",
                 )
                 .with_header("retry-after", seconds.to_string())
@@ -531,7 +531,7 @@ mod tests {
         let shed = admission.admit(&noisy).err().unwrap();
         assert_eq!(
             (shed.status, shed.error),
-            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded)
         );
         // The last quarter is there for a tenant under its share (3 of the busy 6).
         let q1 = admission.admit(&quiet).unwrap();
@@ -554,7 +554,7 @@ mod tests {
         let r = admission.admit(&capped).err().unwrap();
         assert_eq!(
             (r.status, r.error),
-            (StatusCode::TOO_MANY_REQUESTS, "too_many_in_flight")
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyInFlight)
         );
     }
 

@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use crate::auth::Tenants;
+use super::Gateway;
 use crate::config::{
     Config, GeoIpConfig, KafkaConfig, LogConfig, ServerConfig, TelemetryConfig, TlsConfig,
 };
-use crate::server::Gateway;
+use crate::edge::auth::Tenants;
 
 /// The sections of the config a reload does not apply, as the node started
 /// with them, to tell an operator which changes wait for a restart.

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
-use crate::batch::Geo;
+use crate::model::Geo;
 use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
 };
@@ -1105,7 +1105,7 @@ mod tests {
     /// fixture drops every event of an instance whose `init` did not run).
     #[test]
     fn a_component_that_cannot_be_snapshot_gets_init_in_every_call() {
-        let wasm = wat::parse_str(include_str!("../../../tests/fixtures/no-snapshot.wat"))
+        let wasm = wat::parse_str(include_str!("../../../../tests/fixtures/no-snapshot.wat"))
             .expect("the fixture is valid WAT");
         let caps = Caps {
             memory_bytes: 16 << 20,

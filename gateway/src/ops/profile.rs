@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::respond::{self, Body, Reject};
+use crate::model::{ErrorCode, Reject};
+use crate::respond::{self, Body};
 
 /// Samples per second: not a multiple of common timer rates, as Go's default.
 const FREQUENCY: i32 = 99;
@@ -67,7 +68,7 @@ pub fn parse(query: Option<&str>) -> Result<Request, Reject> {
 }
 
 fn bad(message: String) -> Reject {
-    Reject::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+    Reject::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, message)
 }
 
 /// Clears [`RUNNING`] when dropped.
@@ -88,7 +89,7 @@ pub async fn profile(query: Option<&str>, request_id: &str) -> Response<Body> {
     if RUNNING.swap(true, Ordering::AcqRel) {
         let reject = Reject::new(
             StatusCode::CONFLICT,
-            "profile_running",
+            ErrorCode::ProfileRunning,
             "another CPU profile is being taken; try again when it ends",
         );
         return respond::reject(&reject, request_id);
@@ -118,7 +119,7 @@ pub async fn profile(query: Option<&str>, request_id: &str) -> Response<Body> {
 fn failed(message: String, request_id: &str) -> Response<Body> {
     let reject = Reject::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "profile_failed",
+        ErrorCode::ProfileFailed,
         format!("the profile could not be taken: {message}"),
     );
     respond::reject(&reject, request_id)

@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use http::StatusCode;
 use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
 
-use crate::batch::{is_valid_category, Batch, Event, Meta, Part, PartCode};
 use crate::config::Limits;
-use crate::respond::Reject;
+use crate::model::{is_valid_category, Batch, Event, Meta, Part, PartCode};
+use crate::model::{ErrorCode, Reject};
 
 /// Longest event `id` accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -38,17 +38,17 @@ pub struct Upload<'a> {
 pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject> {
     let text = std::str::from_utf8(body).map_err(|e| {
         bad_request(
-            "invalid_utf8",
+            ErrorCode::InvalidUtf8,
             format!("body: invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
     let start = text.trim_start();
     if start.is_empty() {
-        return Err(bad_request("empty_body", "body: empty"));
+        return Err(bad_request(ErrorCode::EmptyBody, "body: empty"));
     }
     if !start.starts_with('{') {
         return Err(bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "body: must be a JSON object with `meta` and `data`",
         ));
     }
@@ -56,7 +56,7 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
         Ok(end) => end,
         Err(Unreadable::TooDeep(at)) => {
             return Err(bad_request(
-                "too_deep",
+                ErrorCode::TooDeep,
                 format!(
                     "body: JSON nested deeper than {} levels at byte {at}",
                     limits.max_depth
@@ -65,7 +65,7 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
         }
         Err(Unreadable::BadEscape(at)) => {
             return Err(bad_request(
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 format!("body: invalid string escape at byte {at}"),
             ))
         }
@@ -81,7 +81,7 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
         // Readers disagree on which copy of a repeated key counts.
         if slot.replace(value).is_some() {
             return Err(bad_request(
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 format!("body: `{key}` is given twice"),
             ));
         }
@@ -92,7 +92,7 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
         .and_then(|rest| rest.find(|c: char| !c.is_ascii_whitespace()))
     {
         return Err(bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!(
                 "body: unexpected text after the JSON object at byte {}",
                 end + extra
@@ -100,13 +100,13 @@ pub fn decode<'a>(body: &'a [u8], limits: &Limits) -> Result<Upload<'a>, Reject>
         ));
     }
     let meta = decode_meta(
-        meta.ok_or_else(|| bad_request("invalid_meta", "meta: missing"))?,
+        meta.ok_or_else(|| bad_request(ErrorCode::InvalidMeta, "meta: missing"))?,
         limits,
     )?;
-    let data = data.ok_or_else(|| bad_request("invalid_data", "data: missing"))?;
+    let data = data.ok_or_else(|| bad_request(ErrorCode::InvalidData, "data: missing"))?;
     if data.get_type() != JsonType::Array {
         return Err(bad_request(
-            "invalid_data",
+            ErrorCode::InvalidData,
             "data: must be an array of event objects",
         ));
     }
@@ -140,14 +140,17 @@ pub fn decode_and_split<'a>(
 
 fn decode_meta<'a>(value: LazyValue<'a>, limits: &Limits) -> Result<Meta<'a>, Reject> {
     if value.get_type() != JsonType::Object {
-        return Err(bad_request("invalid_meta", "meta: must be an object"));
+        return Err(bad_request(
+            ErrorCode::InvalidMeta,
+            "meta: must be an object",
+        ));
     }
     let raw = raw_text(&value)?;
     // Every record carries `meta`: its size counts as many times as there are events.
     if raw.len() > limits.max_meta_bytes {
         return Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "meta_too_large",
+            ErrorCode::MetaTooLarge,
             format!(
                 "meta: {} bytes, more than the limit of {}",
                 raw.len(),
@@ -169,7 +172,7 @@ fn decode_meta<'a>(value: LazyValue<'a>, limits: &Limits) -> Result<Meta<'a>, Re
         // copy would see another category (or device) than the one checked.
         if std::mem::replace(&mut seen[i], true) {
             return Err(bad_request(
-                "invalid_meta",
+                ErrorCode::InvalidMeta,
                 format!("meta.{key}: given twice"),
             ));
         }
@@ -178,16 +181,17 @@ fn decode_meta<'a>(value: LazyValue<'a>, limits: &Limits) -> Result<Meta<'a>, Re
         }
         let Some(s) = value.as_str() else {
             return Err(bad_request(
-                "invalid_meta",
+                ErrorCode::InvalidMeta,
                 format!("meta.{key}: must be a string"),
             ));
         };
         *slot = Some(s.to_owned());
     }
-    let category = category.ok_or_else(|| bad_request("invalid_meta", "meta.category: missing"))?;
+    let category =
+        category.ok_or_else(|| bad_request(ErrorCode::InvalidMeta, "meta.category: missing"))?;
     if !is_valid_category(&category) {
         return Err(bad_request(
-            "invalid_category",
+            ErrorCode::InvalidCategory,
             format!(
                 "meta.category: '{}' is not a valid category (1 to 64 characters of A-Z a-z 0-9 _ . -)",
                 category.escape_debug()
@@ -208,7 +212,7 @@ fn raw_text<'a>(value: &LazyValue<'a>) -> Result<&'a str, Reject> {
     match value.as_raw_cow() {
         Cow::Borrowed(text) => Ok(text),
         Cow::Owned(_) => Err(bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "body: unexpected JSON layout",
         )),
     }
@@ -222,7 +226,7 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
         if index >= limits.max_events_per_batch {
             return Err(Reject::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_events",
+                ErrorCode::TooManyEvents,
                 format!(
                     "data: more than {} events (the batch limit)",
                     limits.max_events_per_batch
@@ -263,7 +267,7 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
     }
     if events.is_empty() {
         return Err(bad_request(
-            "empty_batch",
+            ErrorCode::EmptyBatch,
             "data: empty, at least one event is required",
         ));
     }
@@ -376,12 +380,12 @@ fn invalid(id: Option<String>, message: String) -> Part {
     Part::failed(id, PartCode::Invalid, message, false)
 }
 
-fn bad_request(error: &'static str, message: impl Into<String>) -> Reject {
+fn bad_request(error: ErrorCode, message: impl Into<String>) -> Reject {
     Reject::new(StatusCode::BAD_REQUEST, error, message)
 }
 
 fn malformed(e: sonic_rs::Error) -> Reject {
-    bad_request("malformed_json", format!("body: invalid JSON: {e}"))
+    bad_request(ErrorCode::MalformedJson, format!("body: invalid JSON: {e}"))
 }
 
 /// Why [`check_depth`] refused a text, and at which byte.

@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::config::Limits;
-use crate::respond::Reject;
+use crate::model::{ErrorCode, Reject};
 
 /// The encodings a client may use for the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub fn check_headers(headers: &HeaderMap) -> Result<Encoding, Reject> {
     if !media.eq_ignore_ascii_case("application/json") {
         return Err(Reject::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_content_type",
+            ErrorCode::UnsupportedContentType,
             format!(
                 "Content-Type: '{}' is not supported, send application/json",
                 content_type.escape_debug()
@@ -76,7 +76,7 @@ pub fn check_headers(headers: &HeaderMap) -> Result<Encoding, Reject> {
 fn unsupported_encoding(value: &str) -> Reject {
     Reject::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_content_encoding",
+        ErrorCode::UnsupportedContentEncoding,
         format!(
             "Content-Encoding: '{}' is not supported, use one of gzip, zstd or identity",
             value.escape_debug()
@@ -112,7 +112,7 @@ where
         .map_err(|_| {
             Reject::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 format!("body: not received within {} ms", timeout.as_millis()),
             )
         })?;
@@ -126,7 +126,7 @@ where
         Err(e) => {
             return Err(Reject::new(
                 StatusCode::BAD_REQUEST,
-                "body_read_failed",
+                ErrorCode::BodyReadFailed,
                 format!("body: could not be read: {e}"),
             ))
         }
@@ -186,13 +186,17 @@ fn zstd_window_log(max_output: usize) -> u32 {
 fn corrupt(name: &str, e: std::io::Error) -> Reject {
     Reject::new(
         StatusCode::BAD_REQUEST,
-        "bad_encoding",
+        ErrorCode::BadEncoding,
         format!("body: not valid {name} data: {e}"),
     )
 }
 
 fn too_large(message: String) -> Reject {
-    Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+    Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BodyTooLarge,
+        message,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! The state every request of a node shares, built once from the config.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::reload::StartOnly;
+use super::NodeError;
+use crate::config::Config;
+use crate::edge::auth::Tenants;
+use crate::edge::limit::{Admission, Rate, Unauthenticated};
+use crate::ops::metrics::{Metrics, Saturation};
+use crate::ops::trace::RequestSampler;
+use crate::pipeline::filter::host::{FilterEngine, MAX_INSTANCES};
+use crate::pipeline::geoip::GeoIp;
+use crate::pipeline::kafka::Producer;
+
+/// Everything a request needs, shared by every connection.
+pub struct Gateway {
+    /// Swapped whole on a config reload.
+    pub tenants: ArcSwap<Tenants>,
+    pub producer: Producer,
+    pub geoip: Option<GeoIp>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub body_timeout: Duration,
+    pub admission: Arc<Admission>,
+    pub unauthenticated: Option<Unauthenticated>,
+    /// The file a reload reads.
+    pub config_path: Option<PathBuf>,
+    /// The config sections a reload does not apply, as at start.
+    pub start_only: StartOnly,
+    /// The Wasm engine of every tenant's filters.
+    pub filters: Arc<FilterEngine>,
+    pub metrics: Metrics,
+    /// Samples requests before their spans are made (with
+    /// `telemetry.traces = false`, none is: see `RequestSampler::decide`).
+    pub sampler: RequestSampler,
+}
+
+impl Gateway {
+    /// A node's shared state from a validated config (read from
+    /// `config_path`, which a reload reads again), writing with `producer`:
+    /// the GeoIP database is opened, every tenant's filters compiled and the
+    /// instruments made. Call inside the runtime.
+    pub fn new(
+        config: &Config,
+        config_path: Option<PathBuf>,
+        producer: Producer,
+    ) -> Result<Gateway, NodeError> {
+        let telemetry = &config.telemetry;
+        let geoip = match &config.geoip.path {
+            Some(path) => {
+                let db = GeoIp::open(path, config.geoip.in_memory)?;
+                tracing::info!(path = %path.display(), database = %db.description, "GeoIP database loaded");
+                Some(db)
+            }
+            None => {
+                tracing::warn!("no GeoIP database configured (geoip.path / WEIR_GEOIP_PATH): events get geo = null");
+                None
+            }
+        };
+        let filters = FilterEngine::new();
+        let admission = Admission::new(config.server.max_inflight);
+        let metrics = {
+            let admission = admission.clone();
+            Metrics::new(
+                telemetry,
+                Saturation {
+                    inflight: Arc::new(move || admission.inflight() as u64),
+                    inflight_max: config.server.max_inflight as u64,
+                    kafka_queue: Arc::new(producer.queued()),
+                    kafka: producer.stats(),
+                    filter_instances: Arc::new(filters.instances()),
+                    filter_instances_max: u64::from(MAX_INSTANCES),
+                },
+            )
+            .map_err(NodeError::Telemetry)?
+        };
+        let tenants =
+            Tenants::from_config(config, None, Some(&filters)).map_err(NodeError::Tenants)?;
+        Ok(Gateway {
+            tenants: ArcSwap::from_pointee(tenants),
+            producer,
+            geoip,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            body_timeout: Duration::from_millis(config.server.body_timeout_ms),
+            admission,
+            metrics,
+            unauthenticated: Unauthenticated::new(Rate {
+                per_second: config.server.unauthenticated_per_second,
+                burst: config.server.unauthenticated_burst,
+            }),
+            config_path,
+            start_only: StartOnly::of(config),
+            filters,
+            // Without an exporter, sampled requests get ids but no spans.
+            sampler: RequestSampler::new(telemetry, !telemetry.otlp_endpoint.is_empty()),
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! A node's background tasks: each holds the gateway only while it works,
+//! and the node aborts them all before it lets the producer go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{reload, Gateway};
+
+/// Starts every background task of a node.
+pub(super) fn spawn(gateway: &Arc<Gateway>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = vec![tokio::spawn(watch_filters(Arc::downgrade(gateway)))];
+    if gateway.unauthenticated.is_some() {
+        tasks.push(tokio::spawn(prune_addresses(Arc::downgrade(gateway))));
+    }
+    #[cfg(unix)]
+    tasks.push(reload_on_hangup(gateway.clone())?);
+    Ok(tasks)
+}
+
+/// Filter files are watched: a changed one is compiled off the request
+/// path and swapped in; a broken one keeps the previous version.
+async fn watch_filters(gateway: std::sync::Weak<Gateway>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let slots = gateway.tenants.load().filter_slots();
+        let engine = gateway.filters.clone();
+        drop(gateway);
+        let _ = tokio::task::spawn_blocking(move || {
+            slots.iter().for_each(|s| s.reload_if_changed(&engine))
+        })
+        .await;
+    }
+}
+
+/// Forgets addresses whose unauthenticated limit has recovered, so that the
+/// table stays small.
+async fn prune_addresses(gateway: std::sync::Weak<Gateway>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    while let Some(gateway) = {
+        ticks.tick().await;
+        gateway.upgrade()
+    } {
+        if let Some(u) = &gateway.unauthenticated {
+            u.prune();
+        }
+    }
+}
+
+/// SIGHUP reloads tenants, keys, limits and filters (and warns of changed
+/// sections that take a restart).
+#[cfg(unix)]
+fn reload_on_hangup(gateway: Arc<Gateway>) -> std::io::Result<JoinHandle<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // Compiling filters blocks: not on an async worker.
+            let gateway = gateway.clone();
+            let _ = tokio::task::spawn_blocking(move || reload::reload_logged(&gateway)).await;
+        }
+    }))
+}

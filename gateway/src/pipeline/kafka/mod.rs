@@ -1,0 +1,18 @@
+//! Kafka: the node's producer and the record contract with downstream
+//! consumers (`proto/record.md`), plus the embedded broker for a node with
+//! no cluster configured and the operator's `weir tail`.
+//!
+//! - [`record`]: a record's value, key and headers;
+//! - [`topics`]: which topics exist (a missing one is answered at once);
+//! - [`producer`]: records handed to librdkafka, and the wait for their acks;
+//! - [`acks`]: Kafka's answers back to the waiting requests (the FFI lives here).
+
+mod acks;
+pub mod broker;
+mod producer;
+mod record;
+pub mod tail;
+mod topics;
+
+pub use acks::Held;
+pub use producer::{client_config, Produced, Producer, ProducerError};

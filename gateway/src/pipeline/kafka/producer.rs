@@ -1,0 +1,463 @@
+//! The node's one Kafka producer: records for a batch's accepted events,
+//! handed to librdkafka, and the wait for Kafka's acknowledgement of each.
+//!
+//! An event is answered `ok` only once Kafka acknowledged it (idempotent
+//! producer, acks=all); anything else is `delivery_failed` and retryable,
+//! so nothing is reported accepted that was not.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+use super::acks::{failure, serve_reports, AckSlot, Acks, KafkaContext};
+use super::record::{self, record_headers, write_value, RecordFields};
+use super::topics::Topics;
+use crate::config::template::{Template, Values};
+use crate::config::KafkaConfig;
+use crate::model::{Batch, Enrichment, Part, PartCode};
+use crate::ops::metrics::KafkaStats;
+use crate::ops::trace::TraceHeaders;
+
+/// Why the producer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("Kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("kafka.topic_template: {0}")]
+    TopicTemplate(String),
+    #[error("kafka.key_template: {0}")]
+    KeyTemplate(String),
+}
+
+/// The node's Kafka producer, shared by every request.
+pub struct Producer {
+    inner: Arc<BaseProducer<KafkaContext>>,
+    stats: Arc<KafkaStats>,
+    topic_template: Template,
+    key_template: Template,
+    topics: Topics,
+    /// The latest answer of [`Producer::check`], and when it came.
+    checked: tokio::sync::Mutex<Option<(Instant, Result<usize, String>)>>,
+    /// The task that serves librdkafka's reports; it holds the client.
+    reports: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How long a readiness check's answer is reused: probes and anyone else
+/// asking `/readyz` cost the cluster at most one metadata request a second.
+const CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// The librdkafka settings Weir uses unless the config overrides them.
+pub fn client_config(kafka: &KafkaConfig, brokers: &str, embedded: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.codec", "lz4")
+        .set("linger.ms", "5")
+        // Records wait here while Kafka is slow: a quarter of librdkafka's
+        // 1 GiB default, so a full queue answers `delivery_failed` long
+        // before a node with a 1 GiB memory limit is killed (every copy of
+        // an upload's `meta` in its records counts).
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+        // librdkafka's statistics (queue bytes, broker round trips) for the metrics.
+        .set("statistics.interval.ms", "5000")
+        // Topics are the operator's to create; the embedded broker makes its own.
+        .set(
+            "allow.auto.create.topics",
+            if embedded { "true" } else { "false" },
+        );
+    for (key, value) in &kafka.producer {
+        config.set(key, value);
+    }
+    config
+}
+
+impl Producer {
+    /// Creates the producer; `embedded` lets the broker create topics on first use.
+    pub fn new(
+        kafka: &KafkaConfig,
+        brokers: &str,
+        embedded: bool,
+    ) -> Result<Producer, ProducerError> {
+        let topic_template =
+            Template::topic(&kafka.topic_template).map_err(ProducerError::TopicTemplate)?;
+        let key_template =
+            Template::key(&kafka.key_template).map_err(ProducerError::KeyTemplate)?;
+        let stats = Arc::new(KafkaStats::default());
+        let inner: Arc<BaseProducer<KafkaContext>> = Arc::new(
+            client_config(kafka, brokers, embedded).create_with_context(KafkaContext {
+                latest: stats.clone(),
+            })?,
+        );
+        let reports = Some(tokio::spawn(serve_reports(inner.clone())));
+        Ok(Producer {
+            inner,
+            stats,
+            topic_template,
+            key_template,
+            topics: Topics::new(embedded),
+            checked: tokio::sync::Mutex::new(None),
+            reports,
+        })
+    }
+
+    /// The topic for a tenant's category.
+    pub fn topic(&self, tenant: &str, category: &str) -> String {
+        let values = Values {
+            tenant,
+            category,
+            device_id: None,
+            app: None,
+        };
+        // A topic template has only these two placeholders: always rendered.
+        self.topic_template.render(&values).unwrap_or_default()
+    }
+
+    /// Sends every pending, enriched event and waits for each acknowledgement;
+    /// every such event's part is decided on return.
+    ///
+    /// `held` (the request's place among those in flight) is kept until
+    /// the last of its records is answered, so a client that goes away
+    /// while they are queued does not free it for a retry that queues the
+    /// same records again.
+    pub async fn produce(
+        &self,
+        batch: &mut Batch<'_>,
+        tenant: &str,
+        request_id: &str,
+        trace: &TraceHeaders,
+        held: impl Send + Sync + 'static,
+    ) -> Produced {
+        let started = Instant::now();
+        let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
+        if let Err(problem) = self.topics.ensure(&self.inner, &topic).await {
+            let mut failed = 0;
+            for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
+                failed += 1;
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::DeliveryFailed,
+                    problem.clone(),
+                    true,
+                ));
+            }
+            return Produced {
+                enqueue: started.elapsed(),
+                deliver: Duration::ZERO,
+                delivered: 0,
+                failed,
+            };
+        }
+
+        let headers = record_headers(trace, request_id, tenant);
+        let device_key = record::key(&self.key_template, tenant, &batch.meta);
+        let mut value = Vec::with_capacity(1024);
+        // The events to send (accepted so far and enriched), in the order of `acks`.
+        let pending: Vec<(usize, &Enrichment)> = batch
+            .events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, e)| match (&e.part, &e.enrichment) {
+                (None, Some(enrichment)) => Some((index, enrichment)),
+                _ => None,
+            })
+            .collect();
+        let acks = Acks::new(pending.len(), Some(Box::new(held)));
+        for (position, &(index, enrichment)) in pending.iter().enumerate() {
+            let event = &batch.events[index];
+            value.clear();
+            let mut hyphenated = [0; uuid::fmt::Hyphenated::LENGTH];
+            let backend_id = &*enrichment
+                .backend_id
+                .hyphenated()
+                .encode_lower(&mut hyphenated);
+            write_value(
+                &mut value,
+                &RecordFields {
+                    backend_id,
+                    id: event.id.as_deref(),
+                    tenant,
+                    category: &batch.meta.category,
+                    received_at: batch.received_at,
+                    ts: event.ts,
+                    request_id,
+                    client_ip: enrichment.client_ip,
+                    geo: enrichment.geo.as_deref(),
+                },
+                batch.meta.raw,
+                &event.raw,
+            );
+            let key = device_key.as_deref().unwrap_or(backend_id);
+            let slot = Box::new(AckSlot {
+                acks: acks.clone(),
+                position,
+                answered: false,
+            });
+            let record = BaseRecord::with_opaque_to(&topic, slot)
+                .payload(&value[..])
+                .key(key)
+                .headers(headers.clone());
+            // Not enqueued (e.g. the producer's queue is full): answered here.
+            if let Err((e, record)) = self.inner.send(record) {
+                (*record.delivery_opaque).answer(Err(e));
+            }
+        }
+
+        let indexes: Vec<usize> = pending.into_iter().map(|(index, _)| index).collect();
+        let enqueue = started.elapsed();
+        acks.all().await;
+        let deliver = started.elapsed() - enqueue;
+        let (mut delivered, mut failed) = (0, 0);
+        for (position, index) in indexes.into_iter().enumerate() {
+            let event = &mut batch.events[index];
+            let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.to_string());
+            let result = acks
+                .results
+                .get(position)
+                .and_then(OnceLock::get)
+                .cloned()
+                .unwrap_or(Err(KafkaError::Canceled));
+            event.part = Some(match result {
+                Ok((partition, offset)) => {
+                    delivered += 1;
+                    Part {
+                        id: event.id.clone(),
+                        code: PartCode::Ok,
+                        message: None,
+                        retryable: None,
+                        backend_id,
+                        topic: Some(topic.clone()),
+                        partition: Some(partition),
+                        offset: Some(offset),
+                    }
+                }
+                Err(e) => {
+                    let part = failure(event.id.clone(), backend_id, &e);
+                    failed += usize::from(part.code == PartCode::DeliveryFailed);
+                    part
+                }
+            });
+        }
+        Produced {
+            enqueue,
+            deliver,
+            delivered,
+            failed,
+        }
+    }
+
+    /// Whether the cluster answers a metadata request: the number of brokers.
+    /// One request at a time, its answer reused for [`CHECK_TTL`].
+    pub async fn check(&self) -> Result<usize, String> {
+        if let Some(fatal) = self.fatal() {
+            return Err(fatal);
+        }
+        let mut checked = self.checked.lock().await;
+        if let Some((at, answer)) = &*checked {
+            if at.elapsed() < CHECK_TTL {
+                return answer.clone();
+            }
+        }
+        let client = self.inner.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|answer| answer);
+        *checked = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    /// The idempotent producer's fatal error, if it had one: librdkafka then
+    /// refuses every record for the rest of the process's life (e.g. Kafka
+    /// lost the producer's id and a retry could duplicate records), while
+    /// metadata requests still succeed. Only a restart brings the node back.
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.client().fatal_error().map(|(code, reason)| {
+            format!("fatal producer error ({code:?}): {reason}; the node must restart")
+        })
+    }
+
+    /// The latest librdkafka statistics (every `statistics.interval.ms`).
+    pub fn stats(&self) -> Arc<KafkaStats> {
+        self.stats.clone()
+    }
+
+    /// Records queued in the producer, not yet acknowledged (saturation).
+    pub fn queued(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let producer = self.inner.clone();
+        move || producer.in_flight_count().max(0) as u64
+    }
+
+    /// Lets the client go now (after [`Producer::flush`]): the report task
+    /// ends and librdkafka's client is destroyed before this returns, so
+    /// nothing of it outlives a broker stopped next.
+    pub async fn close(mut self) {
+        if let Some(reports) = self.reports.take() {
+            reports.abort();
+            let _ = reports.await;
+        }
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+        self.inner.flush(timeout).map_err(|e| e.to_string())
+    }
+}
+
+/// A producer dropped without [`Producer::close`] still stops its report task.
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Some(reports) = &self.reports {
+            reports.abort();
+        }
+    }
+}
+
+/// What became of a batch's records, and where the time went.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    /// Checking the topic, building the records and handing them to librdkafka.
+    pub enqueue: Duration,
+    /// Waiting for Kafka's acknowledgements.
+    pub deliver: Duration,
+    /// Events Kafka acknowledged.
+    pub delivered: usize,
+    /// Events answered `delivery_failed` (retryable).
+    pub failed: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::topics::missing_topic;
+    use super::*;
+
+    /// A fatal error of the idempotent producer (raised by librdkafka's own
+    /// test hook) is for good: the check fails with its reason, for
+    /// `/readyz` and `/healthz`, though the cluster still answers.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_fails_the_check_for_good() {
+        use rdkafka::types::RDKafkaRespErr;
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let producer =
+            Producer::new(&KafkaConfig::default(), &cluster.bootstrap_servers(), false).unwrap();
+        assert_eq!(producer.check().await, Ok(1));
+        assert_eq!(producer.fatal(), None);
+        let reason = std::ffi::CString::new("injected by the test").unwrap();
+        // SAFETY: the client is alive and `reason` outlives the call.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.inner.client().native_ptr(),
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(raised, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        let fatal = producer.fatal().expect("a fatal error");
+        assert!(fatal.contains("injected by the test"), "{fatal}");
+        assert!(fatal.contains("the node must restart"), "{fatal}");
+        assert_eq!(producer.check().await, Err(fatal));
+    }
+
+    /// Made-up categories leave nothing behind in librdkafka: a topic is
+    /// checked against a listing of the cluster's, never asked for by name.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn missing_topics_are_found_by_listing_and_leave_no_topic_object() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("events.real", 1, 1).unwrap();
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .producer
+            .insert("statistics.interval.ms".into(), "100".into());
+        let producer = Producer::new(&kafka, &cluster.bootstrap_servers(), false).unwrap();
+        assert_eq!(
+            producer.topics.ensure(&producer.inner, "events.real").await,
+            Ok(())
+        );
+        for i in 0..20 {
+            let topic = format!("events.made-up-{i}");
+            assert_eq!(
+                producer.topics.ensure(&producer.inner, &topic).await,
+                Err(missing_topic(&topic))
+            );
+        }
+        // One listing answered them all (it is younger than the TTL).
+        assert_eq!(producer.topics.state.read().unwrap().listings, 1);
+        // The next statistics report says how many topic objects librdkafka
+        // holds: none (a listing makes none, and nothing was written).
+        let topics = &producer.stats.topics;
+        topics.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while topics.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
+            assert!(Instant::now() < deadline, "no statistics report");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            topics.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "topic objects held by librdkafka"
+        );
+    }
+
+    /// With the cluster away, requests for topics not known do not queue up
+    /// to each wait out a listing: the failure is everyone's answer a while.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_listing_is_the_answer_for_a_while() {
+        let producer = Producer::new(&KafkaConfig::default(), "127.0.0.1:1", false).unwrap();
+        let (a, b, c) = tokio::join!(
+            producer.topics.ensure(&producer.inner, "events.a"),
+            producer.topics.ensure(&producer.inner, "events.b"),
+            producer.topics.ensure(&producer.inner, "events.c"),
+        );
+        for answer in [a, b, c] {
+            let why = answer.unwrap_err();
+            assert!(why.starts_with("Kafka metadata unavailable"), "{why}");
+        }
+        // One listing was tried, not three one after another.
+        let state = producer.topics.state.read().unwrap();
+        assert_eq!(state.listings, 1);
+        assert!(state.failed.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_key_falls_back_when_a_placeholder_is_empty() {
+        let kafka = KafkaConfig::default();
+        let producer = Producer::new(&kafka, "127.0.0.1:1", false).unwrap();
+        let mut batch = Batch {
+            meta: crate::model::Meta {
+                category: "c".into(),
+                device_id: Some("d-42".into()),
+                app: None,
+                raw: "{}",
+            },
+            events: Vec::new(),
+            received_at: 0,
+        };
+        assert_eq!(
+            record::key(&producer.key_template, "acme", &batch.meta).as_deref(),
+            Some("acme:d-42")
+        );
+        // A value is not read again as a placeholder.
+        batch.meta.device_id = Some("{app}{tenant}".into());
+        assert_eq!(
+            record::key(&producer.key_template, "acme", &batch.meta).as_deref(),
+            Some("acme:{app}{tenant}")
+        );
+        batch.meta.device_id = None;
+        assert_eq!(
+            record::key(&producer.key_template, "acme", &batch.meta),
+            None
+        );
+        assert_eq!(producer.topic("acme", "PERF"), "events.PERF");
+    }
+}
