@@ -356,6 +356,8 @@ pub struct Node {
     pub logs: Arc<Mutex<Vec<String>>>,
     /// The config file the node was started with (rewrite it to test reloads).
     pub config_path: PathBuf,
+    /// Reads the node's log lines into `logs` until the process closes its stdout.
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -392,7 +394,7 @@ impl Node {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("weir listening") {
                     let _ = tx.send(line.clone());
@@ -426,6 +428,7 @@ impl Node {
             kafka: field("kafka").context("kafka address in the log")?,
             child,
             logs,
+            reader: Some(reader),
             _dir: dir,
         })
     }
@@ -438,12 +441,16 @@ impl Node {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status; every line the node
+    /// logged is in `logs` then.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Ok(status);
             }
             if Instant::now() > deadline {

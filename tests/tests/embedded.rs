@@ -80,3 +80,27 @@ async fn the_readme_run_command_serves_a_batch_on_the_embedded_broker() {
         serde_json::from_str(lines[0]["value"].as_str().unwrap()).unwrap();
     assert_eq!(first["geo"]["city"], "London");
 }
+
+/// A clean stop in front of the embedded broker logs no error: the node
+/// lets its producer go before the broker it writes to (before, librdkafka
+/// logged `AllBrokersDown` and failed connects after "producer flushed; bye").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_logs_no_error() {
+    let config = format!(
+        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\ncategories = [\"stop\"]\n",
+        weir_e2e::key_hash("k")
+    );
+    let mut node = Node::start(&config, &[]).unwrap();
+    let body = json!({"meta": {"category": "stop"}, "data": [{"id": "ev-1"}]});
+    let answer = post(&node, "k", body.to_string()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let status = node.terminate().unwrap();
+    assert!(status.success(), "{status}");
+    let logs = node.log_text();
+    assert!(logs.contains("producer flushed; bye"), "{logs}");
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "error lines at a clean stop: {errors:#?}");
+}
