@@ -19,6 +19,13 @@
 # noise between two runs of the same thing is often ±15%. Needs
 # scripts/setup.sh --tests --geoip.
 #
+# A/B: with BASE=<commit>, every variant also runs on that commit's node
+# ("<variant> (base)", built in a git worktree under var/ab sharing this
+# tree's target/ for dependencies), in the same rounds; a second table then
+# gives each variant's median per-round ratio to its own base:
+#
+#   BASE=HEAD~1 benches/compare.sh filters
+#
 # Two ratios per variant, each the median of the per-round ratios to the
 # first variant: events/s, and the node's own CPU time per request (utime +
 # stime of all its threads over the measured window, divided by the requests
@@ -39,6 +46,14 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 cargo build --quiet --release -p weir-gateway -p weir-benches
+# The nodes run from copies: a later build replaces target/release/weir.
+cp target/release/weir "$work/weir"
+if [ -n "${BASE:-}" ]; then
+  base_tree="var/ab/$(git rev-parse --short "$BASE")"
+  [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >/dev/null
+  (cd "$base_tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --quiet --release -p weir-gateway)
+  cp target/release/weir "$work/weir-base"
+fi
 wasm=target/wasm32-unknown-unknown/release
 [ -f "$wasm/pass_through.wasm" ] || scripts/build-filters.sh
 geoip=var/geoip/dbip-city-lite.mmdb
@@ -69,9 +84,10 @@ fi
 filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
 
 # One variant: name, then extra TOML for the config, then env assignments
-# (LOAD_ARGS: extra arguments of the load generator).
+# (LOAD_ARGS: extra arguments of the load generator; BIN: the node binary).
 run() {
   local name="$1" extra="$2"; shift 2
+  local bin="${BIN:-$work/weir}"
   cat >"$work/weir.toml" <<EOF
 [server]
 listen = "127.0.0.1:18080"
@@ -88,7 +104,7 @@ $tenant
 $extra
 EOF
   fresh_broker
-  env "$@" taskset -c 0 target/release/weir --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
+  env "$@" taskset -c 0 "$bin" --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
   local node=$!
   pids+=("$node")
   local ready=""
@@ -101,6 +117,7 @@ EOF
     --batch 50 --event-bytes 400 --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
   line="${line%\}},\"clk_tck\":$(getconf CLK_TCK)}"
   kill "$node"; wait "$node" 2>/dev/null || true
+  name="$name${run_suffix:-}"
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
   printf '%-22s %s\n' "$name" "$line" >&2
 }
@@ -130,6 +147,15 @@ $(filter sample "'{\"rate\": 1.0}'")"
     ;;
   *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
 esac
+if [ -n "${BASE:-}" ]; then
+  # Each variant on the base commit's node too, in the same rounds.
+  for v in "${order[@]}"; do
+    eval "${v}_base() { BIN=\"\$work/weir-base\" run_suffix=' (base)' $v; }"
+  done
+  with_base=()
+  for v in "${order[@]}"; do with_base+=("${v}_base" "$v"); done
+  order=("${with_base[@]}")
+fi
 n=${#order[@]}
 for r in $(seq 0 $((rounds - 1))); do
   for i in $(seq 0 $((n - 1))); do "${order[$(( (i + r) % n ))]}"; done
@@ -155,4 +181,11 @@ for name in names:
     cpu_ratio = statistics.median(cpu(b) / cpu(r) for r, b in zip(rs, base))
     failed = sum(r["non_2xx"] + r["errors"] for r in rs)
     print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f}")
+pairs = [(n, n + " (base)") for n in names if n + " (base)" in runs]
+if pairs:
+    print(f"\n{'this tree vs base':<16} {'events/s':>10} {'node CPU':>9}  (medians of per-round ratios; 1 = same, lower = worse)")
+    for name, base_name in pairs:
+        ev = statistics.median(r["events_per_s"] / b["events_per_s"] for r, b in zip(runs[name], runs[base_name]))
+        cp = statistics.median(cpu(b) / cpu(r) for r, b in zip(runs[name], runs[base_name]))
+        print(f"{name:<16} {ev:>10.3f} {cp:>9.3f}")
 EOF
