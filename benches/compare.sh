@@ -53,6 +53,9 @@ if [ -n "${BASE:-}" ]; then
   [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >/dev/null
   (cd "$base_tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --quiet --release -p weir-gateway)
   cp target/release/weir "$work/weir-base"
+  if cmp -s "$work/weir" "$work/weir-base"; then
+    echo "the base's binary is this tree's: nothing to compare" >&2; exit 1
+  fi
 fi
 wasm=target/wasm32-unknown-unknown/release
 [ -f "$wasm/pass_through.wasm" ] || scripts/build-filters.sh
