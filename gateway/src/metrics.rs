@@ -399,7 +399,7 @@ impl Metrics {
                 .map(|stage| stage_duration.bind(&[KeyValue::new("stage", stage.label())])),
             filter_calls: meter
                 .u64_counter("weir.filter.calls")
-                .with_description("Filter calls by filter and outcome (ok, error)")
+                .with_description("Filter calls by filter and outcome (ok; error: the call failed, or a replacement was not a JSON object within the event limits)")
                 .build(),
             filter_call_counters: Mutex::new(HashMap::new()),
             guest_counters: meter
