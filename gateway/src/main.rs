@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             // Filters are compiled and their init run, as a node would at start.
             let engine = FilterEngine::new();
-            Tenants::from_config(&config, None, Some(&engine)).map_err(anyhow::Error::msg)?;
+            Tenants::from_config(&config, None, Some(&engine), None).map_err(anyhow::Error::msg)?;
             println!(
                 "config OK: {} tenant(s), kafka {}",
                 config.tenants.len(),
@@ -325,7 +325,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     });
     let gateway = Arc::new(Gateway {
         tenants: ArcSwap::from_pointee(
-            Tenants::from_config(&config, None, Some(&filters)).map_err(anyhow::Error::msg)?,
+            Tenants::from_config(&config, None, Some(&filters), Some(&metrics))
+                .map_err(anyhow::Error::msg)?,
         ),
         producer,
         geoip,

@@ -46,7 +46,7 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
     ))
     .unwrap();
     let gateway = Gateway {
-        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None, None).unwrap()),
+        tenants: ArcSwap::from_pointee(Tenants::from_config(&config, None, None, None).unwrap()),
         filters: weir::filter::host::FilterEngine::new(),
         producer: Producer::new(&config.kafka, &cluster.bootstrap_servers(), false).unwrap(),
         geoip: None,

@@ -509,6 +509,73 @@ async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
     }
 }
 
+/// Every series of a filter's calls exists, at 0, from when the filter is
+/// loaded: its first failure is then an increase that `rate()` (and the
+/// WeirFilterFailing alert) sees, not a series born at 1. Also for a filter
+/// a reload adds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filters_call_counters_exist_at_zero_once_it_is_loaded() {
+    let redact = (wasm("redact_pii"), "{}", "fail-open");
+    let config = |filters: &[(String, &str, &str)]| {
+        let filters: Vec<(&str, &str, &str)> = filters
+            .iter()
+            .map(|(path, config, on_error)| (path.as_str(), *config, *on_error))
+            .collect();
+        tenant("acme", "k", &filters)
+    };
+    let node = Node::start(
+        &config(std::slice::from_ref(&redact)),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let admin = node.admin.clone().unwrap();
+    // The value of the filter's series for that outcome, if there is one.
+    let calls = |samples: &BTreeMap<String, f64>, filter: &str, outcome: &str| {
+        samples
+            .iter()
+            .find(|(series, _)| {
+                series.starts_with("weir_filter_calls_total{")
+                    && series.contains(&format!("filter=\"{filter}\""))
+                    && series.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .map(|(_, value)| *value)
+    };
+    // Right after start, before any traffic.
+    let samples = metrics(&admin).await;
+    for outcome in ["ok", "error"] {
+        assert_eq!(
+            calls(&samples, "redact_pii", outcome),
+            Some(0.0),
+            "redact_pii, {outcome}: {samples:?}"
+        );
+    }
+
+    // A reload that adds a filter.
+    std::fs::write(
+        &node.config_path,
+        config(&[redact, (wasm("tag_bots"), "{}", "fail-closed")]),
+    )
+    .unwrap();
+    let request = http::Request::post("/admin/reload")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &admin, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let samples = metrics(&admin).await;
+    for filter in ["redact_pii", "tag_bots"] {
+        for outcome in ["ok", "error"] {
+            assert_eq!(
+                calls(&samples, filter, outcome),
+                Some(0.0),
+                "{filter}, {outcome}: {samples:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     let category = category().await;
