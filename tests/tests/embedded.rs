@@ -102,5 +102,8 @@ async fn a_clean_stop_logs_no_error() {
         .lines()
         .filter(|line| line.contains(r#""level":"ERROR""#))
         .collect();
-    assert!(errors.is_empty(), "error lines at a clean stop: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "error lines at a clean stop: {errors:#?}"
+    );
 }

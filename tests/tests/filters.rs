@@ -273,8 +273,6 @@ async fn hostile_filters_are_contained_by_their_policy() {
             &[(&hostile, mode, "fail-closed")],
         );
     }
-    config += &tenant("nonjson", "nonjson", &[(&hostile, "non-json", "fail-open")]);
-    config += &tenant("deep", "deep", &[(&hostile, "deep", "fail-open")]);
     config += &tenant("calm", "calm", &[]);
     config = config.replace(
         "[[tenants.filters]]",
@@ -360,33 +358,10 @@ async fn hostile_filters_are_contained_by_their_policy() {
             );
         }
     }
-    // An invalid replacement is that event's error, whatever the policy.
-    let json = post(&node, "nonjson", body("nonjson"))
-        .await
-        .unwrap()
-        .json();
-    assert_eq!(
-        parts(&json)[0],
-        (
-            "filter_error".into(),
-            "filter hostile_filter replaced the event with text that is not JSON".into()
-        )
-    );
-    // A replacement nested deep enough to overflow a parser is refused
-    // unparsed, and the node goes on serving.
-    let json = post(&node, "deep", body("deep")).await.unwrap().json();
-    assert_eq!(
-        parts(&json)[0],
-        (
-            "filter_error".into(),
-            "filter hostile_filter replaced the event with JSON nested deeper than the event limit of 62 levels".into()
-        )
-    );
-
     stop.store(true, Ordering::Relaxed);
     calm.await.unwrap();
     // Every call is counted by its filter and outcome: each mode's two
-    // tenants failed; the non-JSON and the deep replacements were calls that returned.
+    // tenants failed.
     let samples = metrics(node.admin.as_ref().unwrap()).await;
     let calls = |outcome| {
         scrape::sum(
@@ -396,11 +371,6 @@ async fn hostile_filters_are_contained_by_their_policy() {
         )
     };
     assert_eq!(calls("error"), (2 * modes.len()) as f64);
-    assert_eq!(
-        calls("ok"),
-        2.0,
-        "non-json and deep returned their verdicts"
-    );
     assert!(
         node.log_text().contains("events in mode loop"),
         "a call's guest logs reach the node's log"
@@ -430,6 +400,179 @@ async fn hostile_filters_are_contained_by_their_policy() {
             !stored.contains(&format!("{mode}-closed-1")),
             "{mode}: fail-closed events are not"
         );
+    }
+}
+
+/// A replacement that is not a JSON object within the event limits is a
+/// failure of the filter for that event, as a trap is for a call: the
+/// tenant's policy decides (fail-open passes the event as it was,
+/// fail-closed answers `filter_error`, retryable), and the failure is
+/// counted and logged. The call's valid verdicts apply either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
+    let category = category().await;
+    let hostile = wasm("hostile_filter");
+    let config = tenant("open", "open", &[(&hostile, "by-id", "fail-open")])
+        + &tenant("closed", "closed", &[(&hostile, "by-id", "fail-closed")]);
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    // By the ends of their ids, what the filter replaces each event with.
+    let invalid = [
+        ("non-json", "text that is not JSON"),
+        // Deep enough to overflow a parser's stack: refused unparsed.
+        (
+            "deep",
+            "JSON nested deeper than the event limit of 62 levels",
+        ),
+        ("large", "100010 bytes, more than the event limit of 65536"),
+        ("array", "JSON that is not an object"),
+    ];
+    let body = |tag: &str| {
+        let data: Vec<Value> = std::iter::once("fine")
+            .chain(invalid.iter().map(|(kind, _)| *kind))
+            .map(|kind| json!({"id": format!("{tag}-{kind}"), "n": 1}))
+            .collect();
+        json!({"meta": {"category": category}, "data": data}).to_string()
+    };
+
+    // Fail-open: every event is accepted; those the filter failed on as the
+    // client sent them.
+    let answer = post(&node, "open", body("open")).await.unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 200, "{json}");
+    contract::check_answer("post", "/v1/batch", 200, &json);
+    assert!(parts(&json).iter().all(|(code, _)| code == "ok"), "{json}");
+
+    // Fail-closed: the valid replacement is accepted; the others are
+    // filter_error, retryable, with the reason.
+    let answer = post(&node, "closed", body("closed")).await.unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 207, "{json}");
+    contract::check_answer("post", "/v1/batch", 207, &json);
+    assert_eq!(parts(&json)[0].0, "ok", "{json}");
+    for (i, (kind, problem)) in invalid.iter().enumerate() {
+        let part = &json["parts"][i + 1];
+        assert_eq!(part["id"], format!("closed-{kind}"));
+        assert_eq!(part["code"], "filter_error", "{kind}: {part}");
+        assert_eq!(part["retryable"], true, "{kind}: {part}");
+        assert_eq!(
+            part["message"],
+            format!("filter hostile_filter failed: replaced the event with {problem}"),
+            "{kind}"
+        );
+    }
+
+    // Written: the valid replacements, and fail-open's other events unchanged.
+    let records = consume(kafka(), &format!("events.{category}"), 2 + invalid.len()).unwrap();
+    let data: BTreeMap<String, Value> = records
+        .iter()
+        .map(|r| {
+            (
+                r.value["id"].as_str().unwrap().to_owned(),
+                r.value["data"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        data["open-fine"],
+        json!({"id": "open-fine", "n": 1, "tagged": true})
+    );
+    assert_eq!(
+        data["closed-fine"],
+        json!({"id": "closed-fine", "n": 1, "tagged": true})
+    );
+    for (kind, _) in invalid {
+        let id = format!("open-{kind}");
+        assert_eq!(data[&id], json!({"id": id, "n": 1}), "{kind}");
+    }
+
+    // Counted and logged as failures of the filter, as a trap is.
+    let samples = metrics(node.admin.as_ref().unwrap()).await;
+    let calls = |outcome| {
+        scrape::sum(
+            &samples,
+            "weir_filter_calls_total",
+            &[("filter", "hostile_filter"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((calls("error"), calls("ok")), (2.0, 0.0));
+    let logs = node.log_text();
+    for (policy, says) in [
+        ("open", "events pass unfiltered (fail-open)"),
+        ("closed", "events refused (fail-closed)"),
+    ] {
+        assert!(
+            logs.lines().any(|line| line.contains(says)
+                && line.contains(&format!("\"tenant\":\"{policy}\""))
+                && line.contains("replaced the event with")),
+            "no failure logged for fail-{policy}: {logs}"
+        );
+    }
+}
+
+/// Every series of a filter's calls exists, at 0, from when the filter is
+/// loaded: its first failure is then an increase that `rate()` (and the
+/// WeirFilterFailing alert) sees, not a series born at 1. Also for a filter
+/// a reload adds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filters_call_counters_exist_at_zero_once_it_is_loaded() {
+    let redact = (wasm("redact_pii"), "{}", "fail-open");
+    let config = |filters: &[(String, &str, &str)]| {
+        let filters: Vec<(&str, &str, &str)> = filters
+            .iter()
+            .map(|(path, config, on_error)| (path.as_str(), *config, *on_error))
+            .collect();
+        tenant("acme", "k", &filters)
+    };
+    let node = Node::start(
+        &config(std::slice::from_ref(&redact)),
+        &[("WEIR_KAFKA_BROKERS", kafka())],
+    )
+    .unwrap();
+    let admin = node.admin.clone().unwrap();
+    // The value of the filter's series for that outcome, if there is one.
+    let calls = |samples: &BTreeMap<String, f64>, filter: &str, outcome: &str| {
+        samples
+            .iter()
+            .find(|(series, _)| {
+                series.starts_with("weir_filter_calls_total{")
+                    && series.contains(&format!("filter=\"{filter}\""))
+                    && series.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .map(|(_, value)| *value)
+    };
+    // Right after start, before any traffic.
+    let samples = metrics(&admin).await;
+    for outcome in ["ok", "error"] {
+        assert_eq!(
+            calls(&samples, "redact_pii", outcome),
+            Some(0.0),
+            "redact_pii, {outcome}: {samples:?}"
+        );
+    }
+
+    // A reload that adds a filter.
+    std::fs::write(
+        &node.config_path,
+        config(&[redact, (wasm("tag_bots"), "{}", "fail-closed")]),
+    )
+    .unwrap();
+    let request = http::Request::post("/admin/reload")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let answer = weir_e2e::send(&weir_e2e::Transport::Http, &admin, request)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let samples = metrics(&admin).await;
+    for filter in ["redact_pii", "tag_bots"] {
+        for outcome in ["ok", "error"] {
+            assert_eq!(
+                calls(&samples, filter, outcome),
+                Some(0.0),
+                "{filter}, {outcome}: {samples:?}"
+            );
+        }
     }
 }
 
@@ -657,7 +800,7 @@ fn weir_filter_test_prints_each_verdict() {
     assert!(text.contains("counter masked = 1"), "{text}");
 
     // As on a node: the filter sees each event's text as written, and a
-    // replacement that is not a JSON object is that event's filter_error.
+    // replacement that is not a JSON object is a failure for that event.
     let output = filter_test("hostile_filter", &events, &["--config", "echo"]);
     let text = String::from_utf8_lossy(&output.stdout);
     let echoed: Value = text
@@ -670,7 +813,7 @@ fn weir_filter_test_prints_each_verdict() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         text.contains(
-            "  b: filter_error (the filter replaced the event with text that is not JSON)"
+            "  b: failed: replaced the event with text that is not JSON (on a node, on_error decides)"
         ),
         "{text}"
     );

@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{Config, Limits};
 use crate::edge::limit::Quotas;
 use crate::model::{ErrorCode, Reject};
+use crate::ops::metrics::Metrics;
 use crate::pipeline::filter::host::FilterEngine;
 use crate::pipeline::filter::FilterSlot;
 
@@ -91,11 +92,13 @@ impl Tenants {
     /// limiters and in-flight count across a reload, but for a limiter whose
     /// rate changed (see [`Quotas::carried`]); a filter whose settings did
     /// not change is not compiled again. New filters are compiled here, with
-    /// `engine`: an error names the filter that does not load.
+    /// `engine`: an error names the filter that does not load. With
+    /// `metrics` (a node's), every filter's call counters exist from then on.
     pub fn from_config(
         config: &Config,
         previous: Option<&Tenants>,
         engine: Option<&Arc<FilterEngine>>,
+        metrics: Option<&Metrics>,
     ) -> Result<Tenants, String> {
         let old: HashMap<&str, &Arc<Tenant>> = previous
             .map(|p| p.by_key_hash.values().map(|t| (&*t.name, t)).collect())
@@ -150,7 +153,14 @@ impl Tenants {
                 }
             }
         }
-        Ok(Tenants { by_key_hash })
+        let tenants = Tenants { by_key_hash };
+        // At 0 until counted: a filter's first failure is then an increase.
+        if let Some(metrics) = metrics {
+            for slot in tenants.filter_slots() {
+                metrics.filter_loaded(&slot.name);
+            }
+        }
+        Ok(tenants)
     }
 
     /// Every filter slot of every tenant (for the reload watcher and `/readyz`).
@@ -302,7 +312,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        Tenants::from_config(&config, None, None).unwrap()
+        Tenants::from_config(&config, None, None, None).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -360,7 +370,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&same, Some(&first), None).unwrap();
+        let reloaded = Tenants::from_config(&same, Some(&first), None, None).unwrap();
         assert!(Arc::ptr_eq(
             &first.authenticate(&key).unwrap().quotas,
             &reloaded.authenticate(&key).unwrap().quotas
@@ -369,7 +379,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\nrequests_per_second = 5.0\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&changed, Some(&first), None).unwrap();
+        let reloaded = Tenants::from_config(&changed, Some(&first), None, None).unwrap();
         let quotas = &reloaded.authenticate(&key).unwrap().quotas;
         assert_eq!(quotas.limits.requests_per_second, 5.0);
         assert_eq!(reloaded.len(), 1);

@@ -79,8 +79,8 @@ impl Gateway {
             )
             .map_err(NodeError::Telemetry)?
         };
-        let tenants =
-            Tenants::from_config(config, None, Some(&filters)).map_err(NodeError::Tenants)?;
+        let tenants = Tenants::from_config(config, None, Some(&filters), Some(&metrics))
+            .map_err(NodeError::Tenants)?;
         Ok(Gateway {
             tenants: ArcSwap::from_pointee(tenants),
             producer,

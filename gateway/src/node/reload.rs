@@ -79,6 +79,7 @@ pub fn reload(gateway: &Gateway) -> Result<Reloaded, String> {
         &config,
         Some(&gateway.tenants.load()),
         Some(&gateway.filters),
+        Some(&gateway.metrics),
     )?;
     let count = tenants.len();
     gateway.tenants.store(Arc::new(tenants));

@@ -43,6 +43,10 @@ pub const MAX_CATEGORIES: usize = 100;
 /// Distinct counter names of one tenant's filter at most; more share `other`.
 pub const MAX_FILTER_COUNTERS: usize = 16;
 
+/// The outcomes of `weir_filter_calls_total`: a call that gave valid
+/// verdicts, and one that failed (on all its events, or on some).
+const FILTER_CALL_OUTCOMES: [&str; 2] = ["ok", "error"];
+
 /// Latency buckets, seconds: 0.5 ms to 10 s.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -59,8 +63,9 @@ pub struct Metrics {
     /// Indexed by [`Stage`].
     stages: [BoundHistogram<f64>; Stage::ALL.len()],
     filter_calls: Counter<u64>,
-    /// `filter_calls` bound by filter name (from the config), for `ok` and `error`.
-    filter_call_counters: Mutex<HashMap<String, [Option<BoundCounter<u64>>; 2]>>,
+    /// `filter_calls` bound by filter name (from the config), for each of
+    /// [`FILTER_CALL_OUTCOMES`], when the filter is loaded.
+    filter_call_counters: Mutex<HashMap<String, [BoundCounter<u64>; 2]>>,
     /// The counters filters keep (`count` in the guest SDK).
     guest_counters: Counter<u64>,
     /// `guest_counters` bound by tenant, filter and counter name.
@@ -257,7 +262,7 @@ impl Metrics {
                 .map(|stage| stage_duration.bind(&[KeyValue::new("stage", stage.label())])),
             filter_calls: meter
                 .u64_counter("weir.filter.calls")
-                .with_description("Filter calls by filter and outcome (ok, error)")
+                .with_description("Filter calls by filter and outcome (ok; error: the call failed, or a replacement was not a JSON object within the event limits)")
                 .build(),
             filter_call_counters: Mutex::new(HashMap::new()),
             guest_counters: meter
@@ -316,25 +321,41 @@ impl Metrics {
         self.stages[stage as usize].record(seconds);
     }
 
+    /// A filter of the config is loaded: its call counters exist from now
+    /// on, at 0 until a call counts, so that its first failure is an
+    /// increase `rate()` sees rather than a new series. (Again for a filter
+    /// already loaded: nothing changes.)
+    pub fn filter_loaded(&self, filter: &str) {
+        self.filter_calls_of(filter, |_| ());
+    }
+
     /// One filter call.
     pub fn filter_call(&self, filter: &str, ok: bool) {
+        self.filter_calls_of(filter, |by_outcome| by_outcome[usize::from(!ok)].add(1));
+    }
+
+    /// Runs `f` on the filter's call counters, by [`FILTER_CALL_OUTCOMES`],
+    /// bound (at 0) if they were not.
+    fn filter_calls_of(&self, filter: &str, f: impl FnOnce(&[BoundCounter<u64>; 2])) {
         let mut calls = self
             .filter_call_counters
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let by_outcome = match calls.get_mut(filter) {
+        let by_outcome = match calls.get(filter) {
             Some(by_outcome) => by_outcome,
-            None => calls.entry(filter.to_owned()).or_default(),
+            None => calls.entry(filter.to_owned()).or_insert_with(|| {
+                FILTER_CALL_OUTCOMES.map(|outcome| {
+                    let counter = self.filter_calls.bind(&[
+                        KeyValue::new("filter", filter.to_owned()),
+                        KeyValue::new("outcome", outcome),
+                    ]);
+                    // A measurement, so that an exporter of deltas sends it too.
+                    counter.add(0);
+                    counter
+                })
+            }),
         };
-        let outcome = if ok { "ok" } else { "error" };
-        by_outcome[usize::from(!ok)]
-            .get_or_insert_with(|| {
-                self.filter_calls.bind(&[
-                    KeyValue::new("filter", filter.to_owned()),
-                    KeyValue::new("outcome", outcome),
-                ])
-            })
-            .add(1);
+        f(by_outcome);
     }
 
     /// What one filter call counted (`count` in the guest SDK). A filter's

@@ -3,12 +3,13 @@
 //!
 //! Each filter of the chain is called once per batch with the events still
 //! pending, in a fresh sandboxed instance ([`host`]). Its verdicts apply in
-//! order: `keep`, `replace` (the new body must be a JSON object within the
-//! event size limit, or that event gets `filter_error`), `drop` (part code
-//! `filtered`: handled, not an error). When a filter fails (trap, timeout,
-//! wrong number of verdicts, too much output) the filter's policy decides:
-//! fail-open lets the events pass unfiltered (logged), fail-closed gives them
-//! `filter_error`, retryable.
+//! order: `keep`, `replace`, `drop` (part code `filtered`: handled, not an
+//! error). When a filter fails (trap, timeout, wrong number of verdicts, too
+//! much output) the filter's policy decides: fail-open lets the events pass
+//! unfiltered (logged), fail-closed gives them `filter_error`, retryable. A
+//! replacement that is not a JSON object within the event's size and depth
+//! limits is a failure of the filter for that event, and the policy decides
+//! the same way for it (the call's other verdicts apply).
 //!
 //! Filters hot-reload: [`FilterSlot::reload_if_changed`] compiles a changed
 //! file off the request path and swaps it in atomically; a batch already
@@ -260,15 +261,29 @@ pub async fn filter(
             guest_log!(level.as_str(), parent: &log_parent, filter = %slot.name, tenant, guest_level = %level, "{message}");
         }
         let outcome = called.outcome;
-        metrics.filter_call(&slot.name, outcome.is_ok());
         // What a failed call counted was never applied.
         if outcome.is_ok() {
             metrics.guest_counters(tenant, &slot.name, &called.counters);
         }
         let _entered = span.enter();
-        match outcome {
+        let fail_closed = slot.settings.on_error == OnError::FailClosed;
+        // Fail-closed: the event is refused, retryable; fail-open leaves it
+        // as it was before this filter.
+        let refuse = |event: &mut crate::model::Event<'_>, e: &FilterError| {
+            if fail_closed {
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::FilterError,
+                    format!("filter {} failed: {e}", slot.name),
+                    true,
+                ));
+            }
+        };
+        // How the filter failed, if it did, and on how many events.
+        let failed = match outcome {
             Ok(verdicts) => {
                 let (mut kept, mut dropped, mut replaced) = (0, 0, 0);
+                let mut failed: Option<(FilterError, usize)> = None;
                 for (&i, verdict) in pending.iter().zip(verdicts) {
                     let event = &mut batch.events[i];
                     match verdict {
@@ -287,16 +302,15 @@ pub async fn filter(
                                 replaced += 1;
                                 event.raw = Cow::Owned(body);
                             }
+                            // A failure of the filter for this event, as a
+                            // trap is for all of them: the policy decides.
                             Err(problem) => {
-                                event.part = Some(Part::failed(
-                                    event.id.clone(),
-                                    PartCode::FilterError,
-                                    format!(
-                                        "filter {} replaced the event with {problem}",
-                                        slot.name
-                                    ),
-                                    false,
-                                ));
+                                let e = FilterError::Replacement(problem);
+                                refuse(event, &e);
+                                match &mut failed {
+                                    Some((_, events)) => *events += 1,
+                                    None => failed = Some((e, 1)),
+                                }
                             }
                         },
                     }
@@ -304,30 +318,30 @@ pub async fn filter(
                 span.record("kept", kept as i64);
                 span.record("dropped", dropped as i64);
                 span.record("replaced", replaced as i64);
-                span.record("outcome", "ok");
+                failed
             }
             Err(e) => {
-                span.record("outcome", "error");
-                span.record("otel.status_code", "ERROR");
-                span.record("otel.status_description", field::display(&e));
-                let elapsed_ms = started.elapsed().as_millis() as u64;
-                match slot.settings.on_error {
-                    OnError::FailOpen => {
-                        tracing::warn!(filter = %slot.name, tenant, error = %e, elapsed_ms, "filter failed; events pass unfiltered (fail-open)");
-                    }
-                    OnError::FailClosed => {
-                        tracing::warn!(filter = %slot.name, tenant, error = %e, elapsed_ms, "filter failed; events refused (fail-closed)");
-                        for &i in &pending {
-                            let event = &mut batch.events[i];
-                            event.part = Some(Part::failed(
-                                event.id.clone(),
-                                PartCode::FilterError,
-                                format!("filter {} failed: {e}", slot.name),
-                                true,
-                            ));
-                        }
-                    }
+                for &i in &pending {
+                    refuse(&mut batch.events[i], &e);
                 }
+                Some((e, pending.len()))
+            }
+        };
+        metrics.filter_call(&slot.name, failed.is_none());
+        let Some((e, events)) = failed else {
+            span.record("outcome", "ok");
+            continue;
+        };
+        span.record("outcome", "error");
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", field::display(&e));
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match fail_closed {
+            false => {
+                tracing::warn!(filter = %slot.name, tenant, error = %e, failed_events = events, elapsed_ms, "filter failed; events pass unfiltered (fail-open)");
+            }
+            true => {
+                tracing::warn!(filter = %slot.name, tenant, error = %e, failed_events = events, elapsed_ms, "filter failed; events refused (fail-closed)");
             }
         }
     }

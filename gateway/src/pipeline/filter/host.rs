@@ -115,6 +115,11 @@ pub enum FilterError {
     TooMuchOutput { got: usize, limit: usize },
     #[error("handed the host more than its limit of {limit} bytes at once")]
     TooMuchData { limit: usize },
+    /// A `replace` verdict whose body is not a JSON object within the
+    /// event's limits (see `filter::replacement`): a failure of the filter
+    /// for that one event.
+    #[error("replaced the event with {0}")]
+    Replacement(String),
 }
 
 /// Caps of one filter's calls.

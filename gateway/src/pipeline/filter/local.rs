@@ -109,9 +109,11 @@ pub fn run(
             Some(Verdict::Drop(reason)) => writeln!(out, "  {id}: drop ({reason})"),
             Some(Verdict::Replace(body)) => match super::replacement(body, replacement_limits) {
                 Ok(body) => writeln!(out, "  {id}: replace {body}"),
+                // A failure of the filter for this event: on a node, its
+                // on_error decides (fail-open passes the event as it was).
                 Err(problem) => writeln!(
                     out,
-                    "  {id}: filter_error (the filter replaced the event with {problem})"
+                    "  {id}: failed: replaced the event with {problem} (on a node, on_error decides)"
                 ),
             },
             // (`call` checked that there is one verdict per event.)
