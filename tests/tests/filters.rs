@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    consume, consume_all, contract, create_topics, filter_wasm, get, ids, kafka, key_hash, metrics,
-    post, scrape, unique, weir_bin, Node,
+    consume, consume_all, contract, create_topics, eventually, filter_wasm, get, ids, kafka,
+    key_hash, metrics, post, scrape, unique, weir_bin, Node,
 };
 
 fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
@@ -468,47 +468,54 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     // filter (the second event filtered), then by the new one (kept), and
     // never a failure. The load ends once it has met the new filter.
     let stop = Arc::new(AtomicBool::new(false));
+    let [old, new, failed] = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
     let load = {
         let (node, stop, body) = (node.clone(), stop.clone(), body.clone());
+        let (old, new, failed) = (old.clone(), new.clone(), failed.clone());
         tokio::spawn(async move {
-            let (mut old, mut new, mut failed) = (0, 0, 0);
-            let deadline = Instant::now() + Duration::from_secs(60);
             let mut i = 0;
-            while !(stop.load(Ordering::Relaxed) && new > 0) && Instant::now() < deadline {
+            while !(stop.load(Ordering::Relaxed) && new.load(Ordering::Relaxed) > 0) {
                 i += 1;
                 let answer = post(&node, "k", body(format!("load-{i}"))).await.unwrap();
                 if answer.status != 200 {
-                    failed += 1;
+                    failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 match parts(&answer.json())[1].0.as_str() {
-                    "ok" => new += 1,
-                    _ => old += 1,
-                }
+                    "ok" => new.fetch_add(1, Ordering::Relaxed),
+                    _ => old.fetch_add(1, Ordering::Relaxed),
+                };
             }
-            (old, new, failed)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load has met the old filter before the file is replaced.
+    eventually(
+        Duration::from_secs(20),
+        "the load answered by the old filter",
+        || async { old.load(Ordering::Relaxed) > 0 },
+    )
+    .await;
     // Written next to it and renamed over it, as a deploy tool does.
     let staged = dir.path().join("staged.wasm");
     std::fs::copy(filter_wasm("redact_pii"), &staged).unwrap();
     std::fs::rename(&staged, &live).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let json = eventually(Duration::from_secs(20), "the new filter used", || async {
         let json = post(&node, "k", body("after".into())).await.unwrap().json();
         if parts(&json)[1].0 == "ok" {
-            assert_eq!(parts(&json)[0].0, "ok");
-            break;
+            Ok(json)
+        } else {
+            Err(json)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the new filter was never used: {json}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert_eq!(parts(&json)[0].0, "ok");
     stop.store(true, Ordering::Relaxed);
-    let (old, new, failed) = load.await.unwrap();
+    // The load ends at its next answer, from the new filter.
+    tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .expect("the load met the new filter")
+        .unwrap();
+    let [old, new, failed] = [old, new, failed].map(|n| n.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "requests failed during the swap");
     assert!(
         old > 0 && new > 0,
@@ -526,28 +533,29 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     // A file that does not compile never replaces the working filter.
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm not really").unwrap();
     std::fs::rename(dir.path().join("broken.wasm"), &live).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = get(&node.admin.clone().unwrap(), "/readyz")
-            .await
+    let ready = eventually(
+        Duration::from_secs(20),
+        "the broken file noticed (/readyz's filter_errors)",
+        || async {
+            let ready = get(&node.admin.clone().unwrap(), "/readyz")
+                .await
+                .unwrap()
+                .json();
+            if ready["filter_errors"].is_array() {
+                Ok(ready)
+            } else {
+                Err(ready)
+            }
+        },
+    )
+    .await;
+    assert!(
+        ready["filter_errors"][0]
+            .as_str()
             .unwrap()
-            .json();
-        if ready["filter_errors"].is_array() {
-            assert!(
-                ready["filter_errors"][0]
-                    .as_str()
-                    .unwrap()
-                    .contains("not a valid weir:filter component"),
-                "{ready}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was never noticed: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .contains("not a valid weir:filter component"),
+        "{ready}"
+    );
     let json = post(&node, "k", body("still".into())).await.unwrap().json();
     assert_eq!(parts(&json)[0].0, "ok", "{json}");
     assert_eq!(parts(&json)[1].0, "ok", "redact-pii still serves: {json}");
