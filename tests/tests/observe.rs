@@ -5,12 +5,15 @@
 //! requests and traces.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use weir_e2e::otlp::Receiver;
 use weir_e2e::scrape::{parse, sum};
-use weir_e2e::{consume, contract, create_topics, get, kafka, key_hash, post, unique, Node};
+use weir_e2e::{
+    consume, contract, create_topics, eventually, get, kafka, key_hash, poll_until, post, unique,
+    Node,
+};
 
 /// A fresh category with its topic.
 async fn category(prefix: &str) -> String {
@@ -229,8 +232,9 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    // Up to 10 s for librdkafka's broker metrics; the exposition as it is
+    // then either way (the checks below name any metric missing).
+    let text = poll_until(Duration::from_secs(10), || async {
         let text = String::from_utf8(
             get(&node.admin.clone().unwrap(), "/metrics")
                 .await
@@ -239,11 +243,14 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
                 .to_vec(),
         )
         .unwrap();
-        if text.contains("weir_kafka_broker_rtt_p99_seconds{") || Instant::now() > deadline {
-            break text;
+        if text.contains("weir_kafka_broker_rtt_p99_seconds{") {
+            Ok(text)
+        } else {
+            Err(text)
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|text| text);
     let exposed: std::collections::BTreeSet<String> = parse(&text)
         .keys()
         .map(|series| series.split('{').next().unwrap().to_owned())
@@ -368,18 +375,16 @@ async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
         .await
         .unwrap();
     assert_eq!(answer.status, 400);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let line = loop {
-        let logs = node.log_text();
-        if let Some(line) = logs.lines().find(|l| l.contains("upload refused")) {
-            break line.to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no 'upload refused' line in:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let line = eventually(
+        Duration::from_secs(5),
+        "an 'upload refused' log line",
+        || async {
+            let logs = node.log_text();
+            let line = logs.lines().find(|l| l.contains("upload refused"));
+            line.map(str::to_owned).ok_or(logs)
+        },
+    )
+    .await;
     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["span"]["request_id"], "log-test-1", "{line}");
     assert_eq!(
@@ -597,15 +602,19 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
     );
 
     // Metrics go out over OTLP too.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !receiver.metric_names().iter().any(|n| n == "weir.events") {
-        assert!(
-            Instant::now() < deadline,
-            "no weir.events metric: {:?}",
-            receiver.metric_names()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "a weir.events metric over OTLP",
+        || async {
+            let names = receiver.metric_names();
+            if names.iter().any(|n| n == "weir.events") {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
     for name in [
         "weir.http.requests",
         "weir.http.request.duration",
@@ -736,15 +745,18 @@ async fn a_profile_whose_client_left_does_not_block_the_next() {
     assert!(gone.is_err(), "the profile answered within 200 ms");
     // Once that profile has run its course (sampled, then symbolised), the
     // next one is taken; before, the node refused every later one (409).
-    let mut refused = 0;
-    let next = loop {
-        let next = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
-        if next.status != 409 || refused == 60 {
-            break next;
-        }
-        refused += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let next = eventually(
+        Duration::from_secs(30),
+        "a profile not refused (409) once the abandoned one ended",
+        || async {
+            let next = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
+            match next.status {
+                409 => Err(String::from_utf8_lossy(&next.body).into_owned()),
+                _ => Ok(next),
+            }
+        },
+    )
+    .await;
     assert_eq!(next.status, 200, "{}", String::from_utf8_lossy(&next.body));
 }
 
