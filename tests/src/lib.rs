@@ -246,6 +246,25 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{n}", std::process::id())
 }
 
+/// A fresh category (`prefix`, made unique) whose topic exists on the
+/// shared broker, with `partitions` partitions.
+pub async fn category(prefix: &str, partitions: i32) -> String {
+    let category = unique(prefix);
+    create_topics(kafka(), &[&format!("events.{category}")], partitions)
+        .await
+        .expect("topic created");
+    category
+}
+
+/// The config of a tenant `name` whose API key is `key`, with `extra` TOML
+/// (its other settings, then sections such as `[[tenants.filters]]`).
+pub fn tenant(name: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n{extra}\n",
+        key_hash(key)
+    )
+}
+
 /// Creates topics on `brokers` (as an operator would).
 pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -358,6 +377,21 @@ fn read(
         });
     }
     Ok(records)
+}
+
+/// Each part's code and message (empty when it has none) of a batch's answer.
+pub fn outcomes(answer: &serde_json::Value) -> Vec<(String, String)> {
+    answer["parts"]
+        .as_array()
+        .expect("parts array")
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// SHA-256 hex of an API key, as the config stores it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
-use weir_e2e::{consume_all, contract, eventually, ids, key_hash, post, Node};
+use weir_e2e::{consume_all, contract, eventually, ids, post, tenant, Node};
 
 const KEY: &str = "delivery-key";
 
@@ -19,8 +19,8 @@ async fn a_broker_outage_is_retryable_and_the_node_recovers() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("events.orders", 2, 1).unwrap();
     let config = format!(
-        "[kafka]\ndelivery_timeout_ms = 2000\n[kafka.producer]\n\"retry.backoff.max.ms\" = \"200\"\n\n[[tenants]]\nname = \"shop\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash(KEY)
+        "[kafka]\ndelivery_timeout_ms = 2000\n[kafka.producer]\n\"retry.backoff.max.ms\" = \"200\"\n\n{}",
+        tenant("shop", KEY, "")
     );
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", &brokers)]).unwrap();
     let batch = |id: &str| {

@@ -12,26 +12,11 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use weir_e2e::scrape::sum;
 use weir_e2e::{
-    batch_request, consume, consume_all, contract, create_topics, eventually, get, ids, kafka,
-    key_hash, metrics, post, send, unique, Connection, Node, TestCerts, Transport,
+    batch_request, category, consume, consume_all, contract, eventually, get, ids, kafka, metrics,
+    post, send, tenant, unique, Connection, Node, TestCerts, Transport,
 };
 
 const KEY: &str = "edge-key";
-
-fn tenant(name: &str, key: &str, extra: &str) -> String {
-    format!(
-        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n{extra}\n",
-        key_hash(key)
-    )
-}
-
-async fn topic_for_new_category() -> String {
-    let category = unique("edge");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
 
 fn batch(category: &str, ids: impl IntoIterator<Item = String>) -> String {
     let data: Vec<_> = ids.into_iter().map(|id| json!({"id": id})).collect();
@@ -40,7 +25,7 @@ fn batch(category: &str, ids: impl IntoIterator<Item = String>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         // A token every 4 s: the burst's posts are well within it.
         &tenant(
@@ -100,7 +85,7 @@ async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
 /// with none left is refused before its body is read.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_byte_rate_is_charged_before_decoding_and_checked_before_reading() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         // A byte every 100 s: nothing refills while the test runs.
         &tenant(
@@ -167,7 +152,7 @@ async fn the_byte_rate_is_charged_before_decoding_and_checked_before_reading() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_rate_takes_or_refuses_a_batch_whole() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         &tenant("acme", KEY, "events_per_second = 0.1\nevents_burst = 10"),
         &[("WEIR_KAFKA_BROKERS", kafka())],
@@ -343,7 +328,7 @@ async fn a_quiet_tenant_keeps_its_answers_while_another_floods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_is_cut_off_and_others_are_served() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let config = format!(
         "[server]\nheader_timeout_ms = 1000\n{}",
         tenant("acme", KEY, "")
@@ -481,7 +466,7 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let first = TestCerts::new().unwrap();
     let config = format!(
         "[tls]\nreload_interval_ms = 100\n{}",
@@ -560,7 +545,7 @@ async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_load_loses_no_acknowledged_event() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let mut node =
         Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let address = node.http.clone();
@@ -828,7 +813,7 @@ async fn one_address_holds_at_most_its_share_of_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let admin = node.admin.clone().unwrap();
     let reload = || async {
@@ -909,7 +894,7 @@ async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_with_client_certificates_requires_one_of_them() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let certs = TestCerts::new().unwrap();
     let own = certs.client("acme-device").unwrap();
     let stranger = certs.client("someone-else").unwrap();

@@ -8,52 +8,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    consume, consume_all, contract, create_topics, eventually, filter_wasm, get, ids, kafka,
-    key_hash, metrics, post, scrape, unique, weir_bin, Node,
+    category, consume, consume_all, contract, eventually, filter_wasm, get, ids, kafka, metrics,
+    outcomes, post, scrape, weir_bin, Node,
 };
 
+/// A tenant with a chain of filters: (path, config, on_error) each.
 fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
-    let mut toml = format!(
-        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash(key)
-    );
+    let mut toml = String::new();
     for (path, config, on_error) in filters {
         toml += &format!(
             "[[tenants.filters]]\npath = \"{path}\"\nconfig = '{config}'\non_error = \"{on_error}\"\ntimeout_ms = 500\n"
         );
     }
-    toml
+    weir_e2e::tenant(name, key, &toml)
 }
 
 fn wasm(name: &str) -> String {
     filter_wasm(name).display().to_string()
 }
 
-async fn category() -> String {
-    let category = unique("filt");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
-
-fn parts(answer: &Value) -> Vec<(String, String)> {
-    answer["parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["code"].as_str().unwrap().to_owned(),
-                p["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_filters_redact_tag_and_require_in_a_chain() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let (require, tag, redact, sample) = (
         wasm("require_fields"),
         wasm("tag_bots"),
@@ -91,7 +67,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
     contract::check_answer("post", "/v1/batch", 200, &json);
     assert_eq!(json["code"], 0);
     assert_eq!(
-        parts(&json),
+        outcomes(&json),
         [
             ("ok".into(), "".into()),
             ("ok".into(), "".into()),
@@ -143,7 +119,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_sees_every_enriched_field_of_every_event() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let geoip = weir_e2e::fixture("GeoIP2-City-Test.mmdb");
     let node = Node::start(
         &tenant(
@@ -202,7 +178,7 @@ async fn a_filter_sees_every_enriched_field_of_every_event() {
 /// test: on a node every upload gets new backend ids.)
 #[tokio::test(flavor = "multi_thread")]
 async fn sample_keeps_about_the_configured_fraction() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let half = tenant(
         "half",
         "half",
@@ -249,7 +225,7 @@ async fn sample_keeps_about_the_configured_fraction() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_filters_are_contained_by_their_policy() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let hostile = wasm("hostile_filter");
     let mut config = String::new();
     let modes = [
@@ -366,7 +342,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
         .unwrap()
         .json();
     assert_eq!(
-        parts(&json)[0],
+        outcomes(&json)[0],
         (
             "filter_error".into(),
             "filter hostile_filter replaced the event with text that is not JSON".into()
@@ -376,7 +352,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
     // unparsed, and the node goes on serving.
     let json = post(&node, "deep", body("deep")).await.unwrap().json();
     assert_eq!(
-        parts(&json)[0],
+        outcomes(&json)[0],
         (
             "filter_error".into(),
             "filter hostile_filter replaced the event with JSON nested deeper than the event limit of 62 levels".into()
@@ -435,7 +411,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.wasm");
     std::fs::copy(filter_wasm("require_fields"), &live).unwrap();
@@ -461,8 +437,8 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
         .await
         .unwrap()
         .json();
-    assert_eq!(parts(&first)[0].0, "ok");
-    assert_eq!(parts(&first)[1].1, "live: missing required field user");
+    assert_eq!(outcomes(&first)[0].0, "ok");
+    assert_eq!(outcomes(&first)[1].1, "live: missing required field user");
 
     // Posts keep coming while the file is replaced: answered by the old
     // filter (the second event filtered), then by the new one (kept), and
@@ -481,7 +457,7 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
                     failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                match parts(&answer.json())[1].0.as_str() {
+                match outcomes(&answer.json())[1].0.as_str() {
                     "ok" => new.fetch_add(1, Ordering::Relaxed),
                     _ => old.fetch_add(1, Ordering::Relaxed),
                 };
@@ -501,14 +477,14 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     std::fs::rename(&staged, &live).unwrap();
     let json = eventually(Duration::from_secs(20), "the new filter used", || async {
         let json = post(&node, "k", body("after".into())).await.unwrap().json();
-        if parts(&json)[1].0 == "ok" {
+        if outcomes(&json)[1].0 == "ok" {
             Ok(json)
         } else {
             Err(json)
         }
     })
     .await;
-    assert_eq!(parts(&json)[0].0, "ok");
+    assert_eq!(outcomes(&json)[0].0, "ok");
     stop.store(true, Ordering::Relaxed);
     // The load ends at its next answer, from the new filter.
     tokio::time::timeout(Duration::from_secs(60), load)
@@ -557,8 +533,12 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
         "{ready}"
     );
     let json = post(&node, "k", body("still".into())).await.unwrap().json();
-    assert_eq!(parts(&json)[0].0, "ok", "{json}");
-    assert_eq!(parts(&json)[1].0, "ok", "redact-pii still serves: {json}");
+    assert_eq!(outcomes(&json)[0].0, "ok", "{json}");
+    assert_eq!(
+        outcomes(&json)[1].0,
+        "ok",
+        "redact-pii still serves: {json}"
+    );
 }
 
 /// `weir filter test <filter> --events <events> <args…>`.

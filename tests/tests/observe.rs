@@ -11,25 +11,12 @@ use serde_json::{json, Value};
 use weir_e2e::otlp::Receiver;
 use weir_e2e::scrape::{parse, sum};
 use weir_e2e::{
-    consume, contract, create_topics, eventually, get, kafka, key_hash, poll_until, post, unique,
-    Node,
+    category, consume, contract, eventually, get, kafka, poll_until, post, tenant, unique, Node,
 };
-
-/// A fresh category with its topic.
-async fn category(prefix: &str) -> String {
-    let category = unique(prefix);
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
 
 /// The config of one tenant, `acme`, with key `k`.
 fn acme() -> String {
-    format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
-    )
+    tenant("acme", "k", "")
 }
 
 /// Runs promtool (from Debian's package, fetched by `scripts/setup.sh
@@ -60,7 +47,7 @@ fn promtool(args: &[&str], input: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_exactly_what_was_sent() {
-    let category = category("obs").await;
+    let category = category("obs", 1).await;
     let config = acme();
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let ok = |n: usize| {
@@ -221,14 +208,15 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
-    let category = category("obsd").await;
+    let category = category("obsd", 1).await;
     let pass = weir_e2e::filter_wasm("pass_through");
     // librdkafka's statistics twice a second, so its broker metrics appear soon.
-    let config = format!(
-        "[kafka.producer]\n\"statistics.interval.ms\" = \"500\"\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\n",
-        key_hash("k"),
-        pass.display()
+    let acme = tenant(
+        "acme",
+        "k",
+        &format!("[[tenants.filters]]\npath = \"{}\"", pass.display()),
     );
+    let config = format!("[kafka.producer]\n\"statistics.interval.ms\" = \"500\"\n{acme}");
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
@@ -355,10 +343,7 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
-    let config = format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("the-secret-key")
-    );
+    let config = tenant("acme", "the-secret-key", "");
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let request = weir_e2e::batch_request(
         Some("the-secret-key"),
@@ -457,12 +442,15 @@ async fn span_of_a_503(
 }
 
 async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
-    let category = category("otlp").await;
+    let category = category("otlp", 1).await;
     // A tenant whose filter always traps, fail-closed: its uploads get 503.
-    let trapped = format!(
-        "[[tenants]]\nname = \"trapped\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\nconfig = \"trap\"\non_error = \"fail-closed\"\n",
-        key_hash("t"),
-        weir_e2e::filter_wasm("hostile_filter").display()
+    let trapped = tenant(
+        "trapped",
+        "t",
+        &format!(
+            "[[tenants.filters]]\npath = \"{}\"\nconfig = \"trap\"\non_error = \"fail-closed\"",
+            weir_e2e::filter_wasm("hostile_filter").display()
+        ),
     );
     let node = exporting_node(&receiver, protocol, "1.0", &trapped);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -643,7 +631,7 @@ async fn spans_and_metrics_are_exported_over_otlp_grpc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed() {
     let receiver = Receiver::http().await.unwrap();
-    let category = category("sampled").await;
+    let category = category("sampled", 1).await;
     let node = exporting_node(&receiver, "http/protobuf", "0", "");
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     // No traceparent: a new trace, sampled at ratio 0 → never exported.
@@ -693,7 +681,7 @@ async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_tracing_off_records_carry_the_clients_trace_context_or_a_new_one() {
-    let category = category("notrace").await;
+    let category = category("notrace", 1).await;
     let config = acme();
     let node = Node::start(
         &config,
@@ -762,7 +750,7 @@ async fn a_profile_whose_client_left_does_not_block_the_next() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_profile_is_taken_under_load() {
-    let category = category("prof").await;
+    let category = category("prof", 1).await;
     let config = acme();
     let node =
         std::sync::Arc::new(Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap());
