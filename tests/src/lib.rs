@@ -8,6 +8,7 @@ pub mod otlp;
 pub mod scrape;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -136,20 +137,106 @@ pub fn kafka() -> &'static str {
             }
         });
         rx.recv().expect("tansu spawner").expect("starting tansu");
-        wait_for_port(port, Duration::from_secs(20)).expect("tansu listening");
+        wait_for_port(port, Duration::from_secs(20));
         address
     })
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+/// How often [`eventually`] and its kin probe.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What one probe of [`eventually`] found: the awaited value, or not yet.
+/// `true`, `Some(value)` and `Ok(value)` are there; `false`, `None` and
+/// `Err(seen)` are not yet (`seen`, the last one, goes in the failure message).
+pub trait Probe {
+    type Value;
+    fn found(self) -> Result<Self::Value, String>;
+}
+
+impl Probe for bool {
+    type Value = ();
+    fn found(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Value = T;
+    fn found(self) -> Result<T, String> {
+        self.map_err(|seen| format!("{seen:#}"))
+    }
+}
+
+/// Probes every [`POLL_INTERVAL`] until a probe finds what it looks for or
+/// `within` has passed: what it found, or what the last probe saw. A probe
+/// under way is not cut short (the last one may end after `within`).
+pub async fn poll_until<P: Probe, F: Future<Output = P>>(
+    within: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Result<P::Value, String> {
+    let started = Instant::now();
+    loop {
+        match probe().await.found() {
+            Ok(value) => return Ok(value),
+            Err(seen) if started.elapsed() >= within => return Err(seen),
+            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+/// Waits for `what` to hold: probes every [`POLL_INTERVAL`] until a probe
+/// finds it, and fails the test if none has within `within`.
+pub async fn eventually<P: Probe, F: Future<Output = P>>(
+    within: Duration,
+    what: &str,
+    probe: impl FnMut() -> F,
+) -> P::Value {
+    poll_until(within, probe)
+        .await
+        .unwrap_or_else(|seen| not_within(what, within, &seen))
+}
+
+/// [`eventually`] for code outside the async runtime: blocks the thread
+/// between probes.
+#[track_caller]
+pub fn eventually_blocking<P: Probe>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> P,
+) -> P::Value {
+    let started = Instant::now();
+    loop {
+        match probe().found() {
+            Ok(value) => return value,
+            Err(seen) if started.elapsed() >= within => not_within(what, within, &seen),
+            Err(_) => std::thread::sleep(POLL_INTERVAL),
+        }
+    }
+}
+
+#[track_caller]
+fn not_within(what: &str, within: Duration, seen: &str) -> ! {
+    if seen.is_empty() {
+        panic!("waited {within:?} for {what}, in vain");
+    }
+    panic!("waited {within:?} for {what}, in vain; last seen: {seen}")
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    eventually_blocking(timeout, &format!("a listener on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    });
 }
 
 /// A topic name unique to this test run.
@@ -157,6 +244,25 @@ pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}_{}_{n}", std::process::id())
+}
+
+/// A fresh category (`prefix`, made unique) whose topic exists on the
+/// shared broker, with `partitions` partitions.
+pub async fn category(prefix: &str, partitions: i32) -> String {
+    let category = unique(prefix);
+    create_topics(kafka(), &[&format!("events.{category}")], partitions)
+        .await
+        .expect("topic created");
+    category
+}
+
+/// The config of a tenant `name` whose API key is `key`, with `extra` TOML
+/// (its other settings, then sections such as `[[tenants.filters]]`).
+pub fn tenant(name: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n{extra}\n",
+        key_hash(key)
+    )
 }
 
 /// Creates topics on `brokers` (as an operator would).
@@ -271,6 +377,21 @@ fn read(
         });
     }
     Ok(records)
+}
+
+/// Each part's code and message (empty when it has none) of a batch's answer.
+pub fn outcomes(answer: &serde_json::Value) -> Vec<(String, String)> {
+    answer["parts"]
+        .as_array()
+        .expect("parts array")
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// SHA-256 hex of an API key, as the config stores it.
@@ -441,23 +562,20 @@ impl Node {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status; every line the node
-    /// logged is in `logs` then.
+    /// Sends SIGTERM and waits for the exit status (for up to 60 s: longer
+    /// fails the test); every line the node logged is in `logs` then.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("weir did not exit within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // try_wait's error ends the wait (`Some(Err)`); a timeout fails the test.
+        let status = eventually_blocking(
+            Duration::from_secs(60),
+            "weir to exit after SIGTERM",
+            || self.child.try_wait().transpose(),
+        )?;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
+        Ok(status)
     }
 
     /// Whether the process is still running.
@@ -736,5 +854,34 @@ pub mod contract {
             jsonschema::validator_for(&schema).expect("the record schema compiles")
         });
         assert_valid(validator, value, "proto/record.schema.json");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{eventually, eventually_blocking};
+
+    #[tokio::test]
+    async fn eventually_returns_what_the_first_successful_probe_found() {
+        let mut probes = 0;
+        let found = eventually(Duration::from_secs(5), "the third probe", || {
+            probes += 1;
+            let n = probes;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!((found, probes), (3, 3));
+    }
+
+    #[test]
+    #[should_panic(expected = "waited 200ms for the impossible, in vain; last seen: no 3")]
+    fn eventually_says_what_it_waited_for_how_long_and_what_it_saw() {
+        let mut probes = 0;
+        eventually_blocking(Duration::from_millis(200), "the impossible", || {
+            probes += 1;
+            Err::<(), _>(format!("no {}", probes.min(3)))
+        });
     }
 }

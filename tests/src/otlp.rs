@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -121,20 +121,18 @@ impl Receiver {
             .collect()
     }
 
-    /// Waits (up to `timeout`) until `done` holds for the spans received.
+    /// Waits (up to `timeout`) until `done` holds for the spans received;
+    /// the spans received by then either way (the caller checks them).
     pub async fn wait_for_spans(
         &self,
         timeout: Duration,
         done: impl Fn(&[ReceivedSpan]) -> bool,
     ) -> Vec<ReceivedSpan> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let wanted = crate::poll_until(timeout, || async {
             let spans = self.spans();
-            if done(&spans) || Instant::now() > deadline {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            done(&spans).then_some(spans)
+        });
+        wanted.await.unwrap_or_else(|_| self.spans())
     }
 
     /// An OTLP/HTTP receiver (protobuf bodies).

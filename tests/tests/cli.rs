@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use weir_e2e::{fixture, key_hash, weir_bin};
+use weir_e2e::{fixture, key_hash, tenant, weir_bin};
 
 fn weir(args: &[&str], config: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -34,10 +34,7 @@ fn weir(args: &[&str], config: &str, env: &[(&str, &str)]) -> (bool, String) {
 
 #[test]
 fn check_config_accepts_a_good_file_and_names_the_key_of_a_bad_one() {
-    let good = format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
-    );
+    let good = tenant("acme", "k", "");
     let (ok, text) = weir(&["check-config"], &good, &[]);
     assert!(ok, "{text}");
     assert!(

@@ -12,26 +12,11 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use weir_e2e::scrape::sum;
 use weir_e2e::{
-    batch_request, consume, consume_all, contract, create_topics, get, ids, kafka, key_hash,
-    metrics, post, send, unique, Connection, Node, TestCerts, Transport,
+    batch_request, category, consume, consume_all, contract, eventually, get, ids, kafka, metrics,
+    post, send, tenant, unique, Connection, Node, TestCerts, Transport,
 };
 
 const KEY: &str = "edge-key";
-
-fn tenant(name: &str, key: &str, extra: &str) -> String {
-    format!(
-        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n{extra}\n",
-        key_hash(key)
-    )
-}
-
-async fn topic_for_new_category() -> String {
-    let category = unique("edge");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
 
 fn batch(category: &str, ids: impl IntoIterator<Item = String>) -> String {
     let data: Vec<_> = ids.into_iter().map(|id| json!({"id": id})).collect();
@@ -40,7 +25,7 @@ fn batch(category: &str, ids: impl IntoIterator<Item = String>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         // A token every 4 s: the burst's posts are well within it.
         &tenant(
@@ -80,6 +65,7 @@ async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
     );
 
     // Retrying after Retry-After succeeds.
+    // (Not synchronisation: the client honours Retry-After, as the test says.)
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(
         post(&node, KEY, batch(&category, ["later".to_string()]))
@@ -99,7 +85,7 @@ async fn the_request_rate_allows_the_burst_and_retry_after_is_honest() {
 /// with none left is refused before its body is read.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_byte_rate_is_charged_before_decoding_and_checked_before_reading() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         // A byte every 100 s: nothing refills while the test runs.
         &tenant(
@@ -166,7 +152,7 @@ async fn the_byte_rate_is_charged_before_decoding_and_checked_before_reading() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_rate_takes_or_refuses_a_batch_whole() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(
         &tenant("acme", KEY, "events_per_second = 0.1\nevents_burst = 10"),
         &[("WEIR_KAFKA_BROKERS", kafka())],
@@ -320,11 +306,10 @@ async fn a_quiet_tenant_keeps_its_answers_while_another_floods() {
     }
     // The quiet tenant posts once the node is saturated: the flood is
     // being shed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while shed.lock().await.1 == 0 {
-        assert!(Instant::now() < deadline, "the flood was never shed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(30), "the flood to be shed", || async {
+        shed.lock().await.1 > 0
+    })
+    .await;
     let flood_ok = quiet_run(&node, body, 12, "flood").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for f in flood {
@@ -343,25 +328,27 @@ async fn a_quiet_tenant_keeps_its_answers_while_another_floods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_is_cut_off_and_others_are_served() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let config = format!(
         "[server]\nheader_timeout_ms = 1000\n{}",
         tenant("acme", KEY, "")
     );
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
-    let address = node.http.clone();
+    // The slow and silent clients are connected (here, before the threads
+    // that keep them start) when the other client posts.
+    let mut stream = std::net::TcpStream::connect(&node.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
     let slow = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let started = Instant::now();
         let request =
             b"POST /v1/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n";
         for byte in request {
             if stream.write_all(&[*byte]).is_err() {
                 break;
             }
+            // Not synchronisation: the slowloris client's pace, a byte every 200 ms.
             std::thread::sleep(Duration::from_millis(200));
             if started.elapsed() > Duration::from_secs(8) {
                 break;
@@ -373,12 +360,10 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     });
     // Clients that connect and then say nothing, or only part of the
     // HTTP/2 preface (before hyper's own header timeout starts).
-    let silent = |said: &'static [u8]| {
-        let address = node.http.clone();
-        std::thread::spawn(move || say_and_wait_for_close(&address, said).1)
-    };
-    let silent = [silent(b""), silent(b"PRI * HTTP/2.0")];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let silent = [b"".as_slice(), b"PRI * HTTP/2.0"].map(|said| {
+        let (stream, started) = say(&node.http, said);
+        std::thread::spawn(move || wait_for_close(stream, started).1)
+    });
     assert_eq!(
         post(&node, KEY, batch(&category, ["meanwhile".into()]))
             .await
@@ -404,15 +389,20 @@ async fn slowloris_is_cut_off_and_others_are_served() {
     }
 }
 
-/// Connects, sends `said`, and reads until the node closes the connection
-/// (or 8 s pass): what it answered, and how long the connection lasted.
-fn say_and_wait_for_close(address: &str, said: &[u8]) -> (String, Duration) {
+/// Connects and sends `said`: the connection, and when it started.
+fn say(address: &str, said: &[u8]) -> (std::net::TcpStream, Instant) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(8)))
         .unwrap();
     let started = Instant::now();
     stream.write_all(said).unwrap();
+    (stream, started)
+}
+
+/// Reads until the node closes the connection (or 8 s pass): what it
+/// answered, and how long the connection lasted.
+fn wait_for_close(mut stream: std::net::TcpStream, started: Instant) -> (String, Duration) {
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -439,10 +429,11 @@ async fn a_connection_past_its_age_is_closed() {
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let address = node.http.clone();
     let (answer, elapsed) = tokio::task::spawn_blocking(move || {
-        say_and_wait_for_close(
+        let (stream, started) = say(
             &address,
             b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        )
+        );
+        wait_for_close(stream, started)
     })
     .await
     .unwrap();
@@ -475,7 +466,7 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let first = TestCerts::new().unwrap();
     let config = format!(
         "[tls]\nreload_interval_ms = 100\n{}",
@@ -516,26 +507,19 @@ async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
         ca_pem: second.ca_pem.clone(),
         h2: true,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match send(
-            &new_ca,
-            &https,
-            batch_request(Some(KEY), batch(&category, ["two".into()]), &[]),
-        )
-        .await
-        {
-            Ok(answer) => {
-                assert_eq!(answer.status, 200);
-                break;
-            }
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the new certificate was never served: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = eventually(
+        Duration::from_secs(10),
+        "the new certificate to be served",
+        || {
+            send(
+                &new_ca,
+                &https,
+                batch_request(Some(KEY), batch(&category, ["two".into()]), &[]),
+            )
+        },
+    )
+    .await;
+    assert_eq!(answer.status, 200);
     // New handshakes no longer get the old certificate; the open connection keeps working.
     assert!(send(&old_ca, &https, batch_request(Some(KEY), "{}", &[]))
         .await
@@ -561,7 +545,7 @@ async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_load_loses_no_acknowledged_event() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let mut node =
         Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let address = node.http.clone();
@@ -582,7 +566,14 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGTERM lands under load: once the load is flowing (the same count as
+    // checked below).
+    eventually(
+        Duration::from_secs(30),
+        "more than 100 events acknowledged",
+        || async { acknowledged.lock().await.len() > 100 },
+    )
+    .await;
     let status = tokio::task::block_in_place(|| node.terminate()).unwrap();
     for w in workers {
         w.await.unwrap();
@@ -638,15 +629,19 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
         .collect();
     // Every request is inside the node (admitted, waiting for Kafka).
     let admin = node.admin.clone().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let inside = sum(&metrics(&admin).await, "weir_inflight_requests", &[]);
-        if inside >= in_flight as f64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{inside} requests in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "every request in flight",
+        || async {
+            let inside = sum(&metrics(&admin).await, "weir_inflight_requests", &[]);
+            if inside >= in_flight as f64 {
+                Ok(())
+            } else {
+                Err(format!("{inside} requests in flight"))
+            }
+        },
+    )
+    .await;
     let status = tokio::task::block_in_place(|| node.terminate()).unwrap();
     assert!(status.success(), "{status}: {}", node.log_text());
     let mut answered = BTreeSet::new();
@@ -698,14 +693,23 @@ async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
     .await;
     assert!(gave_up.is_err(), "the client left before Kafka answered");
     // The node has seen the connection close; the request still counts.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the node to see the client's connection close",
+        || async {
+            let samples = metrics(&admin).await;
+            sum(&samples, "weir_open_connections", &[("listener", "ingest")]) == 0.0
+        },
+    )
+    .await;
     assert_eq!(in_flight().await, 1.0);
     // Until Kafka answers its record, which is written.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while in_flight().await > 0.0 {
-        assert!(Instant::now() < deadline, "still in flight");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the request to leave the in-flight count",
+        || async { in_flight().await <= 0.0 },
+    )
+    .await;
     cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
     let stored = ids(&consume(&brokers, "events.gone", 2).unwrap());
     assert_eq!(stored, BTreeSet::from(["first", "left"].map(String::from)));
@@ -793,25 +797,23 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     // The second keeps being served; once the first is closed, a new one is.
     assert_eq!(second.send(health()).await.unwrap().status, 200);
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut again = Connection::open(&Transport::Http, &node.http)
-            .await
-            .unwrap();
-        match again.send(health()).await {
-            Ok(answer) => {
-                assert_eq!(answer.status, 200);
-                break;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "never served again: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answer = eventually(
+        Duration::from_secs(10),
+        "a new connection to be served again",
+        || async {
+            let mut again = Connection::open(&Transport::Http, &node.http)
+                .await
+                .unwrap();
+            again.send(health()).await
+        },
+    )
+    .await;
+    assert_eq!(answer.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let admin = node.admin.clone().unwrap();
     let reload = || async {
@@ -881,17 +883,18 @@ async fn config_reload_applies_a_good_file_and_refuses_a_bad_one() {
     // SIGHUP does the same: beta is removed.
     std::fs::write(&node.config_path, tenant("acme", KEY, "")).unwrap();
     node.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while post(&node, "beta-key", body()).await.unwrap().status != 401 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "SIGHUP to reload (beta-key refused)",
+        || async { post(&node, "beta-key", body()).await.unwrap().status == 401 },
+    )
+    .await;
     assert_eq!(post(&node, KEY, body()).await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_with_client_certificates_requires_one_of_them() {
-    let category = topic_for_new_category().await;
+    let category = category("edge", 1).await;
     let certs = TestCerts::new().unwrap();
     let own = certs.client("acme-device").unwrap();
     let stranger = certs.client("someone-else").unwrap();

@@ -8,52 +8,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    consume, consume_all, contract, create_topics, filter_wasm, get, ids, kafka, key_hash, metrics,
-    post, scrape, unique, weir_bin, Node,
+    category, consume, consume_all, contract, eventually, filter_wasm, get, ids, kafka, metrics,
+    outcomes, post, scrape, weir_bin, Node,
 };
 
+/// A tenant with a chain of filters: (path, config, on_error) each.
 fn tenant(name: &str, key: &str, filters: &[(&str, &str, &str)]) -> String {
-    let mut toml = format!(
-        "[[tenants]]\nname = \"{name}\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash(key)
-    );
+    let mut toml = String::new();
     for (path, config, on_error) in filters {
         toml += &format!(
             "[[tenants.filters]]\npath = \"{path}\"\nconfig = '{config}'\non_error = \"{on_error}\"\ntimeout_ms = 500\n"
         );
     }
-    toml
+    weir_e2e::tenant(name, key, &toml)
 }
 
 fn wasm(name: &str) -> String {
     filter_wasm(name).display().to_string()
 }
 
-async fn category() -> String {
-    let category = unique("filt");
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
-
-fn parts(answer: &Value) -> Vec<(String, String)> {
-    answer["parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["code"].as_str().unwrap().to_owned(),
-                p["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_filters_redact_tag_and_require_in_a_chain() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let (require, tag, redact, sample) = (
         wasm("require_fields"),
         wasm("tag_bots"),
@@ -91,7 +67,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
     contract::check_answer("post", "/v1/batch", 200, &json);
     assert_eq!(json["code"], 0);
     assert_eq!(
-        parts(&json),
+        outcomes(&json),
         [
             ("ok".into(), "".into()),
             ("ok".into(), "".into()),
@@ -143,7 +119,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_sees_every_enriched_field_of_every_event() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let geoip = weir_e2e::fixture("GeoIP2-City-Test.mmdb");
     let node = Node::start(
         &tenant(
@@ -202,7 +178,7 @@ async fn a_filter_sees_every_enriched_field_of_every_event() {
 /// test: on a node every upload gets new backend ids.)
 #[tokio::test(flavor = "multi_thread")]
 async fn sample_keeps_about_the_configured_fraction() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let half = tenant(
         "half",
         "half",
@@ -249,7 +225,7 @@ async fn sample_keeps_about_the_configured_fraction() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_filters_are_contained_by_their_policy() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let hostile = wasm("hostile_filter");
     let mut config = String::new();
     let modes = [
@@ -410,7 +386,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
 /// counted and logged. The call's valid verdicts apply either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let hostile = wasm("hostile_filter");
     let config = tenant("open", "open", &[(&hostile, "by-id", "fail-open")])
         + &tenant("closed", "closed", &[(&hostile, "by-id", "fail-closed")]);
@@ -440,7 +416,10 @@ async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
     let json = answer.json();
     assert_eq!(answer.status, 200, "{json}");
     contract::check_answer("post", "/v1/batch", 200, &json);
-    assert!(parts(&json).iter().all(|(code, _)| code == "ok"), "{json}");
+    assert!(
+        outcomes(&json).iter().all(|(code, _)| code == "ok"),
+        "{json}"
+    );
 
     // Fail-closed: the valid replacement is accepted; the others are
     // filter_error, retryable, with the reason.
@@ -448,7 +427,7 @@ async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
     let json = answer.json();
     assert_eq!(answer.status, 207, "{json}");
     contract::check_answer("post", "/v1/batch", 207, &json);
-    assert_eq!(parts(&json)[0].0, "ok", "{json}");
+    assert_eq!(outcomes(&json)[0].0, "ok", "{json}");
     for (i, (kind, problem)) in invalid.iter().enumerate() {
         let part = &json["parts"][i + 1];
         assert_eq!(part["id"], format!("closed-{kind}"));
@@ -578,7 +557,7 @@ async fn a_filters_call_counters_exist_at_zero_once_it_is_loaded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
-    let category = category().await;
+    let category = category("filt", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.wasm");
     std::fs::copy(filter_wasm("require_fields"), &live).unwrap();
@@ -604,54 +583,61 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
         .await
         .unwrap()
         .json();
-    assert_eq!(parts(&first)[0].0, "ok");
-    assert_eq!(parts(&first)[1].1, "live: missing required field user");
+    assert_eq!(outcomes(&first)[0].0, "ok");
+    assert_eq!(outcomes(&first)[1].1, "live: missing required field user");
 
     // Posts keep coming while the file is replaced: answered by the old
     // filter (the second event filtered), then by the new one (kept), and
     // never a failure. The load ends once it has met the new filter.
     let stop = Arc::new(AtomicBool::new(false));
+    let [old, new, failed] = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
     let load = {
         let (node, stop, body) = (node.clone(), stop.clone(), body.clone());
+        let (old, new, failed) = (old.clone(), new.clone(), failed.clone());
         tokio::spawn(async move {
-            let (mut old, mut new, mut failed) = (0, 0, 0);
-            let deadline = Instant::now() + Duration::from_secs(60);
             let mut i = 0;
-            while !(stop.load(Ordering::Relaxed) && new > 0) && Instant::now() < deadline {
+            while !(stop.load(Ordering::Relaxed) && new.load(Ordering::Relaxed) > 0) {
                 i += 1;
                 let answer = post(&node, "k", body(format!("load-{i}"))).await.unwrap();
                 if answer.status != 200 {
-                    failed += 1;
+                    failed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                match parts(&answer.json())[1].0.as_str() {
-                    "ok" => new += 1,
-                    _ => old += 1,
-                }
+                match outcomes(&answer.json())[1].0.as_str() {
+                    "ok" => new.fetch_add(1, Ordering::Relaxed),
+                    _ => old.fetch_add(1, Ordering::Relaxed),
+                };
             }
-            (old, new, failed)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load has met the old filter before the file is replaced.
+    eventually(
+        Duration::from_secs(20),
+        "the load answered by the old filter",
+        || async { old.load(Ordering::Relaxed) > 0 },
+    )
+    .await;
     // Written next to it and renamed over it, as a deploy tool does.
     let staged = dir.path().join("staged.wasm");
     std::fs::copy(filter_wasm("redact_pii"), &staged).unwrap();
     std::fs::rename(&staged, &live).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let json = eventually(Duration::from_secs(20), "the new filter used", || async {
         let json = post(&node, "k", body("after".into())).await.unwrap().json();
-        if parts(&json)[1].0 == "ok" {
-            assert_eq!(parts(&json)[0].0, "ok");
-            break;
+        if outcomes(&json)[1].0 == "ok" {
+            Ok(json)
+        } else {
+            Err(json)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the new filter was never used: {json}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert_eq!(outcomes(&json)[0].0, "ok");
     stop.store(true, Ordering::Relaxed);
-    let (old, new, failed) = load.await.unwrap();
+    // The load ends at its next answer, from the new filter.
+    tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .expect("the load met the new filter")
+        .unwrap();
+    let [old, new, failed] = [old, new, failed].map(|n| n.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "requests failed during the swap");
     assert!(
         old > 0 && new > 0,
@@ -669,31 +655,36 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     // A file that does not compile never replaces the working filter.
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm not really").unwrap();
     std::fs::rename(dir.path().join("broken.wasm"), &live).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = get(&node.admin.clone().unwrap(), "/readyz")
-            .await
+    let ready = eventually(
+        Duration::from_secs(20),
+        "the broken file noticed (/readyz's filter_errors)",
+        || async {
+            let ready = get(&node.admin.clone().unwrap(), "/readyz")
+                .await
+                .unwrap()
+                .json();
+            if ready["filter_errors"].is_array() {
+                Ok(ready)
+            } else {
+                Err(ready)
+            }
+        },
+    )
+    .await;
+    assert!(
+        ready["filter_errors"][0]
+            .as_str()
             .unwrap()
-            .json();
-        if ready["filter_errors"].is_array() {
-            assert!(
-                ready["filter_errors"][0]
-                    .as_str()
-                    .unwrap()
-                    .contains("not a valid weir:filter component"),
-                "{ready}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was never noticed: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .contains("not a valid weir:filter component"),
+        "{ready}"
+    );
     let json = post(&node, "k", body("still".into())).await.unwrap().json();
-    assert_eq!(parts(&json)[0].0, "ok", "{json}");
-    assert_eq!(parts(&json)[1].0, "ok", "redact-pii still serves: {json}");
+    assert_eq!(outcomes(&json)[0].0, "ok", "{json}");
+    assert_eq!(
+        outcomes(&json)[1].0,
+        "ok",
+        "redact-pii still serves: {json}"
+    );
 }
 
 /// `weir filter test <filter> --events <events> <args…>`.

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    batch_request, consume, contract, create_topics, fixture, get, kafka, key_hash, post, send,
+    batch_request, category, consume, contract, fixture, get, kafka, outcomes, post, send, tenant,
     unique, Node, TestCerts, Transport,
 };
 
@@ -17,11 +17,12 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// A node on tansu with one tenant `acme` allowed `categories`, plus extra TOML.
 fn node_with(categories: &[&str], extra_tenant: &str, extra: &str, env: &[(&str, &str)]) -> Node {
     let categories: Vec<String> = categories.iter().map(|c| format!("\"{c}\"")).collect();
-    let config = format!(
-        "{extra}\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\ncategories = [{}]\n{extra_tenant}\n",
-        key_hash(KEY),
-        categories.join(", ")
+    let acme = tenant(
+        "acme",
+        KEY,
+        &format!("categories = [{}]\n{extra_tenant}", categories.join(", ")),
     );
+    let config = format!("{extra}\n{acme}");
     let geoip = fixture("GeoIP2-City-Test.mmdb");
     let mut all_env = vec![
         ("WEIR_KAFKA_BROKERS", kafka()),
@@ -35,22 +36,13 @@ fn start(categories: &[&str]) -> Node {
     node_with(categories, "", "", &[])
 }
 
-/// A fresh category whose topic exists with `partitions` partitions.
-async fn category(partitions: i32) -> String {
-    let category = unique("cat");
-    create_topics(kafka(), &[&format!("events.{category}")], partitions)
-        .await
-        .expect("topic created");
-    category
-}
-
 fn parts(answer: &Value) -> &Vec<Value> {
     answer["parts"].as_array().expect("parts array")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_land_in_kafka_enriched_with_the_clients_trace() {
-    let category = category(4).await;
+    let category = category("cat", 4).await;
     let node = start(&[&category]);
     let body = json!({
         "meta": {"category": category, "device_id": "d-42", "app": "shop-ios"},
@@ -139,7 +131,7 @@ async fn events_land_in_kafka_enriched_with_the_clients_trace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_without_trace_context_starts_a_new_trace_and_gets_a_request_id() {
-    let category = category(1).await;
+    let category = category("cat", 1).await;
     let node = start(&[&category]);
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]});
     let answer = post(&node, KEY, body.to_string()).await.unwrap();
@@ -164,7 +156,7 @@ async fn a_request_without_trace_context_starts_a_new_trace_and_gets_a_request_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_serves_http1_and_h2_with_the_configured_certificate() {
-    let category = category(1).await;
+    let category = category("cat", 1).await;
     let certs = TestCerts::new().unwrap();
     let node = node_with(
         &[&category],
@@ -207,7 +199,7 @@ async fn https_serves_http1_and_h2_with_the_configured_certificate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_devices_events_stay_in_order_on_one_partition() {
-    let category = category(4).await;
+    let category = category("cat", 4).await;
     let node = start(&[&category]);
     let devices: Vec<String> = (0..8).map(|d| format!("device-{d}")).collect();
     for round in 0..3 {
@@ -251,7 +243,7 @@ async fn a_devices_events_stay_in_order_on_one_partition() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_batch_lands_only_its_valid_events() {
-    let category = category(2).await;
+    let category = category("cat", 2).await;
     let node = start(&[&category]);
     let body = json!({"meta": {"category": category}, "data": [
         {"id": "good-1"}, {"name": "no id"}, "not an object", {"id": "good-1"}, {"id": "good-2", "ts": -5}, {"id": "good-3"}
@@ -262,15 +254,7 @@ async fn a_partial_batch_lands_only_its_valid_events() {
     contract::check_answer("post", "/v1/batch", 207, &json);
     assert_eq!(json["code"], 1);
     assert_eq!(json["message"], "4 of 6 events failed");
-    let summary: Vec<(String, String)> = parts(&json)
-        .iter()
-        .map(|p| {
-            (
-                p["code"].as_str().unwrap().to_owned(),
-                p["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let summary = outcomes(&json);
     let expected = [
         ("ok", ""),
         ("invalid", "data[1].id: missing"),
@@ -301,7 +285,7 @@ async fn a_partial_batch_lands_only_its_valid_events() {
     assert_eq!(ids, BTreeSet::from(["good-1", "good-3"]));
 
     // All invalid: 400, code 2, and nothing is written.
-    let category2 = self::category(1).await;
+    let category2 = self::category("cat", 1).await;
     let node2 = start(&[&category2]);
     let body = json!({"meta": {"category": category2}, "data": [{"x": 1}, 7]});
     let answer = post(&node2, KEY, body.to_string()).await.unwrap();
@@ -327,7 +311,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_the_right_status_and_says_what_and_where() {
-    let category = category(1).await;
+    let category = category("cat", 1).await;
     let node = node_with(
         &[&category, "allowed_*"],
         "max_body_bytes = 4096\nmax_decompressed_bytes = 8192\nmax_events_per_batch = 10\nmax_event_bytes = 512\nmax_meta_bytes = 1024\n",
@@ -618,7 +602,7 @@ async fn bad_input_gets_the_right_status_and_says_what_and_where() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_input_crashes_the_node() {
-    let category = category(1).await;
+    let category = category("cat", 1).await;
     let mut node = start(&[&category]);
     let valid = json!({"meta": {"category": category, "device_id": "d"}, "data": [
         {"id": "a", "ts": 1, "ip": "81.2.69.142", "p": {"q": [1, 2.5, "s\u{e9}\\n", null, true]}}
@@ -681,7 +665,7 @@ async fn a_missing_topic_is_a_retryable_503_not_a_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
-    let category = category(1).await;
+    let category = category("cat", 1).await;
     let trusted = node_with(
         &[&category],
         "",

@@ -5,28 +5,18 @@
 //! requests and traces.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use weir_e2e::otlp::Receiver;
 use weir_e2e::scrape::{parse, sum};
-use weir_e2e::{consume, contract, create_topics, get, kafka, key_hash, post, unique, Node};
-
-/// A fresh category with its topic.
-async fn category(prefix: &str) -> String {
-    let category = unique(prefix);
-    create_topics(kafka(), &[&format!("events.{category}")], 1)
-        .await
-        .unwrap();
-    category
-}
+use weir_e2e::{
+    category, consume, contract, eventually, get, kafka, poll_until, post, tenant, unique, Node,
+};
 
 /// The config of one tenant, `acme`, with key `k`.
 fn acme() -> String {
-    format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("k")
-    )
+    tenant("acme", "k", "")
 }
 
 /// Runs promtool (from Debian's package, fetched by `scripts/setup.sh
@@ -57,7 +47,7 @@ fn promtool(args: &[&str], input: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_exactly_what_was_sent() {
-    let category = category("obs").await;
+    let category = category("obs", 1).await;
     let config = acme();
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let ok = |n: usize| {
@@ -218,19 +208,21 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
-    let category = category("obsd").await;
+    let category = category("obsd", 1).await;
     let pass = weir_e2e::filter_wasm("pass_through");
     // librdkafka's statistics twice a second, so its broker metrics appear soon.
-    let config = format!(
-        "[kafka.producer]\n\"statistics.interval.ms\" = \"500\"\n[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\n",
-        key_hash("k"),
-        pass.display()
+    let acme = tenant(
+        "acme",
+        "k",
+        &format!("[[tenants.filters]]\npath = \"{}\"", pass.display()),
     );
+    let config = format!("[kafka.producer]\n\"statistics.interval.ms\" = \"500\"\n{acme}");
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
+    // Up to 10 s for librdkafka's broker metrics; the exposition as it is
+    // then either way (the checks below name any metric missing).
+    let text = poll_until(Duration::from_secs(10), || async {
         let text = String::from_utf8(
             get(&node.admin.clone().unwrap(), "/metrics")
                 .await
@@ -239,11 +231,14 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
                 .to_vec(),
         )
         .unwrap();
-        if text.contains("weir_kafka_broker_rtt_p99_seconds{") || Instant::now() > deadline {
-            break text;
+        if text.contains("weir_kafka_broker_rtt_p99_seconds{") {
+            Ok(text)
+        } else {
+            Err(text)
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|text| text);
     let exposed: std::collections::BTreeSet<String> = parse(&text)
         .keys()
         .map(|series| series.split('{').next().unwrap().to_owned())
@@ -348,10 +343,7 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
-    let config = format!(
-        "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{}\"]\n",
-        key_hash("the-secret-key")
-    );
+    let config = tenant("acme", "the-secret-key", "");
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let request = weir_e2e::batch_request(
         Some("the-secret-key"),
@@ -368,18 +360,16 @@ async fn log_lines_carry_the_request_and_trace_ids_and_never_the_key() {
         .await
         .unwrap();
     assert_eq!(answer.status, 400);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let line = loop {
-        let logs = node.log_text();
-        if let Some(line) = logs.lines().find(|l| l.contains("upload refused")) {
-            break line.to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no 'upload refused' line in:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let line = eventually(
+        Duration::from_secs(5),
+        "an 'upload refused' log line",
+        || async {
+            let logs = node.log_text();
+            let line = logs.lines().find(|l| l.contains("upload refused"));
+            line.map(str::to_owned).ok_or(logs)
+        },
+    )
+    .await;
     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(line["span"]["request_id"], "log-test-1", "{line}");
     assert_eq!(
@@ -452,12 +442,15 @@ async fn span_of_a_503(
 }
 
 async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protocol: &str) {
-    let category = category("otlp").await;
+    let category = category("otlp", 1).await;
     // A tenant whose filter always traps, fail-closed: its uploads get 503.
-    let trapped = format!(
-        "[[tenants]]\nname = \"trapped\"\nkeys_sha256 = [\"{}\"]\n[[tenants.filters]]\npath = \"{}\"\nconfig = \"trap\"\non_error = \"fail-closed\"\n",
-        key_hash("t"),
-        weir_e2e::filter_wasm("hostile_filter").display()
+    let trapped = tenant(
+        "trapped",
+        "t",
+        &format!(
+            "[[tenants.filters]]\npath = \"{}\"\nconfig = \"trap\"\non_error = \"fail-closed\"",
+            weir_e2e::filter_wasm("hostile_filter").display()
+        ),
     );
     let node = exporting_node(&receiver, protocol, "1.0", &trapped);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -597,15 +590,19 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
     );
 
     // Metrics go out over OTLP too.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !receiver.metric_names().iter().any(|n| n == "weir.events") {
-        assert!(
-            Instant::now() < deadline,
-            "no weir.events metric: {:?}",
-            receiver.metric_names()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "a weir.events metric over OTLP",
+        || async {
+            let names = receiver.metric_names();
+            if names.iter().any(|n| n == "weir.events") {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .await;
     for name in [
         "weir.http.requests",
         "weir.http.request.duration",
@@ -634,7 +631,7 @@ async fn spans_and_metrics_are_exported_over_otlp_grpc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed() {
     let receiver = Receiver::http().await.unwrap();
-    let category = category("sampled").await;
+    let category = category("sampled", 1).await;
     let node = exporting_node(&receiver, "http/protobuf", "0", "");
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     // No traceparent: a new trace, sampled at ratio 0 → never exported.
@@ -684,7 +681,7 @@ async fn new_traces_are_sampled_at_the_ratio_and_a_client_decision_is_followed()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_tracing_off_records_carry_the_clients_trace_context_or_a_new_one() {
-    let category = category("notrace").await;
+    let category = category("notrace", 1).await;
     let config = acme();
     let node = Node::start(
         &config,
@@ -736,21 +733,24 @@ async fn a_profile_whose_client_left_does_not_block_the_next() {
     assert!(gone.is_err(), "the profile answered within 200 ms");
     // Once that profile has run its course (sampled, then symbolised), the
     // next one is taken; before, the node refused every later one (409).
-    let mut refused = 0;
-    let next = loop {
-        let next = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
-        if next.status != 409 || refused == 60 {
-            break next;
-        }
-        refused += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let next = eventually(
+        Duration::from_secs(30),
+        "a profile not refused (409) once the abandoned one ended",
+        || async {
+            let next = get(&admin, "/debug/pprof/profile?seconds=1").await.unwrap();
+            match next.status {
+                409 => Err(String::from_utf8_lossy(&next.body).into_owned()),
+                _ => Ok(next),
+            }
+        },
+    )
+    .await;
     assert_eq!(next.status, 200, "{}", String::from_utf8_lossy(&next.body));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_profile_is_taken_under_load() {
-    let category = category("prof").await;
+    let category = category("prof", 1).await;
     let config = acme();
     let node =
         std::sync::Arc::new(Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap());
