@@ -30,7 +30,7 @@ use tracing::{field, Instrument};
 use crate::stage_span;
 
 use crate::config::{FilterConfig, Limits, OnError};
-use crate::model::{Batch, Part, PartCode};
+use crate::model::{Batch, Event, Part, PartCode};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::decode::{check_depth, Unreadable};
 use host::{BatchInput, Caps, CompiledFilter, FilterEngine, FilterError, Verdict};
@@ -230,23 +230,7 @@ pub async fn filter(
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
         );
-        let mut input = BatchInput::with_capacity(
-            tenant,
-            &batch.meta.category,
-            batch.received_at,
-            pending.len(),
-        );
-        for &i in &pending {
-            let event = &batch.events[i];
-            let enrichment = event.enrichment.as_ref();
-            input.push(
-                enrichment.map_or(0, |e| e.backend_id.as_u128()),
-                event.id.as_deref().unwrap_or_default(),
-                enrichment.and_then(|e| e.client_ip),
-                enrichment.and_then(|e| e.geo.as_deref()),
-                event.raw.as_bytes(),
-            );
-        }
+        let input = input_of(batch, &pending, tenant);
         let started = Instant::now();
         // The guest runs on this task, yielding to tokio every fuel slice (~1 ms).
         let called = compiled.call(&input).instrument(span.clone()).await;
@@ -267,62 +251,12 @@ pub async fn filter(
         }
         let _entered = span.enter();
         let fail_closed = slot.settings.on_error == OnError::FailClosed;
-        // Fail-closed: the event is refused, retryable; fail-open leaves it
-        // as it was before this filter.
-        let refuse = |event: &mut crate::model::Event<'_>, e: &FilterError| {
-            if fail_closed {
-                event.part = Some(Part::failed(
-                    event.id.clone(),
-                    PartCode::FilterError,
-                    format!("filter {} failed: {e}", slot.name),
-                    true,
-                ));
-            }
-        };
         // How the filter failed, if it did, and on how many events.
         let failed = match outcome {
-            Ok(verdicts) => {
-                let (mut kept, mut dropped, mut replaced) = (0, 0, 0);
-                let mut failed: Option<(FilterError, usize)> = None;
-                for (&i, verdict) in pending.iter().zip(verdicts) {
-                    let event = &mut batch.events[i];
-                    match verdict {
-                        Verdict::Keep => kept += 1,
-                        Verdict::Drop(reason) => {
-                            dropped += 1;
-                            event.part = Some(Part::failed(
-                                event.id.clone(),
-                                PartCode::Filtered,
-                                format!("{}: {reason}", slot.name),
-                                false,
-                            ));
-                        }
-                        Verdict::Replace(bytes) => match replacement(bytes, limits) {
-                            Ok(body) => {
-                                replaced += 1;
-                                event.raw = Cow::Owned(body);
-                            }
-                            // A failure of the filter for this event, as a
-                            // trap is for all of them: the policy decides.
-                            Err(problem) => {
-                                let e = FilterError::Replacement(problem);
-                                refuse(event, &e);
-                                match &mut failed {
-                                    Some((_, events)) => *events += 1,
-                                    None => failed = Some((e, 1)),
-                                }
-                            }
-                        },
-                    }
-                }
-                span.record("kept", kept as i64);
-                span.record("dropped", dropped as i64);
-                span.record("replaced", replaced as i64);
-                failed
-            }
+            Ok(verdicts) => apply(slot, batch, &pending, verdicts, limits, &span),
             Err(e) => {
                 for &i in &pending {
-                    refuse(&mut batch.events[i], &e);
+                    refuse(slot, &mut batch.events[i], &e);
                 }
                 Some((e, pending.len()))
             }
@@ -344,6 +278,91 @@ pub async fn filter(
                 tracing::warn!(filter = %slot.name, tenant, error = %e, failed_events = events, elapsed_ms, "filter failed; events refused (fail-closed)");
             }
         }
+    }
+}
+
+/// The pending events of `batch` as a filter call's input.
+fn input_of<'a>(batch: &'a Batch<'_>, pending: &[usize], tenant: &'a str) -> BatchInput<'a> {
+    let mut input = BatchInput::with_capacity(
+        tenant,
+        &batch.meta.category,
+        batch.received_at,
+        pending.len(),
+    );
+    for &i in pending {
+        let event = &batch.events[i];
+        let enrichment = event.enrichment.as_ref();
+        input.push(
+            enrichment.map_or(0, |e| e.backend_id.as_u128()),
+            event.id.as_deref().unwrap_or_default(),
+            enrichment.and_then(|e| e.client_ip),
+            enrichment.and_then(|e| e.geo.as_deref()),
+            event.raw.as_bytes(),
+        );
+    }
+    input
+}
+
+/// Applies a call's verdicts to the pending events, in order, and records
+/// their counts on the filter's span. Returns how the filter failed on some
+/// events (an invalid replacement), and on how many.
+fn apply(
+    slot: &FilterSlot,
+    batch: &mut Batch<'_>,
+    pending: &[usize],
+    verdicts: Vec<Verdict>,
+    limits: EventLimits,
+    span: &tracing::Span,
+) -> Option<(FilterError, usize)> {
+    let (mut kept, mut dropped, mut replaced) = (0, 0, 0);
+    let mut failed: Option<(FilterError, usize)> = None;
+    for (&i, verdict) in pending.iter().zip(verdicts) {
+        let event = &mut batch.events[i];
+        match verdict {
+            Verdict::Keep => kept += 1,
+            Verdict::Drop(reason) => {
+                dropped += 1;
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::Filtered,
+                    format!("{}: {reason}", slot.name),
+                    false,
+                ));
+            }
+            Verdict::Replace(bytes) => match replacement(bytes, limits) {
+                Ok(body) => {
+                    replaced += 1;
+                    event.raw = Cow::Owned(body);
+                }
+                // A failure of the filter for this event, as a trap is for
+                // all of them: the policy decides.
+                Err(problem) => {
+                    let e = FilterError::Replacement(problem);
+                    refuse(slot, event, &e);
+                    match &mut failed {
+                        Some((_, events)) => *events += 1,
+                        None => failed = Some((e, 1)),
+                    }
+                }
+            },
+        }
+    }
+    span.record("kept", kept as i64);
+    span.record("dropped", dropped as i64);
+    span.record("replaced", replaced as i64);
+    failed
+}
+
+/// An event the filter failed on. Fail-closed: refused, retryable;
+/// fail-open: left as it was before this filter.
+fn refuse(slot: &FilterSlot, event: &mut Event<'_>, e: &FilterError) {
+    if slot.settings.on_error == OnError::FailClosed {
+        event.part = Some(Part::failed(
+            event.id.clone(),
+            PartCode::FilterError,
+            format!("filter {} failed: {e}", slot.name),
+            true,
+        ));
     }
 }
 
