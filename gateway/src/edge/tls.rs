@@ -239,6 +239,7 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::testing::eventually;
     use std::path::PathBuf;
 
     fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
@@ -294,23 +295,17 @@ mod tests {
         let (other_cert, _, _) = write_pair(dir.path(), "other");
         std::fs::copy(&other_cert, &cert).unwrap();
         let refused = || tls.cert.refused.load(std::sync::atomic::Ordering::Relaxed);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while refused() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the change was not seen"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let within = std::time::Duration::from_secs(5);
+        eventually(within, "the mismatched pair to be seen", || refused() > 0).await;
         assert_eq!(current(&tls), first);
 
         let (new_cert, new_key, second) = write_pair(dir.path(), "new");
         std::fs::copy(&new_key, &key).unwrap();
         std::fs::copy(&new_cert, &cert).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while current(&tls) != second && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(within, "the new pair to be served", || {
+            current(&tls) == second
+        })
+        .await;
         assert_eq!(current(&tls), second);
         watcher.abort();
     }

@@ -7,4 +7,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod profile;
 pub mod stage;
+#[cfg(test)]
+pub mod testing;
 pub mod trace;

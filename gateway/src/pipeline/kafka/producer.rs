@@ -341,6 +341,7 @@ pub struct Produced {
 mod tests {
     use super::super::topics::missing_topic;
     use super::*;
+    use crate::ops::testing::eventually;
 
     /// A fatal error of the idempotent producer (raised by librdkafka's own
     /// test hook) is for good: the check fails with its reason, for
@@ -397,11 +398,8 @@ mod tests {
         // holds: none (a listing makes none, and nothing was written).
         let topics = &producer.stats.topics;
         topics.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while topics.load(std::sync::atomic::Ordering::Relaxed) == u64::MAX {
-            assert!(Instant::now() < deadline, "no statistics report");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let reported = || topics.load(std::sync::atomic::Ordering::Relaxed) != u64::MAX;
+        eventually(Duration::from_secs(10), "a statistics report", reported).await;
         assert_eq!(
             topics.load(std::sync::atomic::Ordering::Relaxed),
             0,
