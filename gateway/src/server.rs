@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -42,6 +42,12 @@ use crate::{health, ingest, profile, reload};
 const MAX_REQUEST_ID: usize = 128;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What is left of an HTTP/1 request body its handler did not read (a
+/// refusal's) is read and discarded up to this many bytes, for at most
+/// [`DISCARD_TIME`] (or the body timeout), so that the connection can carry
+/// the next request; a longer or slower body gets `Connection: close`.
+const DISCARD_BYTES: u64 = 64 << 10;
+const DISCARD_TIME: Duration = Duration::from_millis(500);
 
 /// Everything a request needs, shared by every connection.
 pub struct Gateway {
@@ -513,6 +519,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytes<T> {
 }
 
 /// Routes one request and records its metrics.
+///
+/// On HTTP/1, hyper closes a connection after the answer when the request
+/// body was not read to its end (a refusal's body, which the node need not
+/// read), and whether the answer said so depends on how the body's bytes
+/// arrived: a client reusing the connection would lose its next request. So
+/// the handler only borrows the body, and what it left unread is discarded
+/// here while it is small and quick ([`discard`]); otherwise the answer says
+/// `Connection: close` (and hyper closes the connection after it).
 async fn route(
     gateway: &Gateway,
     request: Request<Incoming>,
@@ -529,7 +543,36 @@ async fn route(
         (Role::Admin, "/debug/pprof/profile") => "/debug/pprof/profile",
         _ => "other",
     };
-    let response = route_inner(gateway, request, peer, role).await;
+    let (parts, mut body) = request.into_parts();
+    let http1 = parts.version < http::Version::HTTP_2;
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut lent = Lent {
+        body: &mut body,
+        ended: false,
+        failed: false,
+    };
+    let mut response =
+        route_inner(gateway, Request::from_parts(parts, &mut lent), peer, role).await;
+    let (read_to_end, failed) = (lent.ended, lent.failed);
+    let ended = read_to_end || body.is_end_stream();
+    if http1 && !ended {
+        // Not when the body could not be read (hyper closes the connection),
+        // did not come in time (it will not now), or waits for `100
+        // Continue` (the client sends it only if asked).
+        let kept = !failed
+            && response.status() != StatusCode::REQUEST_TIMEOUT
+            && !expects_continue
+            && discard(&mut body, DISCARD_TIME.min(gateway.body_timeout)).await;
+        if !kept {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
     let tenant = response
         .extensions()
         .get::<AnsweredFor>()
@@ -543,12 +586,77 @@ async fn route(
     response
 }
 
-async fn route_inner(
+/// A request body lent to its handler: notes whether the handler read it
+/// to its end, or could not read it (then hyper closes the connection).
+struct Lent<'a> {
+    body: &'a mut Incoming,
+    ended: bool,
+    failed: bool,
+}
+
+impl hyper::body::Body for Lent<'_> {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Reads and discards what is left of a request body, if it is at most
+/// [`DISCARD_BYTES`] and ends within `time`: whether it ended (then the
+/// connection can carry the next request).
+async fn discard(body: &mut Incoming, time: Duration) -> bool {
+    use http_body_util::BodyExt as _;
+    // What is left of a body of known length (a chunked one says 0).
+    if body.size_hint().lower() > DISCARD_BYTES {
+        return false;
+    }
+    let read = async {
+        let mut left = DISCARD_BYTES;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+            match left.checked_sub(len) {
+                Some(still) => left = still,
+                None => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(time, read).await.unwrap_or(false)
+}
+
+async fn route_inner<B>(
     gateway: &Gateway,
-    request: Request<Incoming>,
+    request: Request<B>,
     peer: Peer,
     role: Role,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let request_id = request_id(&request);
     let path = request.uri().path();
     match (role, path, request.method()) {
@@ -621,11 +729,7 @@ fn admin_reload(gateway: &Gateway, request_id: &str) -> Response<Body> {
     }
 }
 
-fn not_allowed(
-    allow: &'static str,
-    request: &Request<Incoming>,
-    request_id: &str,
-) -> Response<Body> {
+fn not_allowed<B>(allow: &'static str, request: &Request<B>, request_id: &str) -> Response<Body> {
     let reject = Reject::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
