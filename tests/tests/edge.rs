@@ -649,6 +649,8 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
         let answer = request.await.unwrap().expect("answered, not cut off");
         let json = answer.json();
         assert_eq!(answer.status, 200, "{json}");
+        // The node closes the connection after it: the answer says so.
+        assert_eq!(answer.header("connection"), Some("close"), "{json}");
         let parts = json["parts"].as_array().unwrap();
         assert_eq!(parts.len(), 2, "{json}");
         for part in parts {
@@ -998,4 +1000,274 @@ async fn a_body_that_stalls_gets_408() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"error\":\"body_timeout\""), "{answer}");
+    // The node closes the connection after it: the answer says so.
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+}
+
+/// How a raw request's body goes out after its head.
+enum Sent {
+    /// In the same write as the head.
+    WithHead(Vec<u8>),
+    /// In a write of its own, a moment after the head (as a client's body
+    /// may reach the node after the node has read the head, and decided).
+    Later(Vec<u8>),
+    /// By a thread of its own while the answer is read: a body too large
+    /// to go out before the node answers, which it may never read.
+    Alongside(Vec<u8>),
+    /// Not at all (the client waits for `100 Continue`).
+    Not,
+}
+
+/// An HTTP/1.1 answer read off a raw connection.
+struct RawAnswer {
+    status: u16,
+    /// Whether it said `Connection: close`.
+    close: bool,
+    head: String,
+}
+
+/// Reads one answer: its head to the blank line, then `Content-Length`
+/// bytes of body.
+fn read_answer(stream: &mut std::net::TcpStream) -> std::io::Result<RawAnswer> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the node closed the connection without an answer (after {:?})",
+                    String::from_utf8_lossy(&head)
+                ),
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let (mut length, mut close) = (0, false);
+    for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+        let (name, value) = (
+            name.trim().to_ascii_lowercase(),
+            value.trim().to_ascii_lowercase(),
+        );
+        match name.as_str() {
+            "content-length" => length = value.parse().unwrap_or(0),
+            "connection" => close |= value.split(',').any(|v| v.trim() == "close"),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    Ok(RawAnswer {
+        status,
+        close,
+        head,
+    })
+}
+
+/// One HTTP/1.1 connection used as a client's pool uses it: kept for the
+/// next request unless an answer said `Connection: close`, then a new one.
+/// Checks that the node keeps to what it said: a connection whose answer
+/// said close is closed by the node, and one whose answer did not answers
+/// the next request (or that request fails here).
+struct Pool {
+    address: String,
+    stream: Option<std::net::TcpStream>,
+}
+
+impl Pool {
+    /// Sends `what`: its head and its body as `body` says; reads the answer.
+    fn send(&mut self, what: &str, head: &str, body: Sent) -> RawAnswer {
+        let reused = self.stream.is_some();
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => {
+                let stream = std::net::TcpStream::connect(&self.address).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                stream
+            }
+        };
+        let failed = |e: std::io::Error| -> ! {
+            match reused {
+                true => panic!("{what}: failed on the connection the last answer kept: {e}"),
+                false => panic!("{what}: failed on a new connection: {e}"),
+            }
+        };
+        let mut alongside = None;
+        match body {
+            Sent::WithHead(body) => {
+                let mut bytes = head.as_bytes().to_vec();
+                bytes.extend_from_slice(&body);
+                stream.write_all(&bytes).unwrap_or_else(|e| failed(e));
+            }
+            Sent::Later(body) => {
+                stream
+                    .write_all(head.as_bytes())
+                    .unwrap_or_else(|e| failed(e));
+                std::thread::sleep(Duration::from_millis(100));
+                // The node may have answered (and closed) without it: the
+                // answer tells.
+                let _ = stream.write_all(&body);
+            }
+            Sent::Alongside(body) => {
+                stream
+                    .write_all(head.as_bytes())
+                    .unwrap_or_else(|e| failed(e));
+                let mut writer = stream.try_clone().unwrap();
+                // Fails once the node closes the connection: it need not read it.
+                alongside = Some(std::thread::spawn(move || {
+                    let _ = writer.write_all(&body);
+                }));
+            }
+            Sent::Not => stream
+                .write_all(head.as_bytes())
+                .unwrap_or_else(|e| failed(e)),
+        }
+        let answer = read_answer(&mut stream).unwrap_or_else(|e| failed(e));
+        if answer.close {
+            // The node closes it, now (not after its idle timeout).
+            let mut rest = [0u8; 1];
+            match stream.read(&mut rest) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!(
+                    "{what}: the answer said close, yet the connection stayed open ({other:?}): {}",
+                    answer.head
+                ),
+            }
+        } else {
+            self.stream = Some(stream);
+        }
+        if let Some(writer) = alongside {
+            writer.join().unwrap();
+        }
+        answer
+    }
+}
+
+/// The head of a `POST /v1/batch` with these header lines.
+fn head_of(headers: &str, length: usize) -> String {
+    format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {length}\r\n\r\n"
+    )
+}
+
+/// A refused request whose body the node did not read (all of it) never
+/// costs the next request on its keep-alive connection: the node reads and
+/// discards a small body and keeps the connection, or its answer says
+/// `Connection: close` and it closes it. Each refusal is followed by a
+/// valid upload on the connection a pooling client would use.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_never_costs_the_next_request_on_its_connection() {
+    let category = category("edge", 1).await;
+    let node = Node::start(&tenant("acme", KEY, ""), &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let json = format!("Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n");
+    let small = || format!("{{\"pad\":\"{}\"}}", "x".repeat(300)).into_bytes();
+    let n = small().len();
+    let big = vec![b' '; 2 << 20];
+    let too_many_headers = (0..100)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect::<String>();
+    // (what, head, body, status, whether the answer must say close: Some(false)
+    // for a small body that came with its head (discarded, the connection
+    // kept), None where either is right)
+    let refusals = [
+        (
+            "401, small body with its head",
+            head_of(
+                "Authorization: Bearer nope\r\nContent-Type: application/json\r\n",
+                n,
+            ),
+            Sent::WithHead(small()),
+            401,
+            Some(false),
+        ),
+        (
+            "401, small body after its head",
+            head_of("Content-Type: application/json\r\n", n),
+            Sent::Later(small()),
+            401,
+            None,
+        ),
+        (
+            "415, small body with its head",
+            head_of(
+                &format!("Authorization: Bearer {KEY}\r\nContent-Type: text/plain\r\n"),
+                n,
+            ),
+            Sent::WithHead(small()),
+            415,
+            Some(false),
+        ),
+        (
+            "413, 2 MiB body over the 1 MiB cap",
+            head_of(&json, big.len()),
+            Sent::Alongside(big),
+            413,
+            Some(true),
+        ),
+        (
+            "401, body waiting for 100 Continue",
+            head_of(
+                "Expect: 100-continue\r\nContent-Type: application/json\r\n",
+                n,
+            ),
+            Sent::Not,
+            401,
+            None,
+        ),
+        (
+            "400, a chunked body that breaks off (a protocol error)",
+            format!("POST /v1/batch HTTP/1.1\r\nHost: localhost\r\n{json}Transfer-Encoding: chunked\r\n\r\n"),
+            Sent::WithHead(b"5\r\n{\"a\":\r\nnot a chunk size\r\n".to_vec()),
+            400,
+            Some(true),
+        ),
+        (
+            "431, too many headers (a protocol error)",
+            head_of(&format!("{json}{too_many_headers}"), 0),
+            Sent::Not,
+            431,
+            Some(true),
+        ),
+    ];
+    let address = node.http.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut pool = Pool {
+            address,
+            stream: None,
+        };
+        for (i, (what, head, body, status, closes)) in refusals.into_iter().enumerate() {
+            let answer = pool.send(what, &head, body);
+            assert_eq!(answer.status, status, "{what}: {}", answer.head);
+            if let Some(closes) = closes {
+                assert_eq!(
+                    answer.close, closes,
+                    "{what}: whether it says close: {}",
+                    answer.head
+                );
+            }
+            let valid = batch(&category, [format!("after-{i}")]);
+            let answer = pool.send(
+                &format!("the upload after {what}"),
+                &head_of(&json, valid.len()),
+                Sent::WithHead(valid.into_bytes()),
+            );
+            assert_eq!(
+                answer.status, 200,
+                "the upload after {what}: {}",
+                answer.head
+            );
+        }
+    })
+    .await
+    .unwrap();
 }

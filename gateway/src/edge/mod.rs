@@ -10,3 +10,4 @@ mod connection;
 pub mod limit;
 pub mod listener;
 pub mod tls;
+pub mod unread;

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 
 use super::{health, ingest, reload, AnsweredFor, Gateway};
 use crate::edge::listener::{Peer, Role, Service};
+use crate::edge::unread::{Lent, Unread};
 use crate::model::{ErrorCode, Reject};
 use crate::ops::profile;
 use crate::respond::{self, Body, REQUEST_ID};
@@ -23,7 +24,10 @@ impl Service for Gateway {
     }
 }
 
-/// Routes one request and records its metrics.
+/// Routes one request and records its metrics. The handler only borrows
+/// the body: what it leaves unread is settled before the answer goes out,
+/// so that the answer says whether the connection stays open
+/// ([`crate::edge::unread`]).
 async fn route(
     gateway: &Gateway,
     request: Request<Incoming>,
@@ -40,7 +44,15 @@ async fn route(
         (Role::Admin, "/debug/pprof/profile") => "/debug/pprof/profile",
         _ => "other",
     };
-    let response = route_inner(gateway, request, peer, role).await;
+    let (parts, mut body) = request.into_parts();
+    let unread = Unread::of(&parts);
+    let mut lent = Lent::new(&mut body);
+    let mut response =
+        route_inner(gateway, Request::from_parts(parts, &mut lent), peer, role).await;
+    let read = lent.returned();
+    unread
+        .settle(&mut body, read, &mut response, gateway.body_timeout)
+        .await;
     let tenant = response
         .extensions()
         .get::<AnsweredFor>()
@@ -54,12 +66,16 @@ async fn route(
     response
 }
 
-async fn route_inner(
+async fn route_inner<B>(
     gateway: &Gateway,
-    request: Request<Incoming>,
+    request: Request<B>,
     peer: Peer,
     role: Role,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let request_id = request_id(&request);
     let path = request.uri().path();
     match (role, path, request.method()) {
@@ -132,11 +148,7 @@ fn admin_reload(gateway: &Gateway, request_id: &str) -> Response<Body> {
     }
 }
 
-fn not_allowed(
-    allow: &'static str,
-    request: &Request<Incoming>,
-    request_id: &str,
-) -> Response<Body> {
+fn not_allowed<B>(allow: &'static str, request: &Request<B>, request_id: &str) -> Response<Body> {
     let reject = Reject::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::MethodNotAllowed,
