@@ -79,15 +79,7 @@ async fn the_example_filters_redact_tag_and_require_in_a_chain() {
     );
     assert_eq!(json["parts"][2]["retryable"], false);
     let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
-    let data: BTreeMap<String, Value> = records
-        .iter()
-        .map(|r| {
-            (
-                r.value["id"].as_str().unwrap().to_owned(),
-                r.value["data"].clone(),
-            )
-        })
-        .collect();
+    let data = data_by_id(&records);
     let human = &data["human"];
     assert_eq!(human["email"], "[x]");
     assert_eq!(human["props"]["note"], "call [x] or [x]");
@@ -442,15 +434,7 @@ async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
 
     // Written: the valid replacements, and fail-open's other events unchanged.
     let records = consume(kafka(), &format!("events.{category}"), 2 + invalid.len()).unwrap();
-    let data: BTreeMap<String, Value> = records
-        .iter()
-        .map(|r| {
-            (
-                r.value["id"].as_str().unwrap().to_owned(),
-                r.value["data"].clone(),
-            )
-        })
-        .collect();
+    let data = data_by_id(&records);
     assert_eq!(
         data["open-fine"],
         json!({"id": "open-fine", "n": 1, "tagged": true})
@@ -1002,4 +986,17 @@ fn more_calls_at_once_than_the_pool_holds_all_get_verdicts() {
         (2..=MAX_INSTANCES as usize).contains(&most),
         "{most} instances at once"
     );
+}
+
+/// The `data` of each record, by its event id.
+fn data_by_id(records: &[weir_e2e::Record]) -> BTreeMap<String, Value> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.value["id"].as_str().unwrap().to_owned(),
+                r.value["data"].clone(),
+            )
+        })
+        .collect()
 }

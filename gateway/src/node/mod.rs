@@ -235,15 +235,7 @@ async fn bind(
     let mut listeners = Vec::new();
     let mut addresses = Addresses::default();
     let mut watch = None;
-    if !server.listen.is_empty() {
-        let tcp = bind_tcp(&server.listen).await?;
-        addresses.http = tcp.local_addr().ok();
-        listeners.push(Listener {
-            tcp,
-            tls: None,
-            role: Role::Ingest,
-        });
-    }
+    addresses.http = listen(&server.listen, None, Role::Ingest, &mut listeners).await?;
     if !server.tls_listen.is_empty() {
         let tls = tls::server_config(&config.tls)?;
         if tls.self_signed {
@@ -254,24 +246,29 @@ async fn bind(
                 config.tls.clone(),
             )));
         }
-        let tcp = bind_tcp(&server.tls_listen).await?;
-        addresses.https = tcp.local_addr().ok();
-        listeners.push(Listener {
-            tcp,
-            tls: Some(TlsAcceptor::from(tls.config)),
-            role: Role::Ingest,
-        });
+        let acceptor = Some(TlsAcceptor::from(tls.config));
+        addresses.https =
+            listen(&server.tls_listen, acceptor, Role::Ingest, &mut listeners).await?;
     }
-    if !server.admin_listen.is_empty() {
-        let tcp = bind_tcp(&server.admin_listen).await?;
-        addresses.admin = tcp.local_addr().ok();
-        listeners.push(Listener {
-            tcp,
-            tls: None,
-            role: Role::Admin,
-        });
-    }
+    addresses.admin = listen(&server.admin_listen, None, Role::Admin, &mut listeners).await?;
     Ok((listeners, addresses, watch))
+}
+
+/// Binds one listener when its address is configured (not empty): the
+/// address it got.
+async fn listen(
+    address: &str,
+    tls: Option<TlsAcceptor>,
+    role: Role,
+    listeners: &mut Vec<Listener>,
+) -> Result<Option<SocketAddr>, NodeError> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let tcp = bind_tcp(address).await?;
+    let bound = tcp.local_addr().ok();
+    listeners.push(Listener { tcp, tls, role });
+    Ok(bound)
 }
 
 async fn bind_tcp(address: &str) -> Result<TcpListener, NodeError> {
