@@ -15,6 +15,8 @@
 //! - Opening recovers from a crash (`recover`): a torn tail is cut, a
 //!   damaged record skipped, counted and its segment set aside, a missing
 //!   segment tolerated.
+//! - [`SpoolRecord`] is the Kafka record a spooled event stands for, with
+//!   its encoding (the store itself keeps opaque bytes).
 //! - Caps on total bytes and on each tenant's bytes refuse an append, with
 //!   a typed [`SpoolError`], before anything is written.
 
@@ -26,6 +28,7 @@ mod index;
 mod options;
 mod progress;
 mod reader;
+mod record;
 mod recover;
 mod segment;
 mod store;
@@ -34,6 +37,7 @@ pub use error::{DiskFault, SpoolError};
 pub use frame::frame_len;
 pub use options::{SpoolOptions, SyncPolicy};
 pub use reader::{Reader, SpooledRecord};
+pub use record::{RecordError, SpoolRecord};
 pub use recover::Recovery;
 pub use store::{Spool, SpoolStats};
 
