@@ -29,6 +29,11 @@ impl Spool {
             if seq < st.durable_next {
                 return Ok(());
             }
+            // Else a sync could never cover it: no endless loop of fsyncs.
+            let next = st.index.next_seq();
+            if seq >= next {
+                return Err(SpoolError::NotWritten { seq, next });
+            }
             if st.syncing {
                 st = self.synced.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;

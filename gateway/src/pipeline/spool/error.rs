@@ -23,6 +23,9 @@ pub enum SpoolError {
     /// A record that can never fit a segment (or a tenant name over 64 KiB).
     #[error("record of {size} bytes is larger than a segment ({max} bytes)")]
     TooLarge { size: u64, max: u64 },
+    /// A sequence number the spool never handed out (a caller's bug).
+    #[error("spool: record {seq} was never written (next is {next})")]
+    NotWritten { seq: u64, next: u64 },
     /// The file system refused (full disk, read-only, permission, I/O).
     #[error("spool: cannot {op} {}: {source}", path.display())]
     Io {
@@ -70,9 +73,12 @@ impl SpoolError {
     }
 
     /// Whether trying again later may succeed (everything but a record too
-    /// large to ever fit).
+    /// large to ever fit and a caller's bug).
     pub fn retryable(&self) -> bool {
-        !matches!(self, SpoolError::TooLarge { .. })
+        !matches!(
+            self,
+            SpoolError::TooLarge { .. } | SpoolError::NotWritten { .. }
+        )
     }
 }
 

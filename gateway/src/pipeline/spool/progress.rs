@@ -98,6 +98,8 @@ fn decode(buf: &[u8]) -> Result<(u64, Progress), &'static str> {
 pub(super) struct ProgressFile {
     dir: PathBuf,
     generation: u64,
+    /// The progress last made durable.
+    stored: Progress,
 }
 
 impl ProgressFile {
@@ -128,13 +130,18 @@ impl ProgressFile {
         let file = ProgressFile {
             dir: dir.to_owned(),
             generation,
+            stored: progress.clone(),
         };
         Ok((file, progress))
     }
 
-    /// Writes `progress` over the older slot and fsyncs it; when this
-    /// returns Ok the progress survives a crash.
+    /// Writes `progress` over the older slot and fsyncs it, unless it is
+    /// durable already; when this returns Ok the progress survives a crash.
+    /// (After a failed write the next call writes again.)
     pub(super) fn store(&mut self, progress: &Progress) -> Result<(), SpoolError> {
+        if *progress == self.stored {
+            return Ok(());
+        }
         let generation = self.generation + 1;
         let path = self.dir.join(SLOTS[(generation % 2) as usize]);
         let existed = path.exists();
@@ -152,6 +159,7 @@ impl ProgressFile {
             sync_dir(&self.dir)?;
         }
         self.generation = generation;
+        self.stored = progress.clone();
         Ok(())
     }
 }

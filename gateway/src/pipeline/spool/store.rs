@@ -279,9 +279,9 @@ impl Spool {
             };
             (acked, progress)
         };
-        if acked > 0 {
-            progress_file.store(&progress)?;
-        }
+        // Also when nothing new was acknowledged: an earlier store may have
+        // failed, and the segments deleted below rely on it.
+        progress_file.store(&progress)?;
         // Only now, with the progress durable, may segments go.
         self.delete_finished();
         Ok(acked)

@@ -58,6 +58,10 @@ fn spool_appends_read_back_in_order_and_acks_survive_reopen() {
         [b"one" as &[u8], b"two", b"three"]
     );
     assert_eq!(spool.ack(&[seqs[1], seqs[1], 999]).unwrap(), 1);
+    assert!(matches!(
+        spool.wait_durable(999),
+        Err(SpoolError::NotWritten { .. })
+    ));
     assert_eq!(payloads(&read_all(&spool)), [b"one" as &[u8], b"three"]);
     drop(spool);
     let (spool, recovery) = open(&options);
@@ -483,14 +487,14 @@ mod crash {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 48,
+            cases: 128,
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
 
         #[test]
         fn spool_recovers_exactly_the_durable_unacknowledged_records(
-            ops in proptest::collection::vec(op(), 1..40)
+            ops in proptest::collection::vec(op(), 1..60)
         ) {
             run(ops);
         }
