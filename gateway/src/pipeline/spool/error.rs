@@ -23,6 +23,9 @@ pub enum SpoolError {
     /// A record that can never fit a segment (or a tenant name over 64 KiB).
     #[error("record of {size} bytes is larger than a segment ({max} bytes)")]
     TooLarge { size: u64, max: u64 },
+    /// Another open spool (this process or another) holds the directory.
+    #[error("spool: {} is in use by another process or store", path.display())]
+    InUse { path: PathBuf },
     /// A sequence number the spool never handed out (a caller's bug).
     #[error("spool: record {seq} was never written (next is {next})")]
     NotWritten { seq: u64, next: u64 },

@@ -34,6 +34,9 @@ pub struct Spool {
     /// Woken when a sync ends (group commit).
     pub(super) synced: Condvar,
     progress: Mutex<ProgressFile>,
+    /// An exclusive lock on `<path>/lock` while open: two stores writing
+    /// one directory would destroy each other's records.
+    _lock: File,
 }
 
 /// The segment being appended to.
@@ -95,6 +98,7 @@ impl Spool {
     pub fn open(options: SpoolOptions) -> Result<(Arc<Spool>, Recovery), SpoolError> {
         let dir = options.path.clone();
         std::fs::create_dir_all(&dir).on("create", &dir)?;
+        let lock = lock_dir(&dir)?;
         let (progress_file, progress) = ProgressFile::load(&dir)?;
         let recovered = recover(&dir, &progress)?;
         let (index, mut segments) = (recovered.index, recovered.segments);
@@ -149,6 +153,7 @@ impl Spool {
             state: Mutex::new(state),
             synced: Condvar::new(),
             progress: Mutex::new(progress_file),
+            _lock: lock,
         });
         // Segments whose records were all acknowledged before the crash.
         spool.delete_finished();
@@ -359,6 +364,22 @@ impl Spool {
     pub(super) fn durable_len(&self) -> (PathBuf, u64) {
         let st = self.lock();
         (st.active_path(), st.active.synced_len)
+    }
+}
+
+/// Takes the directory's lock file, or says who has it.
+fn lock_dir(dir: &std::path::Path) -> Result<File, SpoolError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .on("create", &path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::InUse { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SpoolError::io("lock", &path, e)),
     }
 }
 

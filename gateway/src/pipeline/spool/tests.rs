@@ -62,6 +62,10 @@ fn spool_appends_read_back_in_order_and_acks_survive_reopen() {
         spool.wait_durable(999),
         Err(SpoolError::NotWritten { .. })
     ));
+    assert!(matches!(
+        Spool::open(options.clone()),
+        Err(SpoolError::InUse { .. })
+    ));
     assert_eq!(payloads(&read_all(&spool)), [b"one" as &[u8], b"three"]);
     drop(spool);
     let (spool, recovery) = open(&options);
