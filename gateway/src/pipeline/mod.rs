@@ -10,3 +10,4 @@ pub mod enrich;
 pub mod filter;
 pub mod geoip;
 pub mod kafka;
+pub mod spool;
