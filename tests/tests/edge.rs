@@ -1112,6 +1112,10 @@ impl Pool {
                 stream
                     .write_all(head.as_bytes())
                     .unwrap_or_else(|e| failed(e));
+                // Not synchronisation: a client whose body arrives after
+                // its head (the node decides on the head alone), as slow
+                // links send it; the test holds whether or not the node has
+                // answered by then.
                 std::thread::sleep(Duration::from_millis(100));
                 // The node may have answered (and closed) without it: the
                 // answer tells.

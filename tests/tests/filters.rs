@@ -331,13 +331,7 @@ async fn hostile_filters_are_contained_by_their_policy() {
     // Every call is counted by its filter and outcome: each mode's two
     // tenants failed.
     let samples = metrics(node.admin.as_ref().unwrap()).await;
-    let calls = |outcome| {
-        scrape::sum(
-            &samples,
-            "weir_filter_calls_total",
-            &[("filter", "hostile_filter"), ("outcome", outcome)],
-        )
-    };
+    let calls = |outcome| hostile_calls(&samples, outcome);
     assert_eq!(calls("error"), (2 * modes.len()) as f64);
     assert!(
         node.log_text().contains("events in mode loop"),
@@ -450,13 +444,7 @@ async fn an_invalid_replacement_fails_its_event_under_the_tenants_policy() {
 
     // Counted and logged as failures of the filter, as a trap is.
     let samples = metrics(node.admin.as_ref().unwrap()).await;
-    let calls = |outcome| {
-        scrape::sum(
-            &samples,
-            "weir_filter_calls_total",
-            &[("filter", "hostile_filter"), ("outcome", outcome)],
-        )
-    };
+    let calls = |outcome| hostile_calls(&samples, outcome);
     assert_eq!((calls("error"), calls("ok")), (2.0, 0.0));
     let logs = node.log_text();
     for (policy, says) in [
@@ -999,4 +987,13 @@ fn data_by_id(records: &[weir_e2e::Record]) -> BTreeMap<String, Value> {
             )
         })
         .collect()
+}
+
+/// `weir_filter_calls_total` of the hostile filter with `outcome`, summed over tenants.
+fn hostile_calls(samples: &BTreeMap<String, f64>, outcome: &str) -> f64 {
+    scrape::sum(
+        samples,
+        "weir_filter_calls_total",
+        &[("filter", "hostile_filter"), ("outcome", outcome)],
+    )
 }

@@ -287,7 +287,10 @@ async fn produce(
     trace: &RequestSpan,
     admitted: impl Send + Sync + 'static,
 ) {
-    let topic = gateway.producer.topic(&tenant.name, &batch.meta.category);
+    let topic: Arc<str> = gateway
+        .producer
+        .topic(&tenant.name, &batch.meta.category)
+        .into();
     let span = stage_span!(
         trace.traced,
         "produce",
@@ -307,10 +310,14 @@ async fn produce(
         cx if cx.span().span_context().is_valid() => trace::inject(&cx),
         _ => trace::inject(&trace.context),
     };
-    let sending =
-        gateway
-            .producer
-            .produce(batch, &tenant.name, request_id, &trace_headers, admitted);
+    let sending = gateway.producer.produce(
+        batch,
+        topic,
+        &tenant.name,
+        request_id,
+        &trace_headers,
+        admitted,
+    );
     let produced = StageRun::new(span.clone()).run_async(sending).await;
     let metrics = &gateway.metrics;
     metrics.stage(Stage::Produce, produced.enqueue.as_secs_f64());

@@ -118,7 +118,8 @@ impl Producer {
         self.topic_template.render(&values).unwrap_or_default()
     }
 
-    /// Sends every pending, enriched event and waits for each acknowledgement;
+    /// Sends every pending, enriched event to `topic` (from [`Producer::topic`],
+    /// rendered once per request by the caller) and waits for each acknowledgement;
     /// every such event's part is decided on return.
     ///
     /// `held` (the request's place among those in flight) is kept until
@@ -128,13 +129,13 @@ impl Producer {
     pub async fn produce(
         &self,
         batch: &mut Batch<'_>,
+        topic: Arc<str>,
         tenant: &str,
         request_id: &str,
         trace: &TraceHeaders,
         held: impl Send + Sync + 'static,
     ) -> Produced {
         let started = Instant::now();
-        let topic: Arc<str> = self.topic(tenant, &batch.meta.category).into();
         if let Err(problem) = self.topics.ensure(&self.inner, &topic).await {
             let mut failed = 0;
             for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
