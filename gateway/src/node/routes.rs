@@ -80,7 +80,9 @@ where
     let path = request.uri().path();
     match (role, path, request.method()) {
         (Role::Ingest, "/v1/batch", &Method::POST) => {
-            ingest::ingest(gateway, request, peer, &request_id).await
+            // Boxed: the upload's future is large, and hyper's dispatcher
+            // moves the request future it holds; a pointer moves cheaply.
+            Box::pin(ingest::ingest(gateway, request, peer, &request_id)).await
         }
         (_, "/healthz", &Method::GET) => health::healthz(gateway, &request_id, role == Role::Admin),
         (_, "/readyz", &Method::GET) => {
