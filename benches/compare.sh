@@ -3,6 +3,7 @@
 # so the ratios are comparable on a noisy machine:
 #
 #   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
+#   benches/compare.sh spool       # no spool vs. a spool idle vs. spooling everything (Kafka away)
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
 #                                  # (exported over OTLP/HTTP to a discarding sink on core 1);
 #                                  # records carry a traceparent in every variant (the
@@ -148,7 +149,19 @@ $(filter sample "'{\"rate\": 1.0}'")"
     v_one() { run "traces 1%" "" OTEL_TRACES_SAMPLER_ARG=0.01 "${otlp[@]}"; }
     order=(v_off v_metrics v_all v_one)
     ;;
-  *) echo "usage: $0 filters|telemetry" >&2; exit 2 ;;
+  spool)
+    # The spool idle (Kafka takes everything) against none, and the node
+    # spooling everything (its brokers' address answers nobody): every
+    # append fsync'd, concurrent requests sharing fsyncs. A fresh spool
+    # directory each run.
+    v_none() { run "no spool" ""; }
+    v_idle() { run "spool idle" "" WEIR_SPOOL_PATH="$(mktemp -d -p "$work")"; }
+    v_away() {
+      run "spooling" "" WEIR_SPOOL_PATH="$(mktemp -d -p "$work")" WEIR_KAFKA_BROKERS=127.0.0.1:1
+    }
+    order=(v_none v_idle v_away)
+    ;;
+  *) echo "usage: $0 filters|telemetry|spool" >&2; exit 2 ;;
 esac
 if [ -n "${BASE:-}" ]; then
   # Each variant on the base commit's node too, in the same rounds.

@@ -2,7 +2,8 @@
 //! rejection of the whole request. Always JSON, always with the request id.
 //!
 //! Overall `code`: 0 all accepted, 1 partial, 2 none accepted. The HTTP status
-//! follows the parts: 200 all accepted, 207 partial, 503 + `Retry-After` when
+//! follows the parts: 200 all accepted, 202 all accepted with some only in
+//! the spool so far, 207 partial, 503 + `Retry-After` when
 //! nothing was accepted but something may be sent again (Kafka unavailable),
 //! 400 when nothing was accepted and nothing is worth sending again.
 
@@ -53,8 +54,15 @@ pub fn answer(batch: &Batch<'_>, request_id: &str, limited: Option<&Reject>) -> 
         .iter()
         .filter(|p| p.code == PartCode::Filtered)
         .count();
+    let spooled = parts.iter().filter(|p| p.code == PartCode::Spooled).count();
     let (code, status, message) = if let (Some(limited), 0) = (limited, accepted) {
         (2, limited.status, limited.message.clone())
+    } else if failed == 0 && spooled > 0 {
+        (
+            0,
+            StatusCode::ACCEPTED,
+            format!("{total} events accepted, {spooled} of them spooled until Kafka takes them"),
+        )
     } else if failed == 0 && filtered > 0 {
         let written = total - filtered;
         (
@@ -181,7 +189,12 @@ mod tests {
             topic: Some("t".into()),
             partition: Some(0),
             offset: Some(1),
+            spooled: None,
         }
+    }
+
+    fn spooled() -> Part {
+        Part::spooled(Some("s".into()), Some("b".into()), "node-1".into(), 7)
     }
 
     fn failed(code: PartCode, retryable: bool) -> Part {
@@ -204,6 +217,16 @@ mod tests {
     #[test]
     fn status_follows_the_parts() {
         assert_eq!(outcome(vec![ok(), ok()]), (200, 0, false));
+        // Spooled counts as accepted: 202, code 0, nothing to send again.
+        assert_eq!(outcome(vec![ok(), spooled()]), (202, 0, false));
+        assert_eq!(outcome(vec![spooled()]), (202, 0, false));
+        let mut filtered = failed(PartCode::Filtered, false);
+        filtered.retryable = Some(false);
+        assert_eq!(outcome(vec![filtered, spooled()]), (202, 0, false));
+        assert_eq!(
+            outcome(vec![spooled(), failed(PartCode::DeliveryFailed, true)]),
+            (207, 1, true)
+        );
         assert_eq!(
             outcome(vec![ok(), failed(PartCode::Invalid, false)]),
             (207, 1, false)

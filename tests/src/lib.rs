@@ -142,6 +142,76 @@ pub fn kafka() -> &'static str {
     })
 }
 
+/// A tansu broker of one test's own, to freeze, stop or replace (the
+/// shared one is [`kafka`]). Killed when dropped.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    /// Its bootstrap address.
+    pub address: String,
+}
+
+impl Broker {
+    /// A new broker (in memory) on a free port.
+    pub fn start() -> Broker {
+        Broker::start_on(free_port())
+    }
+
+    /// A new broker on `port`: a broker replaced at the same address has
+    /// none of the old one's state.
+    pub fn start_on(port: u16) -> Broker {
+        let tansu = std::env::var("WEIR_TANSU")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("var/bin/tansu"));
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        wait_for_port(port, Duration::from_secs(20));
+        Broker {
+            child,
+            port,
+            address,
+        }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// How often [`eventually`] and its kin probe.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 

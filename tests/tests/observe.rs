@@ -217,7 +217,14 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
         &format!("[[tenants.filters]]\npath = \"{}\"", pass.display()),
     );
     let config = format!("[kafka.producer]\n\"statistics.interval.ms\" = \"500\"\n{acme}");
-    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    // With a spool, as the shipped manifests run it.
+    let spool = tempfile::tempdir().unwrap();
+    let spool_path = spool.path().to_str().unwrap();
+    let env = [
+        ("WEIR_KAFKA_BROKERS", kafka()),
+        ("WEIR_SPOOL_PATH", spool_path),
+    ];
+    let node = Node::start(&config, &env).unwrap();
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();
     assert_eq!(post(&node, "k", body).await.unwrap().status, 200);
     // Up to 10 s for librdkafka's broker metrics; the exposition as it is

@@ -61,6 +61,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub kafka: KafkaConfig,
+    pub spool: SpoolConfig,
     pub geoip: GeoIpConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
@@ -192,6 +193,46 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+/// The spool: where events go while Kafka cannot take them (issue 17).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// A directory on the node's disk (`WEIR_SPOOL_PATH`); none: no spool,
+    /// and events Kafka cannot take are answered `delivery_failed`.
+    pub path: Option<PathBuf>,
+    /// The most bytes the spool's files may take on disk (the node's total).
+    pub max_bytes: u64,
+    /// The most bytes of events one tenant may have spooled.
+    pub tenant_max_bytes: u64,
+    /// Segment files are closed past this size (and deleted once all their
+    /// events are in Kafka); an event's record must fit in one.
+    pub segment_bytes: u64,
+    /// `always`: an event is answered `spooled` only once fsync'd
+    /// (concurrent requests share one fsync); `never`: once written to the
+    /// OS (a crash of the machine may lose recent events).
+    pub fsync: String,
+    /// How long a request waits for Kafka's acknowledgements before its
+    /// events still unanswered are spooled.
+    pub wait_ms: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            path: None,
+            max_bytes: 1 << 30,
+            tenant_max_bytes: 256 << 20,
+            segment_bytes: 16 << 20,
+            fsync: "always".into(),
+            wait_ms: 5_000,
+        }
+    }
+}
+
+/// The smallest spool settings that work: a segment must hold the largest
+/// record, and a tenant's share a segment's worth of records.
+pub const MIN_SPOOL_BYTES: u64 = 64 << 10;
 
 /// The GeoIP database.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -453,6 +494,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_TLS_CLIENT_CA", "tls.client_ca_path"),
     ("WEIR_KAFKA_BROKERS", "kafka.brokers"),
     ("WEIR_KAFKA_TOPIC_TEMPLATE", "kafka.topic_template"),
+    ("WEIR_SPOOL_PATH", "spool.path"),
     ("WEIR_GEOIP_PATH", "geoip.path"),
     ("WEIR_LOG_LEVEL", "log.level"),
     ("WEIR_LOG_FORMAT", "log.format"),
@@ -535,6 +577,7 @@ impl Config {
                 "WEIR_TLS_CLIENT_CA" => self.tls.client_ca_path = optional_path(value),
                 "WEIR_KAFKA_BROKERS" => self.kafka.brokers = value,
                 "WEIR_KAFKA_TOPIC_TEMPLATE" => self.kafka.topic_template = value,
+                "WEIR_SPOOL_PATH" => self.spool.path = optional_path(value),
                 "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
                 "WEIR_LOG_LEVEL" => self.log.level = value,
                 "WEIR_LOG_FORMAT" => self.log.format = value,
@@ -580,6 +623,7 @@ impl Config {
         self.validate_telemetry()?;
         self.validate_server()?;
         self.validate_kafka()?;
+        self.validate_spool()?;
         if !matches!(self.log.format.as_str(), "json" | "pretty") {
             return Err(invalid(
                 "log.format",
@@ -721,6 +765,51 @@ impl Config {
     }
 
     /// `[kafka]`.
+    /// `[spool]`.
+    fn validate_spool(&self) -> Result<(), ConfigError> {
+        let spool = &self.spool;
+        for (key, value) in [
+            ("spool.max_bytes", spool.max_bytes),
+            ("spool.tenant_max_bytes", spool.tenant_max_bytes),
+            ("spool.segment_bytes", spool.segment_bytes),
+        ] {
+            if value < MIN_SPOOL_BYTES {
+                return Err(invalid(
+                    key,
+                    format!("{value} is below the least that works, {MIN_SPOOL_BYTES} (64 KiB)"),
+                ));
+            }
+        }
+        if spool.tenant_max_bytes > spool.max_bytes {
+            return Err(invalid(
+                "spool.tenant_max_bytes",
+                format!(
+                    "{} is more than spool.max_bytes ({}), the whole spool",
+                    spool.tenant_max_bytes, spool.max_bytes
+                ),
+            ));
+        }
+        if !matches!(spool.fsync.as_str(), "always" | "never") {
+            return Err(invalid(
+                "spool.fsync",
+                format!("'{}' is not one of always, never", spool.fsync),
+            ));
+        }
+        // Only a node with a spool waits this long (without one, a request
+        // waits for Kafka's every answer).
+        let spooling = spool.path.is_some();
+        if spool.wait_ms == 0 || (spooling && spool.wait_ms > self.kafka.delivery_timeout_ms) {
+            return Err(invalid(
+                "spool.wait_ms",
+                format!(
+                    "{} must be from 1 to kafka.delivery_timeout_ms ({}): past that Kafka has answered every event",
+                    spool.wait_ms, self.kafka.delivery_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         // librdkafka settings Weir has its own key for: one way to set each,
         // and no override that breaks what the key guarantees (a

@@ -73,4 +73,13 @@ impl<'a> Batch<'a> {
     pub fn pending(&self) -> impl Iterator<Item = &Event<'a>> {
         self.events.iter().filter(|e| e.part.is_none())
     }
+
+    /// Positions of the events still to be written: undecided and enriched.
+    pub fn pending_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.part.is_none() && e.enrichment.is_some())
+            .map(|(index, _)| index)
+    }
 }

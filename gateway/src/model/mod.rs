@@ -44,7 +44,7 @@ mod part;
 mod refusal;
 
 pub use batch::{Batch, Enrichment, Event, Geo, Meta};
-pub use part::{Part, PartCode};
+pub use part::{Part, PartCode, SpoolPlace};
 pub use refusal::{ErrorCode, Reject, UploadFault};
 
 /// A byte allowed in tenant names and categories: `A-Z a-z 0-9 _ . -`.

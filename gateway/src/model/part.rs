@@ -21,13 +21,16 @@ closed_set! {
         FilterError = "filter_error",
         /// Kafka did not acknowledge the event in time; send it again.
         DeliveryFailed = "delivery_failed",
+        /// Kafka could not take the event now: it is in the node's durable
+        /// spool and reaches Kafka once it can (accepted; not retryable).
+        Spooled = "spooled",
     }
 }
 
 impl PartCode {
     /// Whether a part with this code counts as handled (not an error).
     pub fn is_accepted(self) -> bool {
-        matches!(self, PartCode::Ok | PartCode::Filtered)
+        matches!(self, PartCode::Ok | PartCode::Filtered | PartCode::Spooled)
     }
 }
 
@@ -42,14 +45,27 @@ pub struct Part {
     /// Present on every part that is not `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// Boxed text (no spare capacity): every event's part has room for one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_id: Option<String>,
+    pub backend_id: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
+    /// A spooled event: where it is (boxed: rare, and parts are moved a lot).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub spooled: Option<Box<SpoolPlace>>,
+}
+
+/// Where a spooled event waits for Kafka.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpoolPlace {
+    /// The node whose spool holds it.
+    pub node: Arc<str>,
+    /// Its record number in that spool.
+    pub spool_seq: u64,
 }
 
 impl Part {
@@ -64,6 +80,32 @@ impl Part {
             topic: None,
             partition: None,
             offset: None,
+            spooled: None,
+        }
+    }
+
+    /// A part for an event written to the spool of `node` as record `seq`.
+    pub fn spooled(
+        id: Option<String>,
+        backend_id: Option<Box<str>>,
+        node: Arc<str>,
+        seq: u64,
+    ) -> Part {
+        Part {
+            id,
+            code: PartCode::Spooled,
+            message: Some(format!(
+                "Kafka could not take the event now: it is in node {node}'s spool (record {seq}) and goes to Kafka once it can"
+            )),
+            retryable: Some(false),
+            backend_id,
+            topic: None,
+            partition: None,
+            offset: None,
+            spooled: Some(Box::new(SpoolPlace {
+                node,
+                spool_seq: seq,
+            })),
         }
     }
 }

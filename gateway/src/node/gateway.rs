@@ -12,7 +12,7 @@ use super::NodeError;
 use crate::config::Config;
 use crate::edge::auth::Tenants;
 use crate::edge::limit::{Admission, Rate, Unauthenticated};
-use crate::ops::metrics::{Metrics, Saturation};
+use crate::ops::metrics::{Metrics, Saturation, SpoolGauge};
 use crate::ops::trace::RequestSampler;
 use crate::pipeline::filter::host::{FilterEngine, MAX_INSTANCES};
 use crate::pipeline::geoip::GeoIp;
@@ -75,6 +75,11 @@ impl Gateway {
                     kafka: producer.stats(),
                     filter_instances: Arc::new(filters.instances()),
                     filter_instances_max: u64::from(MAX_INSTANCES),
+                    spool: producer.spooler().map(|spooler| {
+                        let spooler = spooler.clone();
+                        let read: SpoolGauge = Arc::new(move || spooler.figures());
+                        read
+                    }),
                 },
             )
             .map_err(NodeError::Telemetry)?

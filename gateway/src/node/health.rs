@@ -26,6 +26,9 @@ struct Readiness<'a> {
     /// Filters whose file on disk does not load (the previous version serves).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     filter_errors: Vec<String>,
+    /// The spool, when the node has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spool: Option<String>,
 }
 
 /// Liveness: the process answers, and nothing happened that only a
@@ -58,7 +61,18 @@ pub fn healthz(gateway: &Gateway, request_id: &str, detailed: bool) -> Response<
 /// whether, so that file paths and broker errors are not told to anyone.
 pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Response<Body> {
     let kafka = gateway.producer.check().await;
-    let ready = kafka.is_ok();
+    // With a spool the node does its job while Kafka is away, as long as
+    // the spool takes events.
+    let spool = gateway.producer.spooler().map(|s| s.readiness());
+    let ready = match &spool {
+        Some((spool_ok, _)) => kafka.is_ok() || *spool_ok,
+        None => kafka.is_ok(),
+    };
+    let spool = spool.map(|(ok, detail)| match (detailed, ok) {
+        (true, _) => detail,
+        (false, true) => "ok".into(),
+        (false, false) => "unavailable".into(),
+    });
     let kafka = match (kafka, detailed) {
         (Ok(brokers), true) => format!("ok: {brokers} broker(s)"),
         (Err(e), true) => format!("unavailable: {e}"),
@@ -88,6 +102,7 @@ pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Resp
         geoip,
         tenants: tenants.len(),
         filter_errors,
+        spool,
     };
     let status = if ready {
         StatusCode::OK

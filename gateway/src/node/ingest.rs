@@ -300,6 +300,7 @@ async fn produce(
         messaging.batch.message_count = batch.pending().count() as i64,
         delivered = field::Empty,
         failed = field::Empty,
+        spooled = field::Empty,
         otel.status_code = field::Empty,
         otel.status_description = field::Empty,
     );
@@ -324,6 +325,11 @@ async fn produce(
     metrics.stage(Stage::Deliver, produced.deliver.as_secs_f64());
     span.record("delivered", produced.delivered as i64);
     span.record("failed", produced.failed as i64);
+    if produced.spooled > 0 {
+        span.record("spooled", produced.spooled as i64);
+        tracing::debug!(parent: &trace.span, tenant = %tenant.name, spooled = produced.spooled,
+            "events spooled: Kafka could not take them now");
+    }
     if produced.failed > 0 {
         span.record("otel.status_code", "ERROR");
         span.record("otel.status_description", "some records were not delivered");

@@ -19,7 +19,8 @@ use crate::edge::tls;
 use crate::ops::trace;
 use crate::pipeline::geoip::GeoIpError;
 use crate::pipeline::kafka::broker::EmbeddedBroker;
-use crate::pipeline::kafka::{Producer, ProducerError};
+use crate::pipeline::kafka::{Producer, ProducerError, Spooler};
+use crate::pipeline::spool::SpoolError;
 
 mod gateway;
 pub mod health;
@@ -48,6 +49,8 @@ pub enum NodeError {
     GeoIp(#[from] GeoIpError),
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    #[error("opening the spool (spool.path): {0}")]
+    Spool(#[from] SpoolError),
     #[error("starting the embedded broker: {0}")]
     EmbeddedBroker(rdkafka::error::KafkaError),
     #[error("creating topic {topic} on the embedded broker: {source}")]
@@ -131,6 +134,11 @@ impl Node {
             (None, config.kafka.brokers.clone())
         };
         let producer = Producer::new(&config.kafka, &brokers, embedded.is_some())?;
+        let node_name: Arc<str> = crate::ops::otlp::hostname().into();
+        let producer = match Spooler::open(&config.spool, node_name)? {
+            Some(spooler) => producer.with_spool(spooler),
+            None => producer,
+        };
         if let Some(broker) = &embedded {
             // Topics of literal categories now; patterns are created on first use.
             for tenant in &config.tenants {
@@ -202,6 +210,9 @@ impl Node {
         match tokio::task::block_in_place(|| gateway.producer.flush(FLUSH_TIMEOUT)) {
             Ok(()) => tracing::info!("producer flushed; bye"),
             Err(e) => tracing::error!(error = %e, "producer flush incomplete at exit"),
+        }
+        if let Some(spooler) = gateway.producer.spooler() {
+            spooler.log_stop();
         }
         tokio::task::block_in_place(|| gateway.metrics.shutdown());
         for task in &tasks {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::Gateway;
 use crate::config::{
-    Config, GeoIpConfig, KafkaConfig, LogConfig, ServerConfig, TelemetryConfig, TlsConfig,
+    Config, GeoIpConfig, KafkaConfig, LogConfig, ServerConfig, SpoolConfig, TelemetryConfig,
+    TlsConfig,
 };
 use crate::edge::auth::Tenants;
 
@@ -22,6 +23,7 @@ pub struct StartOnly {
     server: ServerConfig,
     tls: TlsConfig,
     kafka: KafkaConfig,
+    spool: SpoolConfig,
     geoip: GeoIpConfig,
     log: LogConfig,
     telemetry: TelemetryConfig,
@@ -33,6 +35,7 @@ impl StartOnly {
             server: config.server.clone(),
             tls: config.tls.clone(),
             kafka: config.kafka.clone(),
+            spool: config.spool.clone(),
             geoip: config.geoip.clone(),
             log: config.log.clone(),
             telemetry: config.telemetry.clone(),
@@ -45,6 +48,7 @@ impl StartOnly {
             ("server", self.server == config.server),
             ("tls", self.tls == config.tls),
             ("kafka", self.kafka == config.kafka),
+            ("spool", self.spool == config.spool),
             ("geoip", self.geoip == config.geoip),
             ("log", self.log == config.log),
             ("telemetry", self.telemetry == config.telemetry),

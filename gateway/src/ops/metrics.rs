@@ -170,6 +170,36 @@ pub struct Saturation {
     pub filter_instances: Gauge,
     /// The pool's capacity of filter instances.
     pub filter_instances_max: u64,
+    /// The spool's figures, when the node has one.
+    pub spool: Option<SpoolGauge>,
+}
+
+/// Reads the spool's figures when `/metrics` is scraped.
+pub type SpoolGauge = Arc<dyn Fn() -> SpoolReadings + Send + Sync>;
+
+/// The spool's figures at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct SpoolReadings {
+    /// Events in the spool, not yet in Kafka.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes of the spool's files (acknowledged records until their segment goes).
+    pub disk_bytes: u64,
+    /// The cap on `disk_bytes` (`spool.max_bytes`).
+    pub max_bytes: u64,
+    /// Seconds since the oldest event in the spool was accepted.
+    pub oldest_age_seconds: f64,
+    /// Per tenant: name, bytes, records.
+    pub tenants: Vec<(String, u64, u64)>,
+    /// Why appends fail, if they do.
+    pub fault: Option<String>,
+    /// Totals since start, by what happened to events: `spooled`,
+    /// `replayed`, `late` (the first send delivered after all), `duplicate`
+    /// (in Kafka twice), `refused_full` (the spool or the tenant's share
+    /// full), `disk_error`, `dropped` (Kafka refuses them for good), and
+    /// damaged records skipped (`corrupt`).
+    pub totals: [(&'static str, u64); 8],
 }
 
 /// What the metrics read from librdkafka's statistics (the producer
@@ -527,7 +557,11 @@ fn saturation_gauges(meter: &Meter, saturation: Saturation) -> Arc<Connections> 
         kafka,
         filter_instances,
         filter_instances_max,
+        spool,
     } = saturation;
+    if let Some(spool) = spool {
+        spool_gauges(meter, spool);
+    }
     gauge(
         meter,
         "weir.inflight.requests",
@@ -640,6 +674,61 @@ fn kafka_gauges(meter: &Meter, kafka: Arc<KafkaStats>) {
         .build();
 }
 
+/// The spool's contents, its age and what happened to its events.
+fn spool_gauges(meter: &Meter, spool: SpoolGauge) {
+    let read = spool.clone();
+    meter
+        .u64_observable_gauge("weir.spool.records")
+        .with_description("Events in the spool, not yet in Kafka, by tenant")
+        .with_callback(move |observer| {
+            for (tenant, _, records) in read().tenants {
+                observer.observe(records, &[KeyValue::new("tenant", tenant)]);
+            }
+        })
+        .build();
+    let read = spool.clone();
+    meter
+        .u64_observable_gauge("weir.spool.bytes")
+        .with_unit("By")
+        .with_description("Bytes of the events in the spool, by tenant")
+        .with_callback(move |observer| {
+            for (tenant, bytes, _) in read().tenants {
+                observer.observe(bytes, &[KeyValue::new("tenant", tenant)]);
+            }
+        })
+        .build();
+    let read = spool.clone();
+    gauge(
+        meter,
+        "weir.spool.disk.bytes",
+        "Bytes of the spool's files on disk (against weir_spool_max_bytes)",
+        move || read().disk_bytes,
+    );
+    let read = spool.clone();
+    gauge(
+        meter,
+        "weir.spool.max.bytes",
+        "The spool's cap on disk (spool.max_bytes)",
+        move || read().max_bytes,
+    );
+    let read = spool.clone();
+    meter
+        .f64_observable_gauge("weir.spool.oldest.age")
+        .with_unit("s")
+        .with_description("Age of the oldest event in the spool (0 when empty)")
+        .with_callback(move |observer| observer.observe(read().oldest_age_seconds, &[]))
+        .build();
+    meter
+        .u64_observable_counter("weir.spool.events")
+        .with_description("Spooled events by outcome: spooled, replayed, late (first send delivered after all), duplicate (in Kafka twice), refused_full, disk_error, dropped (Kafka refuses for good), corrupt (damaged, skipped)")
+        .with_callback(move |observer| {
+            for (outcome, total) in spool().totals {
+                observer.observe(total, &[KeyValue::new("outcome", outcome)]);
+            }
+        })
+        .build();
+}
+
 /// The node's identity and its async runtime's busy time.
 fn node_gauges(meter: &Meter, config: &TelemetryConfig) {
     // The node's identity as labels of a constant 1 (the Prometheus "info"
@@ -706,6 +795,7 @@ mod tests {
                 kafka: Arc::default(),
                 filter_instances: gauge,
                 filter_instances_max: 0,
+                spool: None,
             },
         )
         .unwrap();

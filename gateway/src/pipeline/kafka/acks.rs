@@ -3,8 +3,8 @@
 //! one piece of FFI), and each request's records share one [`Acks`] that
 //! wakes the request once, when the last answer is in.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerCon
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
+use super::spooler::Spooler;
 use crate::model::{Part, PartCode};
 use crate::ops::metrics::KafkaStats;
 
@@ -116,7 +117,22 @@ pub(super) struct Acks {
     /// What the request holds until its records are answered (its
     /// in-flight place), let go with the last of these (when the request
     /// and every record's slot are done with them).
-    _held: Option<Held>,
+    held: Mutex<Option<Held>>,
+    /// Set once the request stopped waiting (see [`Acks::abandon`]): the
+    /// answers that come after it are late.
+    abandoned: AtomicBool,
+    late: Mutex<Option<LateAnswers>>,
+}
+
+/// The records of a request that stopped waiting, whose answers come late.
+struct LateAnswers {
+    spooler: Arc<Spooler>,
+    /// Per record: unanswered when the request stopped waiting, and not yet since.
+    waiting: Vec<bool>,
+    /// Per record: delivered late.
+    delivered: Vec<bool>,
+    /// Per record: its spooled copy (number and key), once written.
+    spooled: Vec<Option<(u64, Option<u64>)>>,
 }
 
 /// Partition and offset, or why a record was not delivered.
@@ -131,14 +147,81 @@ impl Acks {
             results: (0..records).map(|_| OnceLock::new()).collect(),
             remaining: AtomicUsize::new(records),
             waker: AtomicWaker::new(),
-            _held: held,
+            held: Mutex::new(held),
+            abandoned: AtomicBool::new(false),
+            late: Mutex::new(None),
         })
+    }
+
+    /// The request stops waiting, and will spool what is unanswered: the
+    /// records unanswered now (returned, `true` at their position) count as
+    /// abandoned in `spooler` until librdkafka answers them, and one
+    /// delivered after all acknowledges its spooled copy.
+    pub(super) fn abandon(&self, spooler: &Arc<Spooler>) -> Vec<bool> {
+        let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
+        self.abandoned.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `answer`: an answer either is seen here,
+        // or sees `abandoned` set and reports late.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let waiting: Vec<bool> = self.results.iter().map(|r| r.get().is_none()).collect();
+        let count = waiting.iter().filter(|&&w| w).count() as u64;
+        // The request is answered from the spool: its place among those in
+        // flight is free (librdkafka's own queue bounds what it still holds).
+        drop(
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        spooler.abandoned.fetch_add(count, Ordering::SeqCst);
+        *late = Some(LateAnswers {
+            spooler: spooler.clone(),
+            delivered: vec![false; waiting.len()],
+            spooled: vec![None; waiting.len()],
+            waiting: waiting.clone(),
+        });
+        waiting
+    }
+
+    /// The abandoned record at `position` is spooled as `seq`.
+    pub(super) fn spooled(&self, position: usize, seq: u64, key: Option<u64>) {
+        let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(late) = late.as_mut() else { return };
+        if let Some(slot) = late.spooled.get_mut(position) {
+            *slot = Some((seq, key));
+        }
+        if late.delivered.get(position) == Some(&true) {
+            late.spooler.delivered_late(seq, key);
+        }
+    }
+
+    /// An answer after the request stopped waiting.
+    fn answer_late(&self, position: usize, delivered: bool) {
+        let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(late) = late.as_mut() else { return };
+        if late.waiting.get(position) != Some(&true) {
+            return;
+        }
+        late.waiting[position] = false;
+        if delivered {
+            late.spooler.kafka_delivered();
+            late.delivered[position] = true;
+            if let Some((seq, key)) = late.spooled[position] {
+                late.spooler.delivered_late(seq, key);
+            }
+        }
+        late.spooler.abandoned.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The answer for the record at `position`; each is answered exactly once.
     pub(super) fn answer(&self, position: usize, delivery: Delivery) {
+        let delivered = delivery.is_ok();
         if let Some(slot) = self.results.get(position) {
             let _ = slot.set(delivery);
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.abandoned.load(Ordering::SeqCst) {
+            self.answer_late(position, delivered);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.waker.wake();
@@ -236,7 +319,7 @@ impl ClientContext for KafkaContext {
 
 /// The part of an event Kafka did not take: too large for the topic (not
 /// retryable), or not acknowledged (retryable).
-pub(super) fn failure(id: Option<String>, backend_id: Option<String>, e: &KafkaError) -> Part {
+pub(super) fn failure(id: Option<String>, backend_id: Option<Box<str>>, e: &KafkaError) -> Part {
     let (code, retryable) = match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => (PartCode::TooLarge, false),
         _ => (PartCode::DeliveryFailed, true),

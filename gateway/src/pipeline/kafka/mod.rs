@@ -5,14 +5,19 @@
 //! - [`record`]: a record's value, key and headers;
 //! - [`topics`]: which topics exist (a missing one is answered at once);
 //! - [`producer`]: records handed to librdkafka, and the wait for their acks;
-//! - [`acks`]: Kafka's answers back to the waiting requests (the FFI lives here).
+//! - [`acks`]: Kafka's answers back to the waiting requests (the FFI lives here);
+//! - [`spooler`]: events Kafka cannot take now, to the node's spool;
+//! - [`replay`]: the spool's records to Kafka once it takes them, in order.
 
 mod acks;
 pub mod broker;
 mod producer;
 mod record;
+mod replay;
+mod spooler;
 pub mod tail;
 mod topics;
 
 pub use acks::Held;
-pub use producer::{client_config, Produced, Producer, ProducerError};
+pub use producer::{client_config, Produced, Producer, ProducerError, SPOOLED_AT_HEADER};
+pub use spooler::{SpoolCounters, Spooler};

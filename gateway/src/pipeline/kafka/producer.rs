@@ -12,14 +12,16 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 
-use super::acks::{failure, serve_reports, AckSlot, Acks, KafkaContext};
+use super::acks::{failure, serve_reports, AckSlot, Acks, Delivery, KafkaContext};
 use super::record::{self, record_headers, write_value, RecordFields};
-use super::topics::Topics;
+use super::spooler::{key_hash, now_ms, spoolable, Spooler, ToSpool};
+use super::topics::{TopicProblem, Topics};
 use crate::config::template::{Template, Values};
 use crate::config::KafkaConfig;
-use crate::model::{Batch, Enrichment, Part, PartCode};
+use crate::model::{Batch, Enrichment, Event, Part, PartCode};
 use crate::ops::metrics::KafkaStats;
 use crate::ops::trace::TraceHeaders;
+use crate::pipeline::spool::SpoolRecord;
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,10 @@ pub struct Producer {
     checked: tokio::sync::Mutex<Option<(Instant, Result<usize, String>)>>,
     /// The task that serves librdkafka's reports; it holds the client.
     reports: Option<tokio::task::JoinHandle<()>>,
+    /// Where events go that Kafka cannot take now, if the node has a spool.
+    spooler: Option<Arc<Spooler>>,
+    /// The task that replays the spool.
+    replay: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long a readiness check's answer is reused: probes and anyone else
@@ -103,7 +109,25 @@ impl Producer {
             topics: Topics::new(embedded),
             checked: tokio::sync::Mutex::new(None),
             reports,
+            spooler: None,
+            replay: None,
         })
+    }
+
+    /// Spools what Kafka cannot take now, and replays it once it can (a
+    /// task started here, for the life of the producer).
+    pub fn with_spool(mut self, spooler: Arc<Spooler>) -> Producer {
+        self.replay = Some(tokio::spawn(super::replay::replay(
+            spooler.clone(),
+            self.inner.clone(),
+        )));
+        self.spooler = Some(spooler);
+        self
+    }
+
+    /// The spool, if the node has one.
+    pub fn spooler(&self) -> Option<&Arc<Spooler>> {
+        self.spooler.as_ref()
     }
 
     /// The topic for a tenant's category.
@@ -120,7 +144,9 @@ impl Producer {
 
     /// Sends every pending, enriched event to `topic` (from [`Producer::topic`],
     /// rendered once per request by the caller) and waits for each acknowledgement;
-    /// every such event's part is decided on return.
+    /// every such event's part is decided on return. With a spool, the wait
+    /// lasts `spool.wait_ms` at most, and what Kafka could not take by then
+    /// is spooled ([`super::spooler`]).
     ///
     /// `held` (the request's place among those in flight) is kept until
     /// the last of its records is answered, so a client that goes away
@@ -136,70 +162,149 @@ impl Producer {
         held: impl Send + Sync + 'static,
     ) -> Produced {
         let started = Instant::now();
-        if let Err(problem) = self.topics.ensure(&self.inner, &topic).await {
-            let mut failed = 0;
-            for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
-                failed += 1;
-                event.part = Some(Part::failed(
-                    event.id.clone(),
-                    PartCode::DeliveryFailed,
-                    problem.clone(),
-                    true,
-                ));
-            }
-            return Produced {
-                enqueue: started.elapsed(),
-                deliver: Duration::ZERO,
-                delivered: 0,
-                failed,
-            };
-        }
-
-        let headers = record_headers(trace, request_id, tenant);
         let device_key = record::key(&self.key_template, tenant, &batch.meta);
+        let source = Source {
+            key_hash: device_key
+                .as_deref()
+                .map(|k| key_hash(&topic, k.as_bytes())),
+            topic,
+            tenant,
+            request_id,
+            trace,
+            device_key,
+        };
+        let mut produced = Produced::default();
+        let away = self.spooler.as_ref().filter(|s| s.kafka_away());
+        let ensured = match away {
+            Some(_) => Ok(()),
+            None => self.check_topic(&source.topic).await,
+        };
+        let spool_now = match ensured {
+            Ok(()) if away.is_some() => away,
+            Ok(()) => self
+                .spooler
+                .as_ref()
+                .filter(|spooler| source.key_hash.is_some_and(|key| spooler.holds(key))),
+            Err(TopicProblem::Unavailable(_)) if self.spooler.is_some() => {
+                let spooler = self.spooler.as_ref();
+                spooler.inspect(|s| s.note_unreachable())
+            }
+            Err(problem) => {
+                produced.failed = fail_pending(batch, &problem.to_string());
+                produced.enqueue = started.elapsed();
+                return produced;
+            }
+        };
+        if let Some(spooler) = spool_now {
+            let pending = batch.pending_indexes().map(|index| (None, index)).collect();
+            spool_events(spooler, batch, &source, pending, None, &mut produced).await;
+            produced.enqueue = started.elapsed();
+            return produced;
+        }
+        let (acks, indexes) = self.send(batch, &source, held);
+        produced.enqueue = started.elapsed();
+        let abandoned = match &self.spooler {
+            None => {
+                acks.all().await;
+                Vec::new()
+            }
+            Some(spooler) => match tokio::time::timeout(spooler.wait, acks.all()).await {
+                Ok(()) => Vec::new(),
+                Err(_) => acks.abandon(spooler),
+            },
+        };
+        produced.deliver = started.elapsed() - produced.enqueue;
+        let mut to_spool = Vec::new();
+        for (position, index) in indexes.into_iter().enumerate() {
+            if abandoned.get(position) == Some(&true) {
+                to_spool.push((Some(position), index));
+                continue;
+            }
+            let result = acks
+                .results
+                .get(position)
+                .and_then(OnceLock::get)
+                .cloned()
+                .unwrap_or(Err(KafkaError::Canceled));
+            match result {
+                Err(e) if self.spooler.is_some() && spoolable(&e) => {
+                    to_spool.push((Some(position), index));
+                }
+                result => answer(
+                    &mut batch.events[index],
+                    &source.topic,
+                    result,
+                    &mut produced,
+                ),
+            }
+        }
+        if let Some(spooler) = &self.spooler {
+            if produced.delivered > 0 {
+                spooler.kafka_delivered();
+            }
+            if !to_spool.is_empty() {
+                spool_events(
+                    spooler,
+                    batch,
+                    &source,
+                    to_spool,
+                    Some(&acks),
+                    &mut produced,
+                )
+                .await;
+            }
+        }
+        produced
+    }
+
+    /// Whether the topic exists; with a spool, a request does not wait out
+    /// a slow metadata lookup (it counts as Kafka unavailable).
+    async fn check_topic(&self, topic: &str) -> Result<(), TopicProblem> {
+        let ensure = self.topics.ensure(&self.inner, topic);
+        match &self.spooler {
+            None => ensure.await,
+            Some(spooler) => tokio::time::timeout(spooler.wait, ensure)
+                .await
+                .unwrap_or_else(|_| {
+                    let why = "Kafka metadata: no answer in time";
+                    Err(TopicProblem::Unavailable(why.into()))
+                }),
+        }
+    }
+
+    /// Hands a record per pending, enriched event to librdkafka; returns
+    /// their answers to wait for and the events' positions in the batch, in
+    /// the order of the answers.
+    fn send(
+        &self,
+        batch: &Batch<'_>,
+        source: &Source<'_>,
+        held: impl Send + Sync + 'static,
+    ) -> (Arc<Acks>, Vec<usize>) {
+        let headers = record_headers(source.trace, source.request_id, source.tenant);
+        let indexes: Vec<usize> = batch.pending_indexes().collect();
+        let acks = Acks::new(indexes.len(), Some(Box::new(held)));
         let mut value = Vec::with_capacity(1024);
-        // The events to send (accepted so far and enriched), in the order of `acks`.
-        let pending: Vec<(usize, &Enrichment)> = batch
-            .events
-            .iter()
-            .enumerate()
-            .filter_map(|(index, e)| match (&e.part, &e.enrichment) {
-                (None, Some(enrichment)) => Some((index, enrichment)),
-                _ => None,
-            })
-            .collect();
-        let acks = Acks::new(pending.len(), Some(Box::new(held)));
-        for (position, &(index, enrichment)) in pending.iter().enumerate() {
+        for (position, &index) in indexes.iter().enumerate() {
             let event = &batch.events[index];
-            value.clear();
+            let Some(enrichment) = &event.enrichment else {
+                acks.answer(position, Err(KafkaError::Canceled));
+                continue;
+            };
             let mut hyphenated = [0; uuid::fmt::Hyphenated::LENGTH];
             let backend_id = &*enrichment
                 .backend_id
                 .hyphenated()
                 .encode_lower(&mut hyphenated);
-            write_value(
-                &mut value,
-                &RecordFields {
-                    backend_id,
-                    id: event.id.as_deref(),
-                    tenant,
-                    category: &batch.meta.category,
-                    received_at: batch.received_at,
-                    ts: event.ts,
-                    request_id,
-                    client_ip: enrichment.client_ip,
-                    geo: enrichment.geo.as_deref(),
-                },
-                batch.meta.raw,
-                &event.raw,
-            );
-            let key = device_key.as_deref().unwrap_or(backend_id);
+            value.clear();
+            write_event_value(&mut value, batch, event, enrichment, backend_id, source);
+            let key = source.device_key.as_deref().unwrap_or(backend_id);
             let slot = Box::new(AckSlot {
                 acks: acks.clone(),
                 position,
                 answered: false,
             });
-            let record = BaseRecord::with_opaque_to(&topic, slot)
+            let record = BaseRecord::with_opaque_to(&source.topic, slot)
                 .payload(&value[..])
                 .key(key)
                 .headers(headers.clone());
@@ -208,48 +313,7 @@ impl Producer {
                 (*record.delivery_opaque).answer(Err(e));
             }
         }
-
-        let indexes: Vec<usize> = pending.into_iter().map(|(index, _)| index).collect();
-        let enqueue = started.elapsed();
-        acks.all().await;
-        let deliver = started.elapsed() - enqueue;
-        let (mut delivered, mut failed) = (0, 0);
-        for (position, index) in indexes.into_iter().enumerate() {
-            let event = &mut batch.events[index];
-            let backend_id = event.enrichment.as_ref().map(|e| e.backend_id.to_string());
-            let result = acks
-                .results
-                .get(position)
-                .and_then(OnceLock::get)
-                .cloned()
-                .unwrap_or(Err(KafkaError::Canceled));
-            event.part = Some(match result {
-                Ok((partition, offset)) => {
-                    delivered += 1;
-                    Part {
-                        id: event.id.clone(),
-                        code: PartCode::Ok,
-                        message: None,
-                        retryable: None,
-                        backend_id,
-                        topic: Some(topic.clone()),
-                        partition: Some(partition),
-                        offset: Some(offset),
-                    }
-                }
-                Err(e) => {
-                    let part = failure(event.id.clone(), backend_id, &e);
-                    failed += usize::from(part.code == PartCode::DeliveryFailed);
-                    part
-                }
-            });
-        }
-        Produced {
-            enqueue,
-            deliver,
-            delivered,
-            failed,
-        }
+        (acks, indexes)
     }
 
     /// Whether the cluster answers a metadata request: the number of brokers.
@@ -304,6 +368,10 @@ impl Producer {
     /// ends and librdkafka's client is destroyed before this returns, so
     /// nothing of it outlives a broker stopped next.
     pub async fn close(mut self) {
+        if let Some(replay) = self.replay.take() {
+            replay.abort();
+            let _ = replay.await;
+        }
         if let Some(reports) = self.reports.take() {
             reports.abort();
             let _ = reports.await;
@@ -322,11 +390,187 @@ impl Drop for Producer {
         if let Some(reports) = &self.reports {
             reports.abort();
         }
+        if let Some(replay) = &self.replay {
+            replay.abort();
+        }
     }
 }
 
+/// What the records of one request are made of, besides each event.
+struct Source<'a> {
+    topic: Arc<str>,
+    tenant: &'a str,
+    request_id: &'a str,
+    trace: &'a TraceHeaders,
+    /// The record key from the template, when every placeholder has a
+    /// value; else each event's backend id is its key.
+    device_key: Option<String>,
+    /// The spool's name for that key (see [`Spooler::holds`]).
+    key_hash: Option<u64>,
+}
+
+/// Writes the record value of one event.
+fn write_event_value(
+    value: &mut Vec<u8>,
+    batch: &Batch<'_>,
+    event: &Event<'_>,
+    enrichment: &Enrichment,
+    backend_id: &str,
+    source: &Source<'_>,
+) {
+    write_value(
+        value,
+        &RecordFields {
+            backend_id,
+            id: event.id.as_deref(),
+            tenant: source.tenant,
+            category: &batch.meta.category,
+            received_at: batch.received_at,
+            ts: event.ts,
+            request_id: source.request_id,
+            client_ip: enrichment.client_ip,
+            geo: enrichment.geo.as_deref(),
+        },
+        batch.meta.raw,
+        &event.raw,
+    );
+}
+
+/// Decides an event's part from Kafka's answer.
+fn answer(event: &mut Event<'_>, topic: &Arc<str>, result: Delivery, produced: &mut Produced) {
+    let backend_id = event
+        .enrichment
+        .as_ref()
+        .map(|e| e.backend_id.to_string().into_boxed_str());
+    event.part = Some(match result {
+        Ok((partition, offset)) => {
+            produced.delivered += 1;
+            Part {
+                id: event.id.clone(),
+                code: PartCode::Ok,
+                message: None,
+                retryable: None,
+                backend_id,
+                topic: Some(topic.clone()),
+                partition: Some(partition),
+                offset: Some(offset),
+                spooled: None,
+            }
+        }
+        Err(e) => {
+            let part = failure(event.id.clone(), backend_id, &e);
+            produced.failed += usize::from(part.code == PartCode::DeliveryFailed);
+            part
+        }
+    });
+}
+
+/// Answers every pending event `delivery_failed` (retryable) with `why`;
+/// returns how many.
+fn fail_pending(batch: &mut Batch<'_>, why: &str) -> usize {
+    let mut failed = 0;
+    for event in batch.events.iter_mut().filter(|e| e.part.is_none()) {
+        failed += 1;
+        event.part = Some(Part::failed(
+            event.id.clone(),
+            PartCode::DeliveryFailed,
+            why.to_owned(),
+            true,
+        ));
+    }
+    failed
+}
+
+/// Spools the events at `events` (each with its record's position among
+/// the request's acks, if it was sent) and answers them.
+async fn spool_events(
+    spooler: &Arc<Spooler>,
+    batch: &mut Batch<'_>,
+    source: &Source<'_>,
+    events: Vec<(Option<usize>, usize)>,
+    acks: Option<&Acks>,
+    produced: &mut Produced,
+) {
+    let spooled_at = now_ms().to_string();
+    let headers: Vec<(String, Vec<u8>)> =
+        record::header_pairs(source.trace, source.request_id, source.tenant)
+            .chain([(SPOOLED_AT_HEADER, spooled_at.as_str())])
+            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+            .collect();
+    let mut records = Vec::with_capacity(events.len());
+    let mut value = Vec::with_capacity(1024);
+    let mut positions = std::collections::HashMap::new();
+    for &(position, index) in &events {
+        let event = &batch.events[index];
+        let Some(enrichment) = &event.enrichment else {
+            continue;
+        };
+        let backend_id = enrichment.backend_id.hyphenated().to_string();
+        value.clear();
+        write_event_value(&mut value, batch, event, enrichment, &backend_id, source);
+        let record = SpoolRecord {
+            tenant: source.tenant.to_owned(),
+            accepted_at_ms: u64::try_from(batch.received_at).unwrap_or(0),
+            topic: source.topic.to_string(),
+            key: Some(
+                source
+                    .device_key
+                    .as_deref()
+                    .unwrap_or(&backend_id)
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            headers: headers.clone(),
+            value: value.clone(),
+        };
+        if let Some(position) = position {
+            positions.insert(index, position);
+        }
+        match record.encode() {
+            Ok(payload) => records.push(ToSpool {
+                index,
+                backend_id: Some(backend_id.into_boxed_str()),
+                key: source.key_hash,
+                payload,
+            }),
+            Err(e) => {
+                let mut part =
+                    Part::failed(event.id.clone(), PartCode::TooLarge, e.to_string(), false);
+                part.backend_id = Some(backend_id.into());
+                batch.events[index].part = Some(part);
+            }
+        }
+    }
+    for (index, answer) in spooler.spool(source.tenant, records).await {
+        let event = &mut batch.events[index];
+        event.part = Some(match answer {
+            Ok(seq) => {
+                if let (Some(acks), Some(&position)) = (acks, positions.get(&index)) {
+                    acks.spooled(position, seq, source.key_hash);
+                }
+                produced.spooled += 1;
+                let backend_id = event
+                    .enrichment
+                    .as_ref()
+                    .map(|e| e.backend_id.to_string().into_boxed_str());
+                spooler.part(event.id.clone(), backend_id, seq)
+            }
+            Err(mut part) => {
+                produced.failed += 1;
+                part.id = event.id.clone();
+                part
+            }
+        });
+    }
+    // A spool write that did not answer (its task failed) is not held.
+    produced.failed += fail_pending(batch, "the spool could not take the event; retry later");
+}
+
+/// The header a spooled record gets: when it was spooled (Unix ms).
+pub const SPOOLED_AT_HEADER: &str = "weir-spooled-at";
+
 /// What became of a batch's records, and where the time went.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Produced {
     /// Checking the topic, building the records and handing them to librdkafka.
     pub enqueue: Duration,
@@ -336,6 +580,8 @@ pub struct Produced {
     pub delivered: usize,
     /// Events answered `delivery_failed` (retryable).
     pub failed: usize,
+    /// Events answered `spooled`.
+    pub spooled: usize,
 }
 
 #[cfg(test)]
@@ -419,7 +665,9 @@ mod tests {
             producer.topics.ensure(&producer.inner, "events.c"),
         );
         for answer in [a, b, c] {
-            let why = answer.unwrap_err();
+            let Err(super::super::topics::TopicProblem::Unavailable(why)) = answer else {
+                panic!("not unavailable: {answer:?}");
+            };
             assert!(why.starts_with("Kafka metadata unavailable"), "{why}");
         }
         // One listing was tried, not three one after another.

@@ -23,34 +23,38 @@ pub(super) fn key(template: &Template, tenant: &str, meta: &Meta<'_>) -> Option<
     })
 }
 
-/// The headers of every record of a request (design §3).
+/// The headers of every record of a request (design §3), as name and
+/// value: the producer's and the spool's records are built from this one
+/// list, so a replayed record carries exactly the headers it would have.
+pub(super) fn header_pairs<'a>(
+    trace: &'a TraceHeaders,
+    request_id: &'a str,
+    tenant: &'a str,
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    let traceparent = trace.traceparent.as_deref().map(|v| ("traceparent", v));
+    let tracestate = trace.tracestate.as_deref().map(|v| ("tracestate", v));
+    traceparent.into_iter().chain(tracestate).chain([
+        ("x-request-id", request_id),
+        ("weir-tenant", tenant),
+        ("content-type", "application/json"),
+    ])
+}
+
+/// The headers of every record of a request, for librdkafka.
 pub(super) fn record_headers(trace: &TraceHeaders, request_id: &str, tenant: &str) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(5);
-    if let Some(tp) = &trace.traceparent {
+    owned_headers(header_pairs(trace, request_id, tenant).map(|(k, v)| (k, v.as_bytes())))
+}
+
+/// Headers for librdkafka from names and values.
+pub(super) fn owned_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(6);
+    for (key, value) in pairs {
         headers = headers.insert(Header {
-            key: "traceparent",
-            value: Some(tp.as_str()),
-        });
-    }
-    if let Some(ts) = &trace.tracestate {
-        headers = headers.insert(Header {
-            key: "tracestate",
-            value: Some(ts.as_str()),
+            key,
+            value: Some(value),
         });
     }
     headers
-        .insert(Header {
-            key: "x-request-id",
-            value: Some(request_id),
-        })
-        .insert(Header {
-            key: "weir-tenant",
-            value: Some(tenant),
-        })
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/json"),
-        })
 }
 
 /// The fields of the record value that the gateway writes itself.

@@ -19,6 +19,18 @@ const FAILED_LISTING_TTL: Duration = Duration::from_secs(1);
 /// How long a metadata request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a record cannot go to its topic now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum TopicProblem {
+    /// The cluster does not have it: an operator must create it.
+    #[error("{0}")]
+    Missing(String),
+    /// The cluster could not be asked (away, or too slow): a spool may
+    /// hold the record until it answers.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// The topics seen in listings of the cluster, and when it was last listed.
 #[derive(Default)]
 pub(super) struct TopicState {
@@ -64,7 +76,7 @@ impl Topics {
         &self,
         client: &Arc<BaseProducer<KafkaContext>>,
         topic: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), TopicProblem> {
         if self.embedded {
             return Ok(());
         }
@@ -91,10 +103,7 @@ impl Topics {
         .await
         .map_err(|e| format!("Kafka metadata lookup failed: {e}"))
         .and_then(|listed| listed.map_err(|e| format!("Kafka metadata unavailable: {e}")));
-        let mut state = self
-            .state
-            .write()
-            .map_err(|_| "topic cache poisoned".to_owned())?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.listings += 1;
         match listed {
             Ok(topics) => {
@@ -111,7 +120,7 @@ impl Topics {
             }
             Err(why) => {
                 state.failed = Some((Instant::now(), why.clone()));
-                Err(why)
+                Err(TopicProblem::Unavailable(why))
             }
         }
     }
@@ -119,17 +128,14 @@ impl Topics {
     /// Whether the topic exists, as far as the listings say: `None` when it
     /// is not in one young enough to say it is missing, and the latest
     /// listing's failure while that is recent.
-    fn known(&self, topic: &str) -> Result<Option<bool>, String> {
-        let state = self
-            .state
-            .read()
-            .map_err(|_| "topic cache poisoned".to_owned())?;
+    fn known(&self, topic: &str) -> Result<Option<bool>, TopicProblem> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         if state.known.contains(topic) {
             return Ok(Some(true));
         }
         if let Some((at, why)) = &state.failed {
             if at.elapsed() < FAILED_LISTING_TTL {
-                return Err(why.clone());
+                return Err(TopicProblem::Unavailable(why.clone()));
             }
         }
         Ok(match state.listed_at {
@@ -140,6 +146,8 @@ impl Topics {
 }
 
 /// The answer for a topic the cluster does not have.
-pub(super) fn missing_topic(topic: &str) -> String {
-    format!("topic '{topic}' does not exist on the Kafka cluster; an operator must create it")
+pub(super) fn missing_topic(topic: &str) -> TopicProblem {
+    TopicProblem::Missing(format!(
+        "topic '{topic}' does not exist on the Kafka cluster; an operator must create it"
+    ))
 }

@@ -27,8 +27,8 @@ pub(super) struct Index {
     base: u64,
     slots: VecDeque<Slot>,
     tenant_ids: HashMap<String, u32>,
-    /// Name and pending bytes of each tenant, by id.
-    tenants: Vec<(String, u64)>,
+    /// Name, pending bytes and pending records of each tenant, by id.
+    tenants: Vec<(String, u64, u64)>,
     pending_bytes: u64,
     pending_records: u64,
 }
@@ -74,12 +74,12 @@ impl Index {
             .map_or(0, |&id| self.tenants[id as usize].1)
     }
 
-    /// Every tenant with pending bytes.
-    pub(super) fn tenants(&self) -> impl Iterator<Item = (&str, u64)> {
+    /// Every tenant with pending records: name, bytes, records.
+    pub(super) fn tenants(&self) -> impl Iterator<Item = (&str, u64, u64)> {
         self.tenants
             .iter()
-            .filter(|(_, b)| *b > 0)
-            .map(|(t, b)| (t.as_str(), *b))
+            .filter(|(_, _, records)| *records > 0)
+            .map(|(t, b, r)| (t.as_str(), *b, *r))
     }
 
     /// Moves the next sequence number up to `next` (numbers skipped are
@@ -114,12 +114,13 @@ impl Index {
             Some(&id) => id,
             None => {
                 let id = self.tenants.len() as u32;
-                self.tenants.push((tenant.to_owned(), 0));
+                self.tenants.push((tenant.to_owned(), 0, 0));
                 self.tenant_ids.insert(tenant.to_owned(), id);
                 id
             }
         };
         self.tenants[id as usize].1 += u64::from(bytes);
+        self.tenants[id as usize].2 += 1;
         self.pending_bytes += u64::from(bytes);
         self.pending_records += 1;
         self.slots.push_back(Slot {
@@ -149,6 +150,7 @@ impl Index {
         slot.pending = false;
         let bytes = slot.bytes;
         self.tenants[slot.tenant as usize].1 -= u64::from(bytes);
+        self.tenants[slot.tenant as usize].2 -= 1;
         self.pending_bytes -= u64::from(bytes);
         self.pending_records -= 1;
         while self.slots.front().is_some_and(|s| !s.pending) {

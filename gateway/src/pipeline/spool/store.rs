@@ -263,16 +263,22 @@ impl Spool {
     /// left with no pending record are deleted (after, never before).
     /// Returns how many records were newly acknowledged.
     pub fn ack(&self, seqs: &[u64]) -> Result<u64, SpoolError> {
+        Ok(self.ack_each(seqs)?.len() as u64)
+    }
+
+    /// As [`Spool::ack`], returning the numbers newly acknowledged (those
+    /// not acknowledged before, by this call or an earlier one).
+    pub fn ack_each(&self, seqs: &[u64]) -> Result<Vec<u64>, SpoolError> {
         let mut progress_file = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
         let (acked, progress) = {
             let mut st = self.lock();
-            let mut acked = 0;
+            let mut acked = Vec::new();
             for &seq in seqs {
                 if seq >= st.durable_next || st.failures.contains(seq) {
                     continue;
                 }
                 if st.index.finish(seq).is_some() {
-                    acked += 1;
+                    acked.push(seq);
                     if let Some((_, seg)) = st.segments.range_mut(..=seq).next_back() {
                         seg.pending = seg.pending.saturating_sub(1);
                     }
@@ -341,15 +347,23 @@ impl Spool {
         }
     }
 
+    /// The cap on the bytes of segment files (`max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.options.max_bytes
+    }
+
     /// Bytes of one tenant's unacknowledged records.
     pub fn tenant_bytes(&self, tenant: &str) -> u64 {
         self.lock().index.tenant_bytes(tenant)
     }
 
-    /// Every tenant with unacknowledged records, and their bytes.
-    pub fn tenants(&self) -> Vec<(String, u64)> {
+    /// Every tenant with unacknowledged records: name, bytes, records.
+    pub fn tenants(&self) -> Vec<(String, u64, u64)> {
         let st = self.lock();
-        st.index.tenants().map(|(t, b)| (t.to_owned(), b)).collect()
+        st.index
+            .tenants()
+            .map(|(t, b, r)| (t.to_owned(), b, r))
+            .collect()
     }
 
     /// The number the next record gets.

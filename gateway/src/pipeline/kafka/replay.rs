@@ -1,0 +1,253 @@
+//! Replay: the spool's records to Kafka, oldest first, alongside new
+//! traffic, through the node's producer (one producer keeps a partition's
+//! records in order). A record leaves the spool only once Kafka
+//! acknowledged it; a window that fails is sent again from its oldest
+//! unacknowledged record, after a pause that grows while Kafka stays away.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::acks::{AckSlot, Acks, KafkaContext};
+use super::record::owned_headers;
+use super::spooler::{key_hash, spoolable, Late, Spooler};
+use crate::pipeline::spool::{Reader, SpoolError, SpoolRecord, SpooledRecord};
+
+/// The most records, and bytes, sent before their acknowledgements are
+/// awaited: memory stays bounded however large the spool.
+const WINDOW_RECORDS: usize = 1000;
+const WINDOW_BYTES: usize = 8 << 20;
+/// The pause after a failed window, doubling up to the most.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the replay looks again when nothing woke it.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs for the life of the producer.
+pub(super) async fn replay(spooler: Arc<Spooler>, producer: Arc<BaseProducer<KafkaContext>>) {
+    let taken = spooler
+        .late_rx
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(mut late) = taken else { return };
+    let mut reader: Option<Reader> = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        // Late deliveries first: their spooled copies need not be sent.
+        let mut delivered = Vec::new();
+        while let Ok(one) = late.try_recv() {
+            delivered.push(one);
+        }
+        acknowledge_late(&spooler, delivered).await;
+        // Records a request gave up on may still be delivered by librdkafka,
+        // ahead of anything spooled after them: wait for their answers.
+        let abandoned = spooler.abandoned.load(Ordering::SeqCst) > 0;
+        let empty = spooler.spool.stats().records == 0;
+        if empty && !abandoned {
+            spooler.drained();
+        }
+        if abandoned || empty {
+            idle(&spooler, &mut late).await;
+            continue;
+        }
+        let (back, window) = read_window(&spooler, reader.take()).await;
+        reader = back;
+        let records = match window {
+            Ok(records) if records.is_empty() => {
+                idle(&spooler, &mut late).await;
+                continue;
+            }
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "spool: replay cannot read the spool");
+                reader = None;
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        match send_window(&spooler, &producer, records).await {
+            None => {
+                backoff = MIN_BACKOFF;
+                spooler.kafka_delivered();
+            }
+            Some(why) => {
+                tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64,
+                    "spool: Kafka did not take replayed records; sending again from the oldest");
+                reader = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Waits until records are spooled, a late delivery comes, or a while.
+async fn idle(spooler: &Spooler, late: &mut UnboundedReceiver<Late>) {
+    tokio::select! {
+        () = spooler.more.notified() => {}
+        one = late.recv() => {
+            if let Some(one) = one {
+                acknowledge_late(spooler, vec![one]).await;
+            }
+        }
+        () = tokio::time::sleep(IDLE_CHECK) => {}
+    }
+}
+
+/// Acknowledges spooled records whose first send was delivered after all.
+async fn acknowledge_late(spooler: &Spooler, delivered: Vec<Late>) {
+    if delivered.is_empty() {
+        return;
+    }
+    let seqs: Vec<u64> = delivered.iter().map(|l| l.seq).collect();
+    let acked: HashSet<u64> = ack(spooler, seqs.clone()).await.into_iter().collect();
+    let newly = acked.len();
+    for late in delivered.iter().filter(|l| acked.contains(&l.seq)) {
+        if let Some(key) = late.key {
+            spooler.release_key(key);
+        }
+    }
+    let counters = &spooler.counters;
+    counters.late.fetch_add(newly as u64, Ordering::Relaxed);
+    // Replay had sent it already: in Kafka twice.
+    let twice = (seqs.len() - newly) as u64;
+    counters.duplicates.fetch_add(twice, Ordering::Relaxed);
+}
+
+/// Acknowledges records in the spool (durably); the numbers newly acknowledged.
+async fn ack(spooler: &Spooler, seqs: Vec<u64>) -> Vec<u64> {
+    let spool = spooler.spool.clone();
+    let acked = tokio::task::spawn_blocking(move || spool.ack_each(&seqs)).await;
+    match acked {
+        Ok(Ok(newly)) => newly,
+        Ok(Err(e)) => {
+            // Not durable: the records stay and are replayed again (duplicates,
+            // never a loss).
+            tracing::error!(error = %e, "spool: cannot record acknowledgements");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "spool: the acknowledgement task failed");
+            Vec::new()
+        }
+    }
+}
+
+/// The next records from the reader (a new one, from the oldest pending
+/// record, when `reader` is `None`), read off the runtime.
+async fn read_window(
+    spooler: &Arc<Spooler>,
+    reader: Option<Reader>,
+) -> (Option<Reader>, Result<Vec<SpooledRecord>, SpoolError>) {
+    let mut reader = reader.unwrap_or_else(|| spooler.spool.reader());
+    let read = tokio::task::spawn_blocking(move || {
+        let (mut records, mut bytes) = (Vec::new(), 0);
+        while records.len() < WINDOW_RECORDS && bytes < WINDOW_BYTES {
+            match reader.next_record() {
+                Ok(Some(record)) => {
+                    bytes += record.payload.len();
+                    records.push(record);
+                }
+                Ok(None) => break,
+                Err(e) => return (reader, Err(e)),
+            }
+        }
+        (reader, Ok(records))
+    })
+    .await;
+    match read {
+        Ok((reader, records)) => (Some(reader), records),
+        Err(e) => (None, Ok(log_task_failure(e))),
+    }
+}
+
+fn log_task_failure(e: tokio::task::JoinError) -> Vec<SpooledRecord> {
+    tracing::error!(error = %e, "spool: the read task failed");
+    Vec::new()
+}
+
+/// Sends the records and waits for every answer; acknowledges those Kafka
+/// took. `None` when all went, else why not.
+async fn send_window(
+    spooler: &Spooler,
+    producer: &BaseProducer<KafkaContext>,
+    spooled: Vec<SpooledRecord>,
+) -> Option<String> {
+    let acks = Acks::new(spooled.len(), None);
+    let mut records = Vec::with_capacity(spooled.len());
+    for (position, one) in spooled.iter().enumerate() {
+        match SpoolRecord::decode(&one.payload) {
+            Ok(record) => {
+                let slot = Box::new(AckSlot {
+                    acks: acks.clone(),
+                    position,
+                    answered: false,
+                });
+                let headers = record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()));
+                let mut out = BaseRecord::with_opaque_to(&record.topic, slot)
+                    .payload(&record.value)
+                    .headers(owned_headers(headers));
+                if let Some(key) = &record.key {
+                    out = out.key(key);
+                }
+                if let Err((e, out)) = producer.send(out) {
+                    (*out.delivery_opaque).answer(Err(e));
+                }
+                records.push(Some(record));
+            }
+            // The frame's checksum held, yet it is no record (a bug, or a
+            // file from another version): it can never be sent.
+            Err(e) => {
+                tracing::error!(seq = one.seq, error = %e, "spool: a record cannot be read; dropped");
+                acks.answer(position, Ok((-1, -1)));
+                records.push(None);
+            }
+        }
+    }
+    acks.all().await;
+    let (mut took, mut failure, mut refused) = (Vec::new(), None, 0);
+    for (position, one) in spooled.iter().enumerate() {
+        let result = acks
+            .results
+            .get(position)
+            .and_then(OnceLock::get)
+            .cloned()
+            .unwrap_or(Err(KafkaError::Canceled));
+        match result {
+            Ok(_) => took.push(one.seq),
+            Err(e) if !spoolable(&e) => {
+                tracing::error!(seq = one.seq, error = %e, "spool: Kafka refuses a replayed record for good; dropped");
+                refused += 1;
+                took.push(one.seq);
+            }
+            Err(e) => {
+                failure.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let acked: HashSet<u64> = ack(spooler, took.clone()).await.into_iter().collect();
+    for (one, record) in spooled.iter().zip(&records) {
+        if let (true, Some(record)) = (acked.contains(&one.seq), record) {
+            if let Some(key) = &record.key {
+                spooler.release_key(key_hash(&record.topic, key));
+            }
+        }
+    }
+    let counters = &spooler.counters;
+    counters.refused.fetch_add(refused, Ordering::Relaxed);
+    let replayed = (acked.len() as u64).saturating_sub(refused);
+    counters.replayed.fetch_add(replayed, Ordering::Relaxed);
+    // Delivered late in the meantime and acknowledged first: in Kafka twice.
+    let twice = (took.len() - acked.len()) as u64;
+    counters.duplicates.fetch_add(twice, Ordering::Relaxed);
+    failure
+}
