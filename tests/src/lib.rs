@@ -97,6 +97,23 @@ fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
     command.spawn()
 }
 
+/// A tansu broker listening at `url`, its storage in memory.
+fn tansu_broker(tansu: &Path, url: &str) -> Command {
+    let mut command = Command::new(tansu);
+    command
+        .args([
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// The shared tansu broker of this test process: its bootstrap address.
 pub fn kafka() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
@@ -114,19 +131,7 @@ pub fn kafka() -> &'static str {
         let url = format!("tcp://{address}");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut command = Command::new(tansu);
-            command
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let child = spawn_tied(command);
+            let child = spawn_tied(tansu_broker(&tansu, &url));
             let failed = child.is_err();
             let _ = tx.send(child.map(|_| ()));
             if !failed {
@@ -165,19 +170,7 @@ impl Broker {
             .unwrap_or_else(|_| root().join("var/bin/tansu"));
         let address = format!("127.0.0.1:{port}");
         let url = format!("tcp://{address}");
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
+        let child = tansu_broker(&tansu, &url).spawn().expect("starting tansu");
         wait_for_port(port, Duration::from_secs(20));
         Broker {
             child,

@@ -228,6 +228,15 @@ impl Acks {
         }
     }
 
+    /// The answer for the record at `position`; `Canceled` if none came.
+    pub(super) fn result(&self, position: usize) -> Delivery {
+        self.results
+            .get(position)
+            .and_then(OnceLock::get)
+            .cloned()
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
     /// Until every record is answered. (librdkafka answers every record it
     /// took: delivered, failed, or timed out after `message.timeout.ms`.)
     pub(super) async fn all(&self) {

@@ -5,7 +5,7 @@
 //! producer, acks=all); anything else is `delivery_failed` and retryable,
 //! so nothing is reported accepted that was not.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -220,12 +220,7 @@ impl Producer {
                 to_spool.push((Some(position), index));
                 continue;
             }
-            let result = acks
-                .results
-                .get(position)
-                .and_then(OnceLock::get)
-                .cloned()
-                .unwrap_or(Err(KafkaError::Canceled));
+            let result = acks.result(position);
             match result {
                 Err(e) if self.spooler.is_some() && spoolable(&e) => {
                     to_spool.push((Some(position), index));

@@ -6,10 +6,9 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -216,12 +215,7 @@ async fn send_window(
     acks.all().await;
     let (mut took, mut failure, mut refused) = (Vec::new(), None, 0);
     for (position, one) in spooled.iter().enumerate() {
-        let result = acks
-            .results
-            .get(position)
-            .and_then(OnceLock::get)
-            .cloned()
-            .unwrap_or(Err(KafkaError::Canceled));
+        let result = acks.result(position);
         match result {
             Ok(_) => took.push(one.seq),
             Err(e) if !spoolable(&e) => {
