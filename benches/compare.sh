@@ -156,8 +156,10 @@ $(filter sample "'{\"rate\": 1.0}'")"
     # directory each run.
     v_none() { run "no spool" ""; }
     v_idle() { run "spool idle" "" WEIR_SPOOL_PATH="$(mktemp -d -p "$work")"; }
+    # Caps above what a run writes (~60 MB/s), so that none is refused.
     v_away() {
-      run "spooling" "" WEIR_SPOOL_PATH="$(mktemp -d -p "$work")" WEIR_KAFKA_BROKERS=127.0.0.1:1
+      run "spooling" "$(printf '[spool]\nmax_bytes = 8589934592\ntenant_max_bytes = 8589934592')" \
+        WEIR_SPOOL_PATH="$(mktemp -d -p "$work")" WEIR_KAFKA_BROKERS=127.0.0.1:1
     }
     order=(v_none v_idle v_away)
     ;;

@@ -371,7 +371,8 @@ async fn quiet_worker(
                     .latencies_us
                     .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 *tally.by_status.entry(status).or_default() += 1;
-                tally.ok += u64::from(status == 200);
+                // 202: every event accepted, some spooled by the node.
+                tally.ok += u64::from(status == 200 || status == 202);
             }
             Ok(_) => {}
             Err(_) => sender = None,
@@ -511,7 +512,8 @@ async fn worker(
                         .latencies_us
                         .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
                     *tally.by_status.entry(status).or_default() += 1;
-                    if status == 200 {
+                    // 202: every event accepted, some spooled by the node.
+                    if status == 200 || status == 202 {
                         tally.ok += 1;
                         tally.events += args.batch as u64;
                     }

@@ -417,3 +417,66 @@ async fn a_tenant_past_its_share_is_refused_while_others_spool() {
         assert!(part.get("topic").is_none());
     }
 }
+
+/// Posts until a batch goes straight to Kafka (200), for up to 90 s; every
+/// answer before must be one of `meanwhile`.
+async fn until_written(node: &Node, client: &mut Client, meanwhile: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, json) = client.send(node, KEY, 5).await;
+        if status == 200 {
+            return;
+        }
+        assert!(meanwhile.contains(&status), "{status}: {json}");
+        assert!(Instant::now() < deadline, "never written again: {json}");
+    }
+}
+
+/// The broker replaced by a new one at the same address (its state gone,
+/// the topic made again) under a running node: its producer stops
+/// delivering while the cluster answers, so the node builds a new one by
+/// itself. With a spool, nothing is refused meanwhile and every event
+/// arrives; without one, uploads are refused retryable until it recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_broker_gets_the_node_a_new_producer() {
+    for spooled in [true, false] {
+        let port = free_port();
+        let broker = Broker::start_on(port);
+        let category = unique("spool_replaced");
+        let topic = format!("events.{category}");
+        create_topics(&broker.address, &[&topic], 1).await.unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let mut config = config(spool.path(), "");
+        if !spooled {
+            config = config.replace(&format!("path = \"{}\"\n", spool.path().display()), "");
+        }
+        let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", &broker.address)]).unwrap();
+        let mut client = Client::new("dev-r", &category);
+        assert_eq!(client.send(&node, KEY, 5).await.0, 200);
+
+        drop(broker);
+        let broker = Broker::start_on(port);
+        create_topics(&broker.address, &[&topic], 1).await.unwrap();
+        match spooled {
+            true => until_written(&node, &mut client, &[202]).await,
+            false => until_written(&node, &mut client, &[503]).await,
+        }
+        let admin = node.admin.clone().unwrap();
+        let rebuilds = sum(
+            &metrics(&admin).await,
+            "weir_kafka_producer_rebuilds_total",
+            &[],
+        );
+        assert!(rebuilds >= 1.0, "spool {spooled}: {rebuilds} new producers");
+        if spooled {
+            // Accepted before the replacement: in the old broker, gone.
+            let after: BTreeSet<String> = client.accepted[5..].iter().cloned().collect();
+            let records = all_arrive(&broker.address, &topic, &after);
+            let seen: BTreeSet<String> = records
+                .iter()
+                .filter_map(|r| r.value["id"].as_str().map(str::to_owned))
+                .collect();
+            assert!(after.is_subset(&seen));
+        }
+    }
+}

@@ -32,9 +32,11 @@ struct Readiness<'a> {
 }
 
 /// Liveness: the process answers, and nothing happened that only a
-/// restart repairs. A producer with a fatal error refuses every record
-/// from then on, so the node answers 503 here and an orchestrator
-/// replaces it (`/readyz` fails too, which only takes traffic away).
+/// restart repairs. A Kafka producer that cannot recover (a fatal error,
+/// or no delivery while the cluster answers) is replaced by a new one;
+/// only when new ones keep failing does the node answer 503 here, and an
+/// orchestrator replaces it (`/readyz` fails too, which only takes traffic
+/// away).
 pub fn healthz(gateway: &Gateway, request_id: &str, detailed: bool) -> Response<Body> {
     match gateway.producer.fatal() {
         None => respond::json(

@@ -9,7 +9,8 @@
 //! (`weir_inflight_requests` against `_max`, `weir_open_connections`,
 //! `weir_kafka_queue_messages` and `_bytes` against `_max_messages` and
 //! `_max_bytes` from librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
-//! `weir_filter_instances` against `_max`, and
+//! `weir_filter_instances` against `_max`, the spool's `weir_spool_*`,
+//! `weir_kafka_producer_rebuilds_total`, and
 //! `weir_runtime_busy_seconds_total` / `weir_runtime_workers`: the share of
 //! time the async workers are busy). Plus the upload
 //! outcome counters users know from the old gateway (`weir_uploads_total` by
@@ -218,6 +219,8 @@ pub struct KafkaStats {
     pub broker_rtt_p99: std::sync::Mutex<Vec<(String, f64)>>,
     /// Per broker: requests that failed to be sent or timed out (totals).
     pub broker_errors: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Producers replaced because the old one could not recover.
+    pub producer_rebuilds: std::sync::atomic::AtomicU64,
 }
 
 /// Open connections by listener, kept by [`Metrics::connection`] guards.
@@ -633,6 +636,14 @@ fn kafka_gauges(meter: &Meter, kafka: Arc<KafkaStats>) {
         "Capacity of the producer's queue in records (full at either capacity)",
         move || stats.queue_max_messages.load(Ordering::Relaxed),
     );
+    let stats = kafka.clone();
+    meter
+        .u64_observable_counter("weir.kafka.producer.rebuilds")
+        .with_description("Kafka producers replaced by a new one: the old one had a fatal error, or stopped delivering while the cluster answered")
+        .with_callback(move |observer| {
+            observer.observe(stats.producer_rebuilds.load(Ordering::Relaxed), &[])
+        })
+        .build();
     let stats = kafka.clone();
     gauge(
         meter,

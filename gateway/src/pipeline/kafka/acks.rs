@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerCon
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
+use super::client::Deliveries;
 use super::spooler::Spooler;
 use crate::model::{Part, PartCode};
 use crate::ops::metrics::KafkaStats;
@@ -282,7 +283,14 @@ impl Drop for AckSlot {
 /// The producer's librdkafka callbacks: delivery reports for the waiting
 /// requests, and the latest statistics for the metrics.
 pub struct KafkaContext {
-    pub(super) latest: Arc<KafkaStats>,
+    latest: Arc<KafkaStats>,
+    deliveries: Arc<Deliveries>,
+}
+
+impl KafkaContext {
+    pub(super) fn new(latest: Arc<KafkaStats>, deliveries: Arc<Deliveries>) -> KafkaContext {
+        KafkaContext { latest, deliveries }
+    }
 }
 
 impl ProducerContext for KafkaContext {
@@ -293,6 +301,7 @@ impl ProducerContext for KafkaContext {
             Ok(message) => Ok((message.partition(), message.offset())),
             Err((e, _)) => Err(e.clone()),
         };
+        self.deliveries.count(&delivery);
         (*slot).answer(delivery);
     }
 }

@@ -6,11 +6,13 @@
 //! - [`topics`]: which topics exist (a missing one is answered at once);
 //! - [`producer`]: records handed to librdkafka, and the wait for their acks;
 //! - [`acks`]: Kafka's answers back to the waiting requests (the FFI lives here);
+//! - [`client`]: the librdkafka client, replaced when it cannot recover;
 //! - [`spooler`]: events Kafka cannot take now, to the node's spool;
 //! - [`replay`]: the spool's records to Kafka once it takes them, in order.
 
 mod acks;
 pub mod broker;
+mod client;
 mod producer;
 mod record;
 mod replay;

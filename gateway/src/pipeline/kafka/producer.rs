@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _};
 
-use super::acks::{failure, serve_reports, AckSlot, Acks, Delivery, KafkaContext};
+use super::acks::{failure, AckSlot, Acks, Delivery};
+use super::client::{supervise, Clients};
 use super::record::{self, record_headers, write_value, RecordFields};
 use super::spooler::{key_hash, now_ms, spoolable, Spooler, ToSpool};
 use super::topics::{TopicProblem, Topics};
@@ -36,15 +37,16 @@ pub enum ProducerError {
 
 /// The node's Kafka producer, shared by every request.
 pub struct Producer {
-    inner: Arc<BaseProducer<KafkaContext>>,
+    /// The librdkafka client, replaced when it cannot recover.
+    clients: Arc<Clients>,
     stats: Arc<KafkaStats>,
     topic_template: Template,
     key_template: Template,
     topics: Topics,
     /// The latest answer of [`Producer::check`], and when it came.
     checked: tokio::sync::Mutex<Option<(Instant, Result<usize, String>)>>,
-    /// The task that serves librdkafka's reports; it holds the client.
-    reports: Option<tokio::task::JoinHandle<()>>,
+    /// The task that replaces a client that cannot recover.
+    supervisor: Option<tokio::task::JoinHandle<()>>,
     /// Where events go that Kafka cannot take now, if the node has a spool.
     spooler: Option<Arc<Spooler>>,
     /// The task that replays the spool.
@@ -95,20 +97,19 @@ impl Producer {
         let key_template =
             Template::key(&kafka.key_template).map_err(ProducerError::KeyTemplate)?;
         let stats = Arc::new(KafkaStats::default());
-        let inner: Arc<BaseProducer<KafkaContext>> = Arc::new(
-            client_config(kafka, brokers, embedded).create_with_context(KafkaContext {
-                latest: stats.clone(),
-            })?,
-        );
-        let reports = Some(tokio::spawn(serve_reports(inner.clone())));
+        let clients = Arc::new(Clients::new(
+            client_config(kafka, brokers, embedded),
+            stats.clone(),
+        )?);
+        let supervisor = Some(tokio::spawn(supervise(clients.clone())));
         Ok(Producer {
-            inner,
+            clients,
             stats,
             topic_template,
             key_template,
             topics: Topics::new(embedded),
             checked: tokio::sync::Mutex::new(None),
-            reports,
+            supervisor,
             spooler: None,
             replay: None,
         })
@@ -119,7 +120,7 @@ impl Producer {
     pub fn with_spool(mut self, spooler: Arc<Spooler>) -> Producer {
         self.replay = Some(tokio::spawn(super::replay::replay(
             spooler.clone(),
-            self.inner.clone(),
+            self.clients.clone(),
         )));
         self.spooler = Some(spooler);
         self
@@ -255,7 +256,8 @@ impl Producer {
     /// Whether the topic exists; with a spool, a request does not wait out
     /// a slow metadata lookup (it counts as Kafka unavailable).
     async fn check_topic(&self, topic: &str) -> Result<(), TopicProblem> {
-        let ensure = self.topics.ensure(&self.inner, topic);
+        let client = self.clients.load_full();
+        let ensure = self.topics.ensure(&client.rd, topic);
         match &self.spooler {
             None => ensure.await,
             Some(spooler) => tokio::time::timeout(spooler.wait, ensure)
@@ -277,6 +279,7 @@ impl Producer {
         held: impl Send + Sync + 'static,
     ) -> (Arc<Acks>, Vec<usize>) {
         let headers = record_headers(source.trace, source.request_id, source.tenant);
+        let client = self.clients.load();
         let indexes: Vec<usize> = batch.pending_indexes().collect();
         let acks = Acks::new(indexes.len(), Some(Box::new(held)));
         let mut value = Vec::with_capacity(1024);
@@ -304,7 +307,7 @@ impl Producer {
                 .key(key)
                 .headers(headers.clone());
             // Not enqueued (e.g. the producer's queue is full): answered here.
-            if let Err((e, record)) = self.inner.send(record) {
+            if let Err((e, record)) = client.rd.send(record) {
                 (*record.delivery_opaque).answer(Err(e));
             }
         }
@@ -314,7 +317,7 @@ impl Producer {
     /// Whether the cluster answers a metadata request: the number of brokers.
     /// One request at a time, its answer reused for [`CHECK_TTL`].
     pub async fn check(&self) -> Result<usize, String> {
-        if let Some(fatal) = self.fatal() {
+        if let Some(fatal) = self.fatal().or_else(|| self.client_fatal()) {
             return Err(fatal);
         }
         let mut checked = self.checked.lock().await;
@@ -323,9 +326,10 @@ impl Producer {
                 return answer.clone();
             }
         }
-        let client = self.inner.clone();
+        let client = self.clients.load_full();
         let answer = tokio::task::spawn_blocking(move || {
             client
+                .rd
                 .client()
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(|m| m.brokers().len())
@@ -338,14 +342,22 @@ impl Producer {
         answer
     }
 
-    /// The idempotent producer's fatal error, if it had one: librdkafka then
-    /// refuses every record for the rest of the process's life (e.g. Kafka
-    /// lost the producer's id and a retry could duplicate records), while
-    /// metadata requests still succeed. Only a restart brings the node back.
+    /// Why only a restart brings the node back, if that is so: new
+    /// producers (see [`super::client`]) kept failing. A single fatal error
+    /// of the idempotent producer (librdkafka then refuses every record of
+    /// that client) is not such a reason: the client is replaced within a
+    /// second, and `check` fails meanwhile.
     pub fn fatal(&self) -> Option<String> {
-        self.inner.client().fatal_error().map(|(code, reason)| {
-            format!("fatal producer error ({code:?}): {reason}; the node must restart")
-        })
+        self.clients.gave_up()
+    }
+
+    /// The current client's fatal error, if it has one (replaced shortly).
+    fn client_fatal(&self) -> Option<String> {
+        let client = self.clients.load();
+        let (code, reason) = client.rd.client().fatal_error()?;
+        Some(format!(
+            "fatal producer error ({code:?}): {reason}; a new producer replaces it"
+        ))
     }
 
     /// The latest librdkafka statistics (every `statistics.interval.ms`).
@@ -355,8 +367,8 @@ impl Producer {
 
     /// Records queued in the producer, not yet acknowledged (saturation).
     pub fn queued(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let producer = self.inner.clone();
-        move || producer.in_flight_count().max(0) as u64
+        let clients = self.clients.clone();
+        move || clients.load().rd.in_flight_count().max(0) as u64
     }
 
     /// Lets the client go now (after [`Producer::flush`]): the report task
@@ -367,23 +379,28 @@ impl Producer {
             replay.abort();
             let _ = replay.await;
         }
-        if let Some(reports) = self.reports.take() {
-            reports.abort();
-            let _ = reports.await;
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.abort();
+            let _ = supervisor.await;
         }
+        self.clients.load_full().close().await;
     }
 
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        self.inner.flush(timeout).map_err(|e| e.to_string())
+        self.clients
+            .load()
+            .rd
+            .flush(timeout)
+            .map_err(|e| e.to_string())
     }
 }
 
 /// A producer dropped without [`Producer::close`] still stops its report task.
 impl Drop for Producer {
     fn drop(&mut self) {
-        if let Some(reports) = &self.reports {
-            reports.abort();
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.abort();
         }
         if let Some(replay) = &self.replay {
             replay.abort();
@@ -584,32 +601,79 @@ mod tests {
     use super::super::topics::missing_topic;
     use super::*;
     use crate::ops::testing::eventually;
+    use std::sync::atomic::Ordering;
 
-    /// A fatal error of the idempotent producer (raised by librdkafka's own
-    /// test hook) is for good: the check fails with its reason, for
-    /// `/readyz` and `/healthz`, though the cluster still answers.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_fatal_producer_error_fails_the_check_for_good() {
+    /// Raises a fatal error on the producer's current client with
+    /// librdkafka's own test hook.
+    fn raise_fatal(producer: &Producer) {
         use rdkafka::types::RDKafkaRespErr;
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        let producer =
-            Producer::new(&KafkaConfig::default(), &cluster.bootstrap_servers(), false).unwrap();
-        assert_eq!(producer.check().await, Ok(1));
-        assert_eq!(producer.fatal(), None);
         let reason = std::ffi::CString::new("injected by the test").unwrap();
+        let client = producer.clients.load();
         // SAFETY: the client is alive and `reason` outlives the call.
         let raised = unsafe {
             rdkafka::bindings::rd_kafka_test_fatal_error(
-                producer.inner.client().native_ptr(),
+                client.rd.client().native_ptr(),
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
                 reason.as_ptr(),
             )
         };
         assert_eq!(raised, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
-        let fatal = producer.fatal().expect("a fatal error");
+    }
+
+    /// Sends one record through the current client; Kafka's answer.
+    async fn send_one(producer: &Producer, topic: &str) -> Delivery {
+        let acks = Acks::new(1, None);
+        let slot = Box::new(AckSlot {
+            acks: acks.clone(),
+            position: 0,
+            answered: false,
+        });
+        let record = BaseRecord::with_opaque_to(topic, slot)
+            .payload("x")
+            .key("k");
+        if let Err((e, record)) = producer.clients.load().rd.send(record) {
+            (*record.delivery_opaque).answer(Err(e));
+        }
+        acks.all().await;
+        acks.result(0)
+    }
+
+    /// A fatal error of the idempotent producer gets the node a new
+    /// producer, which writes at once; when new ones keep failing, the node
+    /// gives up and says it must restart (`/healthz`, `/readyz`).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_gets_a_new_producer_until_that_stops_helping() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("events.t", 1, 1).unwrap();
+        let producer =
+            Producer::new(&KafkaConfig::default(), &cluster.bootstrap_servers(), false).unwrap();
+        assert_eq!(producer.check().await, Ok(1));
+        assert!(send_one(&producer, "events.t").await.is_ok());
+        let rebuilds = || producer.stats.producer_rebuilds.load(Ordering::Relaxed);
+        for round in 1..=super::super::client::MAX_REBUILDS as u64 {
+            raise_fatal(&producer);
+            let why = producer.check().await.unwrap_err();
+            assert!(why.contains("injected by the test"), "{why}");
+            eventually(Duration::from_secs(10), "a new producer", || {
+                rebuilds() == round
+            })
+            .await;
+            assert_eq!(producer.fatal(), None);
+            assert!(
+                send_one(&producer, "events.t").await.is_ok(),
+                "round {round}"
+            );
+        }
+        raise_fatal(&producer);
+        eventually(Duration::from_secs(10), "giving up", || {
+            producer.fatal().is_some()
+        })
+        .await;
+        let fatal = producer.fatal().unwrap();
         assert!(fatal.contains("injected by the test"), "{fatal}");
         assert!(fatal.contains("the node must restart"), "{fatal}");
         assert_eq!(producer.check().await, Err(fatal));
+        assert_eq!(rebuilds(), super::super::client::MAX_REBUILDS as u64);
     }
 
     /// Made-up categories leave nothing behind in librdkafka: a topic is
@@ -623,14 +687,12 @@ mod tests {
             .producer
             .insert("statistics.interval.ms".into(), "100".into());
         let producer = Producer::new(&kafka, &cluster.bootstrap_servers(), false).unwrap();
-        assert_eq!(
-            producer.topics.ensure(&producer.inner, "events.real").await,
-            Ok(())
-        );
+        let rd = producer.clients.load_full().rd.clone();
+        assert_eq!(producer.topics.ensure(&rd, "events.real").await, Ok(()));
         for i in 0..20 {
             let topic = format!("events.made-up-{i}");
             assert_eq!(
-                producer.topics.ensure(&producer.inner, &topic).await,
+                producer.topics.ensure(&rd, &topic).await,
                 Err(missing_topic(&topic))
             );
         }
@@ -654,10 +716,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_listing_is_the_answer_for_a_while() {
         let producer = Producer::new(&KafkaConfig::default(), "127.0.0.1:1", false).unwrap();
+        let rd = producer.clients.load_full().rd.clone();
         let (a, b, c) = tokio::join!(
-            producer.topics.ensure(&producer.inner, "events.a"),
-            producer.topics.ensure(&producer.inner, "events.b"),
-            producer.topics.ensure(&producer.inner, "events.c"),
+            producer.topics.ensure(&rd, "events.a"),
+            producer.topics.ensure(&rd, "events.b"),
+            producer.topics.ensure(&rd, "events.c"),
         );
         for answer in [a, b, c] {
             let Err(super::super::topics::TopicProblem::Unavailable(why)) = answer else {

@@ -13,6 +13,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::acks::{AckSlot, Acks, KafkaContext};
+use super::client::Clients;
 use super::record::owned_headers;
 use super::spooler::{key_hash, spoolable, Late, Spooler};
 use crate::pipeline::spool::{Reader, SpoolError, SpoolRecord, SpooledRecord};
@@ -28,7 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs for the life of the producer.
-pub(super) async fn replay(spooler: Arc<Spooler>, producer: Arc<BaseProducer<KafkaContext>>) {
+pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
     let taken = spooler
         .late_rx
         .lock()
@@ -70,7 +71,8 @@ pub(super) async fn replay(spooler: Arc<Spooler>, producer: Arc<BaseProducer<Kaf
                 continue;
             }
         };
-        match send_window(&spooler, &producer, records).await {
+        let client = clients.load_full();
+        match send_window(&spooler, &client.rd, records).await {
             None => {
                 backoff = MIN_BACKOFF;
                 spooler.kafka_delivered();
