@@ -549,6 +549,16 @@ impl Node {
     /// Starts a node with `config` (TOML) and extra environment; listeners on
     /// ephemeral loopback ports unless the environment says otherwise.
     pub fn start(config: &str, env: &[(&str, &str)]) -> anyhow::Result<Node> {
+        let (command, dir) = Self::command(config, env)?;
+        Self::spawn(command, dir)
+    }
+
+    /// The command [`Node::start`] runs (to adjust before [`Node::spawn`]),
+    /// and the directory of its config file.
+    pub fn command(
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Command, tempfile::TempDir)> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("weir.toml");
         std::fs::write(&path, config)?;
@@ -567,7 +577,7 @@ impl Node {
         for (k, v) in env {
             command.env(k, v);
         }
-        Self::spawn(command, dir)
+        Ok((command, dir))
     }
 
     /// Starts a prepared command (e.g. the README's run script) and waits for it to listen.

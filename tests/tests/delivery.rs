@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 use weir_e2e::{consume_all, contract, eventually, ids, post, tenant, Node};
 
@@ -86,4 +87,89 @@ async fn a_broker_outage_is_retryable_and_the_node_recovers() {
         "acknowledged {acknowledged:?}, stored {stored:?}"
     );
     drop(node);
+}
+
+/// Faults tansu cannot give, with a spool: a partition whose leader is gone,
+/// then a broker slower than the wait. Each upload is answered within the
+/// wait plus a little, `spooled` (202), never refused; once the fault is
+/// gone every accepted event is in Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_spool_a_partition_without_its_leader_or_a_slow_broker_is_spooled() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events.orders", 1, 1).unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[kafka]\ndelivery_timeout_ms = 10000\n[spool]\npath = \"{}\"\nwait_ms = 1000\n\n{}",
+        spool.path().display(),
+        tenant("shop", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", &brokers)]).unwrap();
+    let accepted = RefCell::new(BTreeSet::new());
+    let upload = |name: &'static str| {
+        let body = json!({"meta": {"category": "orders"}, "data": [{"id": format!("{name}-1")}, {"id": format!("{name}-2")}]});
+        let (node, accepted) = (&node, &accepted);
+        async move {
+            let started = std::time::Instant::now();
+            let answer = post(node, KEY, body.to_string()).await.unwrap();
+            let took = started.elapsed();
+            let json = answer.json();
+            contract::check_answer("post", "/v1/batch", answer.status, &json);
+            for p in json["parts"].as_array().unwrap() {
+                if p["code"] == "ok" || p["code"] == "spooled" {
+                    accepted
+                        .borrow_mut()
+                        .insert(p["id"].as_str().unwrap().to_owned());
+                }
+            }
+            (answer.status, took, json)
+        }
+    };
+    let all_in_kafka = || async {
+        let stored = ids(&consume_all(&brokers, "events.orders", Duration::from_secs(1)).unwrap());
+        let missing: Vec<String> = accepted.borrow().difference(&stored).cloned().collect();
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(format!("missing {missing:?}")),
+        }
+    };
+    assert_eq!(upload("before").await.0, 200);
+
+    // Every produce request answered "not the leader" (a partition whose
+    // leader is gone; the mock cluster's own leader-less partition crashes
+    // it when written to).
+    let no_leader = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 200];
+    cluster.request_errors(RDKafkaApiKey::Produce, &no_leader);
+    let (status, took, json) = upload("leaderless").await;
+    assert_eq!(status, 202, "{json}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        json["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["code"] == "spooled"),
+        "{json}"
+    );
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    eventually(
+        Duration::from_secs(60),
+        "every accepted event in Kafka",
+        all_in_kafka,
+    )
+    .await;
+
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(4))
+        .unwrap();
+    let (status, took, json) = upload("slow").await;
+    assert_eq!(status, 202, "{json}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every accepted event in Kafka",
+        all_in_kafka,
+    )
+    .await;
 }

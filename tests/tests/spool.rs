@@ -428,7 +428,14 @@ async fn until_written(node: &Node, client: &mut Client, meanwhile: &[u16]) {
             return;
         }
         assert!(meanwhile.contains(&status), "{status}: {json}");
-        assert!(Instant::now() < deadline, "never written again: {json}");
+        if Instant::now() > deadline {
+            let log = node.log_text();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("\"DEBUG\"")).collect();
+            panic!(
+                "never written again: {json}\nthe node's log:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
 }
 
@@ -479,4 +486,76 @@ async fn a_replaced_broker_gets_the_node_a_new_producer() {
             assert!(after.is_subset(&seen));
         }
     }
+}
+
+/// A disk that fills (the node's file size limit, RLIMIT_FSIZE, stands for
+/// a full disk: writes past it fail): uploads Kafka cannot take are refused
+/// 503 retryable, `/readyz` says why, and nothing answered `spooled` is
+/// lost: restarted without the limit and with a broker, every spooled
+/// event arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_cleanly_and_loses_nothing() {
+    use std::os::unix::process::CommandExt;
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let extra = "segment_bytes = 1048576";
+    let env = [("WEIR_KAFKA_BROKERS", brokers.as_str())];
+    let (mut command, dir) = Node::command(&config(spool.path(), extra), &env).unwrap();
+    // SAFETY: setrlimit and signal are async-signal-safe; nothing else
+    // runs between fork and exec. An ignored SIGXFSZ stays ignored across
+    // exec, so a write past the limit fails (EFBIG) instead of killing.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: 256 << 10,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut node = Node::spawn(command, dir).unwrap();
+    let mut client = Client::new("dev-d", &unique("spool_disk"));
+    let mut refused = None;
+    for _ in 0..40 {
+        let (status, json) = client.send(&node, KEY, 20).await;
+        if status == 503 {
+            refused = Some(json);
+            break;
+        }
+        assert!([202, 207].contains(&status), "{json}");
+    }
+    let refused = refused.expect("a 503 once the disk is full");
+    assert!(!client.seqs.is_empty(), "some events spooled first");
+    for part in refused["parts"].as_array().unwrap() {
+        assert_eq!(part["code"], "delivery_failed", "{refused}");
+        assert_eq!(part["retryable"], true);
+        let message = part["message"].as_str().unwrap();
+        assert!(message.contains("the spool could not hold it"), "{message}");
+    }
+    let ready = get(node.admin.as_ref().unwrap(), "/readyz").await.unwrap();
+    let detail = ready.json()["spool"].as_str().unwrap().to_owned();
+    assert!(detail.starts_with("cannot append"), "{detail}");
+    assert_eq!(
+        ready.status, 503,
+        "Kafka away and the spool full: not ready"
+    );
+    node.signal(libc::SIGKILL);
+    eventually_blocking(Duration::from_secs(10), "the node to die", || {
+        !node.is_running()
+    });
+
+    let broker = Broker::start_on(port);
+    let topic = format!("events.{}", client.category);
+    create_topics(&broker.address, &[&topic], 1).await.unwrap();
+    let _node = Node::start(
+        &config(spool.path(), extra),
+        &[("WEIR_KAFKA_BROKERS", &broker.address)],
+    )
+    .unwrap();
+    let spooled: BTreeSet<String> = client.seqs.keys().cloned().collect();
+    let records = all_arrive(&broker.address, &topic, &spooled);
+    assert_in_order_per_device(&records, std::slice::from_ref(&client));
 }

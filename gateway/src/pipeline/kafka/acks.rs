@@ -3,7 +3,7 @@
 //! one piece of FFI), and each request's records share one [`Acks`] that
 //! wakes the request once, when the last answer is in.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -16,8 +16,7 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerCon
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
-use super::client::Deliveries;
-use super::spooler::Spooler;
+use super::spooler::{spoolable, Spooler};
 use crate::model::{Part, PartCode};
 use crate::ops::metrics::KafkaStats;
 
@@ -278,6 +277,42 @@ impl Drop for AckSlot {
             self.acks.answer(self.position, Err(KafkaError::Canceled));
         }
     }
+}
+
+/// Records Kafka took and did not take, over every client (for the
+/// supervisor).
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Deliveries {
+    /// Counts one delivery report.
+    pub(super) fn count(&self, result: &Result<(i32, i64), KafkaError>) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(e) if !counts_as_stall(e) => 0,
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    pub(super) fn snapshot(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Whether a failed record says the client may be stuck: not a purge
+/// (the supervisor's own doing), nor a record Kafka refuses for good.
+fn counts_as_stall(e: &KafkaError) -> bool {
+    let purged = matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    );
+    spoolable(e) && !purged
 }
 
 /// The producer's librdkafka callbacks: delivery reports for the waiting

@@ -16,25 +16,24 @@
 //! restart.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseProducer, Producer as _, PurgeConfig};
 
-use super::acks::{serve_reports, KafkaContext};
-use super::spooler::spoolable;
+use super::acks::{serve_reports, Deliveries, KafkaContext};
 use crate::ops::metrics::KafkaStats;
 
 /// How often the supervisor looks at the client.
 const TICK: Duration = Duration::from_secs(1);
 /// Deliveries are judged over windows this long...
 const WINDOW: Duration = Duration::from_secs(5);
-/// ...and a client is replaced after this many windows in a row with
-/// failures, no delivery, and a cluster that answers metadata.
+/// ...and a client is replaced after this many windows with failures and
+/// a cluster that answers metadata, with no delivery since the first.
 const STALLED_WINDOWS: u32 = 2;
 /// At most this many replacements within [`REBUILD_PERIOD`]; one more is
 /// needed only when new clients fail too, and a restart is then due.
@@ -82,42 +81,6 @@ impl Drop for Client {
             reports.abort();
         }
     }
-}
-
-/// Records Kafka took and did not take, over every client (for the
-/// supervisor).
-#[derive(Debug, Default)]
-pub(super) struct Deliveries {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-impl Deliveries {
-    /// Counts one delivery report.
-    pub(super) fn count(&self, result: &Result<(i32, i64), KafkaError>) {
-        match result {
-            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
-            Err(e) if !counts_as_stall(e) => 0,
-            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-
-    fn snapshot(&self) -> (u64, u64) {
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Whether a failed record says the client may be stuck: not a purge
-/// (the supervisor's own doing), nor a record Kafka refuses for good.
-fn counts_as_stall(e: &KafkaError) -> bool {
-    let purged = matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-    );
-    spoolable(e) && !purged
 }
 
 /// The producer's current client, and what it takes to make another.
@@ -230,8 +193,15 @@ pub(super) async fn supervise(clients: Arc<Clients>) {
         let Some((ok, failed)) = window.close(&clients.deliveries) else {
             continue;
         };
-        if ok > 0 || failed == 0 {
+        if ok > 0 {
             stalled = 0;
+            continue;
+        }
+        // Nothing answered at all (records waiting out their timeout, or
+        // none sent): no news either way. Answers of a stuck client come in
+        // bursts, a delivery timeout apart, so such a window in between
+        // must not reset the count.
+        if failed == 0 {
             continue;
         }
         // Failing with nothing delivered: a cluster away does not answer
