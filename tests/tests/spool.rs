@@ -559,3 +559,38 @@ async fn a_full_disk_refuses_cleanly_and_loses_nothing() {
     let records = all_arrive(&broker.address, &topic, &spooled);
     assert_in_order_per_device(&records, std::slice::from_ref(&client));
 }
+
+/// SIGTERM with events spooled and Kafka away: the node stops cleanly, says
+/// how many events stay on disk, and the next start finds them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_node_keeps_its_spool_and_says_so() {
+    let spool = tempfile::tempdir().unwrap();
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let env = [("WEIR_KAFKA_BROKERS", brokers.as_str())];
+    let mut node = Node::start(&config(spool.path(), ""), &env).unwrap();
+    let mut client = Client::new("dev-t", &unique("spool_stop"));
+    for _ in 0..3 {
+        assert_eq!(client.send(&node, KEY, 10).await.0, 202);
+    }
+    assert!(node.terminate().unwrap().success());
+    let log = node.log_text();
+    let stop = log
+        .lines()
+        .find(|l| l.contains("events stay on disk for the next start"))
+        .unwrap_or_else(|| panic!("no stop line in:\n{log}"));
+    let stop: serde_json::Value = serde_json::from_str(stop).unwrap();
+    assert_eq!(stop["records"], 30, "{stop}");
+    // librdkafka logs its refused connections; the node itself nothing.
+    let own_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\"") && l.contains("\"target\":\"weir"))
+        .collect();
+    assert!(own_errors.is_empty(), "{own_errors:?}");
+
+    let node = Node::start(&config(spool.path(), ""), &env).unwrap();
+    let samples = metrics(node.admin.as_ref().unwrap()).await;
+    assert_eq!(
+        sum(&samples, "weir_spool_records", &[("tenant", "acme")]),
+        30.0
+    );
+}
