@@ -9,6 +9,8 @@
 #
 #   benches/instructions.sh /tmp/weir-base target/release/weir
 #   KEEP=var/callgrind benches/instructions.sh ...   # and keep the dumps
+#   EXTRA="$(cat filters.toml)" benches/instructions.sh ...   # TOML after the
+#     load tenant, e.g. its [[tenants.filters]]
 #
 # Needs valgrind, scripts/setup.sh --tests, and a release weir-load
 # (cargo build --release -p weir-benches).
@@ -41,6 +43,7 @@ path = "$PWD/tests/fixtures/GeoIP2-City-Test.mmdb"
 [log]
 level = "warn"
 $tenant
+${EXTRA:-}
 EOF
   valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
     "$bin" --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
