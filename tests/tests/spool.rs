@@ -594,3 +594,55 @@ async fn a_stopped_node_keeps_its_spool_and_says_so() {
         30.0
     );
 }
+
+/// A spooled record Kafka keeps refusing (its topic is missing on the
+/// cluster that comes back) holds back its own key only: the other
+/// spooled events go on to Kafka, and once the topic exists, the held ones
+/// follow. No wedge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_kafka_keeps_refusing_holds_back_only_its_own_key() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let env = [("WEIR_KAFKA_BROKERS", brokers.as_str())];
+    let node = Node::start(&config(spool.path(), ""), &env).unwrap();
+    // Spooled with Kafka away: one device to a topic that will be missing,
+    // more events than replay sends at once, then another device to one
+    // that will exist.
+    let mut orphan = Client::new("dev-orphan", &unique("spool_missing"));
+    let mut other = Client::new("dev-other", &unique("spool_present"));
+    for _ in 0..12 {
+        assert_eq!(orphan.send(&node, KEY, 100).await.0, 202);
+    }
+    for _ in 0..2 {
+        assert_eq!(other.send(&node, KEY, 5).await.0, 202);
+    }
+    let broker = Broker::start_on(port);
+    let present = format!("events.{}", other.category);
+    create_topics(&broker.address, &[&present], 1)
+        .await
+        .unwrap();
+    let accepted: BTreeSet<String> = other.accepted.iter().cloned().collect();
+    all_arrive(&broker.address, &present, &accepted);
+    let admin = node.admin.clone().unwrap();
+    let orphans = orphan.accepted.len() as f64;
+    eventually(
+        Duration::from_secs(30),
+        "only the orphan's events left in the spool",
+        || async {
+            match sum(&metrics(&admin).await, "weir_spool_records", &[]) {
+                n if n == orphans => Ok(()),
+                n => Err(format!("{n} records, {orphans} orphans")),
+            }
+        },
+    )
+    .await;
+
+    let missing = format!("events.{}", orphan.category);
+    create_topics(&broker.address, &[&missing], 1)
+        .await
+        .unwrap();
+    let accepted: BTreeSet<String> = orphan.accepted.iter().cloned().collect();
+    let records = all_arrive(&broker.address, &missing, &accepted);
+    assert_in_order_per_device(&records, std::slice::from_ref(&orphan));
+}

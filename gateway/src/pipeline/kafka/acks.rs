@@ -3,7 +3,7 @@
 //! one piece of FFI), and each request's records share one [`Acks`] that
 //! wakes the request once, when the last answer is in.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -111,18 +111,22 @@ unsafe extern "C" fn wake_reports(_: *mut rdsys::rd_kafka_t, ready: *mut std::ff
 pub(super) struct Acks {
     /// Per record: partition and offset, or why it was not delivered.
     pub(super) results: Box<[OnceLock<Delivery>]>,
-    /// Records not answered yet.
+    /// Records not answered yet, and the [`ABANDONED`] bit: one atomic, so
+    /// that an answer learns whether it is late from the decrement it
+    /// makes anyway (both read-modify-writes of one atomic are ordered, and
+    /// each sees the other's writes before it).
     remaining: AtomicUsize,
     waker: AtomicWaker,
     /// What the request holds until its records are answered (its
     /// in-flight place), let go with the last of these (when the request
     /// and every record's slot are done with them).
     held: Mutex<Option<Held>>,
-    /// Set once the request stopped waiting (see [`Acks::abandon`]): the
-    /// answers that come after it are late.
-    abandoned: AtomicBool,
     late: Mutex<Option<LateAnswers>>,
 }
+
+/// Set in `remaining` once the request stopped waiting (see
+/// [`Acks::abandon`]): the answers that come after it are late.
+const ABANDONED: usize = 1 << (usize::BITS - 1);
 
 /// The records of a request that stopped waiting, whose answers come late.
 struct LateAnswers {
@@ -148,7 +152,6 @@ impl Acks {
             remaining: AtomicUsize::new(records),
             waker: AtomicWaker::new(),
             held: Mutex::new(held),
-            abandoned: AtomicBool::new(false),
             late: Mutex::new(None),
         })
     }
@@ -159,10 +162,8 @@ impl Acks {
     /// delivered after all acknowledges its spooled copy.
     pub(super) fn abandon(&self, spooler: &Arc<Spooler>) -> Vec<bool> {
         let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
-        self.abandoned.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `answer`: an answer either is seen here,
-        // or sees `abandoned` set and reports late.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        // An answer before this is seen below; one after sees the bit.
+        self.remaining.fetch_or(ABANDONED, Ordering::AcqRel);
         let waiting: Vec<bool> = self.results.iter().map(|r| r.get().is_none()).collect();
         let count = waiting.iter().filter(|&&w| w).count() as u64;
         // The request is answered from the spool: its place among those in
@@ -219,11 +220,11 @@ impl Acks {
         if let Some(slot) = self.results.get(position) {
             let _ = slot.set(delivery);
         }
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.abandoned.load(Ordering::SeqCst) {
+        let before = self.remaining.fetch_sub(1, Ordering::AcqRel);
+        if before & ABANDONED != 0 {
             self.answer_late(position, delivered);
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if before & !ABANDONED == 1 {
             self.waker.wake();
         }
     }
@@ -241,11 +242,11 @@ impl Acks {
     /// took: delivered, failed, or timed out after `message.timeout.ms`.)
     pub(super) async fn all(&self) {
         std::future::poll_fn(|cx| {
-            if self.remaining.load(Ordering::Acquire) == 0 {
+            if self.remaining.load(Ordering::Acquire) & !ABANDONED == 0 {
                 return Poll::Ready(());
             }
             self.waker.register(cx.waker());
-            match self.remaining.load(Ordering::Acquire) {
+            match self.remaining.load(Ordering::Acquire) & !ABANDONED {
                 0 => Poll::Ready(()),
                 _ => Poll::Pending,
             }

@@ -165,8 +165,10 @@ impl Producer {
         let started = Instant::now();
         let device_key = record::key(&self.key_template, tenant, &batch.meta);
         let source = Source {
+            // Only a spool needs the key's name.
             key_hash: device_key
                 .as_deref()
+                .filter(|_| self.spooler.is_some())
                 .map(|k| key_hash(&topic, k.as_bytes())),
             topic,
             tenant,
@@ -453,7 +455,7 @@ fn answer(event: &mut Event<'_>, topic: &Arc<str>, result: Delivery, produced: &
     let backend_id = event
         .enrichment
         .as_ref()
-        .map(|e| e.backend_id.to_string().into_boxed_str());
+        .map(|e| backend_id_text(&e.backend_id));
     event.part = Some(match result {
         Ok((partition, offset)) => {
             produced.delivered += 1;
@@ -475,6 +477,12 @@ fn answer(event: &mut Event<'_>, topic: &Arc<str>, result: Delivery, produced: &
             part
         }
     });
+}
+
+/// A backend id's text, in one allocation of its exact size.
+fn backend_id_text(id: &uuid::Uuid) -> Box<str> {
+    let mut hyphenated = [0; uuid::fmt::Hyphenated::LENGTH];
+    Box::from(&*id.hyphenated().encode_lower(&mut hyphenated))
 }
 
 /// Answers every pending event `delivery_failed` (retryable) with `why`;
@@ -564,7 +572,7 @@ async fn spool_events(
                 let backend_id = event
                     .enrichment
                     .as_ref()
-                    .map(|e| e.backend_id.to_string().into_boxed_str());
+                    .map(|e| backend_id_text(&e.backend_id));
                 spooler.part(event.id.clone(), backend_id, seq)
             }
             Err(mut part) => {

@@ -1,15 +1,24 @@
 //! Replay: the spool's records to Kafka, oldest first, alongside new
 //! traffic, through the node's producer (one producer keeps a partition's
 //! records in order). A record leaves the spool only once Kafka
-//! acknowledged it; a window that fails is sent again from its oldest
-//! unacknowledged record, after a pause that grows while Kafka stays away.
+//! acknowledged it.
+//!
+//! The spool is read in passes from its oldest pending record. A window
+//! that fails as a whole while the cluster does not answer (Kafka away)
+//! ends the pass: the next starts after a pause that grows while Kafka
+//! stays away. When only some records fail,
+//! their keys are held back for the rest of the pass (a key's later records
+//! never overtake its failed one) and the others go on, so one record Kafka
+//! keeps refusing (its topic deleted) holds back its own key, never the
+//! whole spool.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::acks::{AckSlot, Acks, KafkaContext};
@@ -37,6 +46,8 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
         .take();
     let Some(mut late) = taken else { return };
     let mut reader: Option<Reader> = None;
+    // Keys whose records failed in this pass.
+    let mut held: HashSet<u64> = HashSet::new();
     let mut backoff = MIN_BACKOFF;
     loop {
         // Late deliveries first: their spooled copies need not be sent.
@@ -59,6 +70,12 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
         let (back, window) = read_window(&spooler, reader.take()).await;
         reader = back;
         let records = match window {
+            // The end of a pass that held keys back: the next one, after a pause.
+            Ok(records) if records.is_empty() && !held.is_empty() => {
+                (reader, backoff) = (None, pause(backoff).await);
+                held.clear();
+                continue;
+            }
             Ok(records) if records.is_empty() => {
                 idle(&spooler, &mut late).await;
                 continue;
@@ -72,20 +89,58 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
             }
         };
         let client = clients.load_full();
-        match send_window(&spooler, &client.rd, records).await {
-            None => {
+        let sent = send_window(&spooler, &client.rd, records, &held).await;
+        if sent.delivered > 0 {
+            spooler.kafka_delivered();
+        }
+        let Some(why) = sent.failure else {
+            if held.is_empty() {
                 backoff = MIN_BACKOFF;
-                spooler.kafka_delivered();
             }
-            Some(why) => {
-                tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64,
-                    "spool: Kafka did not take replayed records; sending again from the oldest");
-                reader = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+            continue;
+        };
+        // Nothing taken: Kafka away, or these records refused while the
+        // cluster answers (a whole window of one deleted topic's records)?
+        if sent.delivered == 0 && !answers_metadata(&client.rd).await {
+            tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64,
+                "spool: Kafka took no replayed record; sending again from the oldest");
+            (reader, backoff) = (None, pause(backoff).await);
+            held.clear();
+        } else {
+            tracing::warn!(error = %why, keys = sent.failed_keys.len(),
+                "spool: Kafka refused some replayed records; their keys wait for the next pass");
+            held.extend(sent.failed_keys);
         }
     }
+}
+
+/// Whether the cluster answers a metadata request (asked off the runtime).
+async fn answers_metadata(producer: &Arc<BaseProducer<KafkaContext>>) -> bool {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Waits `backoff`; the next, longer one.
+async fn pause(backoff: Duration) -> Duration {
+    tokio::time::sleep(backoff).await;
+    (backoff * 2).min(MAX_BACKOFF)
+}
+
+/// What became of a window.
+struct Sent {
+    /// Records Kafka took.
+    delivered: usize,
+    /// Why some were not taken, if any were not.
+    failure: Option<String>,
+    /// The keys of those.
+    failed_keys: Vec<u64>,
 }
 
 /// Waits until records are spooled, a late delivery comes, or a while.
@@ -173,17 +228,22 @@ fn log_task_failure(e: tokio::task::JoinError) -> Vec<SpooledRecord> {
     Vec::new()
 }
 
-/// Sends the records and waits for every answer; acknowledges those Kafka
-/// took. `None` when all went, else why not.
+/// Sends the records, but those of a `held` key (they stay pending), and
+/// waits for every answer; acknowledges those Kafka took.
 async fn send_window(
     spooler: &Spooler,
     producer: &BaseProducer<KafkaContext>,
     spooled: Vec<SpooledRecord>,
-) -> Option<String> {
+    held: &HashSet<u64>,
+) -> Sent {
     let acks = Acks::new(spooled.len(), None);
     let mut records = Vec::with_capacity(spooled.len());
     for (position, one) in spooled.iter().enumerate() {
         match SpoolRecord::decode(&one.payload) {
+            Ok(record) if record_key(&record).is_some_and(|k| held.contains(&k)) => {
+                acks.answer(position, Err(KafkaError::Canceled));
+                records.push(None);
+            }
             Ok(record) => {
                 let slot = Box::new(AckSlot {
                     acks: acks.clone(),
@@ -216,9 +276,13 @@ async fn send_window(
     }
     acks.all().await;
     let (mut took, mut failure, mut refused) = (Vec::new(), None, 0);
+    let mut failed_keys = Vec::new();
     for (position, one) in spooled.iter().enumerate() {
         let result = acks.result(position);
+        let record = records.get(position).and_then(Option::as_ref);
         match result {
+            // Held back, not sent.
+            Err(_) if record.is_none() => {}
             Ok(_) => took.push(one.seq),
             Err(e) if !spoolable(&e) => {
                 tracing::error!(seq = one.seq, error = %e, "spool: Kafka refuses a replayed record for good; dropped");
@@ -227,15 +291,17 @@ async fn send_window(
             }
             Err(e) => {
                 failure.get_or_insert(e.to_string());
+                failed_keys.extend(record.and_then(record_key));
             }
         }
     }
     let acked: HashSet<u64> = ack(spooler, took.clone()).await.into_iter().collect();
     for (one, record) in spooled.iter().zip(&records) {
-        if let (true, Some(record)) = (acked.contains(&one.seq), record) {
-            if let Some(key) = &record.key {
-                spooler.release_key(key_hash(&record.topic, key));
-            }
+        if let (true, Some(key)) = (
+            acked.contains(&one.seq),
+            record.as_ref().and_then(record_key),
+        ) {
+            spooler.release_key(key);
         }
     }
     let counters = &spooler.counters;
@@ -245,5 +311,15 @@ async fn send_window(
     // Delivered late in the meantime and acknowledged first: in Kafka twice.
     let twice = (took.len() - acked.len()) as u64;
     counters.duplicates.fetch_add(twice, Ordering::Relaxed);
-    failure
+    Sent {
+        delivered: took.len() - refused as usize,
+        failure,
+        failed_keys,
+    }
+}
+
+/// The spool's name for a record's key (see [`Spooler::holds`]).
+fn record_key(record: &SpoolRecord) -> Option<u64> {
+    let key = record.key.as_ref()?;
+    Some(key_hash(&record.topic, key))
 }
