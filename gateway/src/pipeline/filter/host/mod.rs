@@ -97,6 +97,10 @@ pub enum FilterError {
     Read { path: String, message: String },
     #[error("not a valid weir:filter component: {0}")]
     Compile(String),
+    /// The host's own Wasm engine could not be set up (e.g. the instance
+    /// pool's memory reservation refused): no fault of the filter's.
+    #[error("cannot set up the Wasm engine: {0}")]
+    Engine(String),
     #[error("init refused the config: {0}")]
     Init(String),
     #[error("ran past its CPU deadline of {0} ms")]
@@ -339,9 +343,9 @@ impl Runtime {
             // Guests are not debugged here: no backtrace capture on every trap.
             .wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| FilterError::Compile(e.to_string()))?;
+        let engine = Engine::new(&config).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        add_host_imports(&mut linker).map_err(|e| FilterError::Compile(e.to_string()))?;
+        add_host_imports(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         Ok(Arc::new(Runtime { engine, linker }))
     }
 }
