@@ -76,17 +76,17 @@ fi
 drained=""
 while :; do
   now="$(date +%s.%N)"
-  elapsed="$(echo "$now - $started" | bc)"
+  elapsed="$(awk -v a="$now" -v b="$started" 'BEGIN { printf "%.1f", a - b }')"
   left="$(records)"
   if [ "$left" = 0 ]; then drained="$elapsed"; break; fi
-  if [ "$(echo "$elapsed > $duration" | bc)" = 1 ]; then break; fi
+  if awk -v e="$elapsed" -v d="$duration" 'BEGIN { exit !(e > d) }'; then break; fi
   sleep 0.5
 done
 sent="$(replayed)"
 if [ -n "$drained" ]; then
-  echo "spool empty after $drained s: $sent events replayed, $(echo "$sent / $drained" | bc) events/s (new traffic for devices still spooled is spooled behind and replayed too)"
+  echo "spool empty after $drained s: $sent events replayed, $(awk -v n="$sent" -v t="$drained" 'BEGIN { printf "%.0f", n / t }') events/s (new traffic for devices still spooled is spooled behind and replayed too)"
 else
-  echo "spool not empty after $elapsed s: $left events left; $sent replayed, $(echo "$sent / $elapsed" | bc) events/s"
+  echo "spool not empty after $elapsed s: $left events left; $sent replayed, $(awk -v n="$sent" -v t="$elapsed" 'BEGIN { printf "%.0f", n / t }') events/s"
 fi
 if [ "$load" = 1 ]; then
   wait "${pids[-1]}" 2>/dev/null || true
