@@ -77,7 +77,19 @@ impl Gateway {
                     filter_instances_max: u64::from(MAX_INSTANCES),
                     spool: producer.spooler().map(|spooler| {
                         let spooler = spooler.clone();
-                        let read: SpoolGauge = Arc::new(move || spooler.figures());
+                        // Every configured tenant has its series, at 0 when
+                        // it has nothing spooled.
+                        let names: Vec<String> =
+                            config.tenants.iter().map(|t| t.name.clone()).collect();
+                        let read: SpoolGauge = Arc::new(move || {
+                            let mut readings = spooler.figures();
+                            for name in &names {
+                                if !readings.tenants.iter().any(|(t, ..)| t == name) {
+                                    readings.tenants.push((name.clone(), 0, 0));
+                                }
+                            }
+                            readings
+                        });
                         read
                     }),
                 },
