@@ -1109,14 +1109,13 @@ impl Pool {
                 stream.write_all(&bytes).unwrap_or_else(|e| failed(e));
             }
             Sent::Later(body) => {
+                // Head and body in writes (and, without Nagle, segments)
+                // of their own: the node decides on the head alone, and the
+                // test holds whether the body is there by then or not.
+                stream.set_nodelay(true).unwrap_or_else(|e| failed(e));
                 stream
                     .write_all(head.as_bytes())
                     .unwrap_or_else(|e| failed(e));
-                // Not synchronisation: a client whose body arrives after
-                // its head (the node decides on the head alone), as slow
-                // links send it; the test holds whether or not the node has
-                // answered by then.
-                std::thread::sleep(Duration::from_millis(100));
                 // The node may have answered (and closed) without it: the
                 // answer tells.
                 let _ = stream.write_all(&body);

@@ -81,6 +81,25 @@ impl Client {
         }
         (answer.status, json)
     }
+
+    /// Posts batches of `events` until one is refused 503 (at most `tries`);
+    /// every answer before must accept (202, or 207 for a batch cut short).
+    /// The refusal's body.
+    async fn until_refused(
+        &mut self,
+        node: &Node,
+        events: usize,
+        tries: usize,
+    ) -> serde_json::Value {
+        for _ in 0..tries {
+            let (status, json) = self.send(node, KEY, events).await;
+            if status == 503 {
+                return json;
+            }
+            assert!([202, 207].contains(&status), "{json}");
+        }
+        panic!("{}: no 503 in {tries} batches", self.device);
+    }
 }
 
 /// Waits until every id is in `topic`; returns its records.
@@ -385,16 +404,7 @@ async fn a_tenant_past_its_share_is_refused_while_others_spool() {
     .unwrap();
     let category = unique("spool_full");
     let mut greedy = Client::new("dev-g", &category);
-    let mut refused = None;
-    for _ in 0..20 {
-        let (status, json) = greedy.send(&node, KEY, 20).await;
-        if status == 503 {
-            refused = Some(json);
-            break;
-        }
-        assert!([202, 207].contains(&status), "{json}");
-    }
-    let refused = refused.expect("a 503 once the share is full");
+    let refused = greedy.until_refused(&node, 20, 20).await;
     for part in refused["parts"].as_array().unwrap() {
         assert_eq!(part["code"], "delivery_failed", "{refused}");
         assert_eq!(part["retryable"], true);
@@ -518,16 +528,7 @@ async fn a_full_disk_refuses_cleanly_and_loses_nothing() {
     }
     let mut node = Node::spawn(command, dir).unwrap();
     let mut client = Client::new("dev-d", &unique("spool_disk"));
-    let mut refused = None;
-    for _ in 0..40 {
-        let (status, json) = client.send(&node, KEY, 20).await;
-        if status == 503 {
-            refused = Some(json);
-            break;
-        }
-        assert!([202, 207].contains(&status), "{json}");
-    }
-    let refused = refused.expect("a 503 once the disk is full");
+    let refused = client.until_refused(&node, 20, 40).await;
     assert!(!client.seqs.is_empty(), "some events spooled first");
     for part in refused["parts"].as_array().unwrap() {
         assert_eq!(part["code"], "delivery_failed", "{refused}");

@@ -687,27 +687,32 @@ fn kafka_gauges(meter: &Meter, kafka: Arc<KafkaStats>) {
 
 /// The spool's contents, its age and what happened to its events.
 fn spool_gauges(meter: &Meter, spool: SpoolGauge) {
-    let read = spool.clone();
-    meter
-        .u64_observable_gauge("weir.spool.records")
-        .with_description("Events in the spool, not yet in Kafka, by tenant")
-        .with_callback(move |observer| {
-            for (tenant, _, records) in read().tenants {
-                observer.observe(records, &[KeyValue::new("tenant", tenant)]);
-            }
-        })
-        .build();
-    let read = spool.clone();
-    meter
-        .u64_observable_gauge("weir.spool.bytes")
-        .with_unit("By")
-        .with_description("Bytes of the events in the spool, by tenant")
-        .with_callback(move |observer| {
-            for (tenant, bytes, _) in read().tenants {
-                observer.observe(bytes, &[KeyValue::new("tenant", tenant)]);
-            }
-        })
-        .build();
+    // Per tenant: (name, bytes, records).
+    let per_tenant = |name, unit, description, pick: fn(&(String, u64, u64)) -> u64| {
+        let read = spool.clone();
+        meter
+            .u64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                for tenant in read().tenants {
+                    observer.observe(pick(&tenant), &[KeyValue::new("tenant", tenant.0)]);
+                }
+            })
+            .build();
+    };
+    per_tenant(
+        "weir.spool.records",
+        "",
+        "Events in the spool, not yet in Kafka, by tenant",
+        |t| t.2,
+    );
+    per_tenant(
+        "weir.spool.bytes",
+        "By",
+        "Bytes of the events in the spool, by tenant",
+        |t| t.1,
+    );
     let read = spool.clone();
     gauge(
         meter,

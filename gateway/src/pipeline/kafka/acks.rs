@@ -211,7 +211,10 @@ impl Acks {
                 late.spooler.delivered_late(seq, key);
             }
         }
-        late.spooler.abandoned.fetch_sub(1, Ordering::SeqCst);
+        // The last one answered: replay may start (see `replay`).
+        if late.spooler.abandoned.fetch_sub(1, Ordering::SeqCst) == 1 {
+            late.spooler.more.notify_one();
+        }
     }
 
     /// The answer for the record at `position`; each is answered exactly once.

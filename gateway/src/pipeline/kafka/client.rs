@@ -56,6 +56,23 @@ impl Client {
         })
     }
 
+    /// Whether the cluster answers a metadata request within 2 s, asked
+    /// off the runtime: the number of brokers, or why not. (The readiness
+    /// check, the supervisor and replay all tell "away" from "answering"
+    /// with it.)
+    pub(super) async fn brokers(&self) -> Result<usize, String> {
+        let rd = self.rd.clone();
+        tokio::task::spawn_blocking(move || {
+            rd.client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|answer| answer)
+    }
+
     /// Ends the report task (and waits for it), so that nothing of the
     /// client outlives the caller's next step.
     pub(super) async fn close(&self) {
@@ -206,15 +223,10 @@ pub(super) async fn supervise(clients: Arc<Clients>) {
         }
         // Failing with nothing delivered: a cluster away does not answer
         // metadata either; one that answers has lost this client's state.
-        let rd = client.rd.clone();
-        let answers = tokio::task::spawn_blocking(move || {
-            rd.client()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        stalled = if answers { stalled + 1 } else { 0 };
+        stalled = match client.brokers().await {
+            Ok(_) => stalled + 1,
+            Err(_) => 0,
+        };
         if stalled >= STALLED_WINDOWS {
             clients.rebuild(&format!(
                 "{failed} records failed and none was delivered for {} s while the cluster answers metadata",

@@ -258,8 +258,7 @@ impl Producer {
     /// Whether the topic exists; with a spool, a request does not wait out
     /// a slow metadata lookup (it counts as Kafka unavailable).
     async fn check_topic(&self, topic: &str) -> Result<(), TopicProblem> {
-        let client = self.clients.load_full();
-        let ensure = self.topics.ensure(&client.rd, topic);
+        let ensure = self.topics.ensure(&self.clients, topic);
         match &self.spooler {
             None => ensure.await,
             Some(spooler) => tokio::time::timeout(spooler.wait, ensure)
@@ -328,18 +327,7 @@ impl Producer {
                 return answer.clone();
             }
         }
-        let client = self.clients.load_full();
-        let answer = tokio::task::spawn_blocking(move || {
-            client
-                .rd
-                .client()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .map(|m| m.brokers().len())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|answer| answer);
+        let answer = self.clients.load_full().brokers().await;
         *checked = Some((Instant::now(), answer.clone()));
         answer
     }
@@ -695,12 +683,17 @@ mod tests {
             .producer
             .insert("statistics.interval.ms".into(), "100".into());
         let producer = Producer::new(&kafka, &cluster.bootstrap_servers(), false).unwrap();
-        let rd = producer.clients.load_full().rd.clone();
-        assert_eq!(producer.topics.ensure(&rd, "events.real").await, Ok(()));
+        assert_eq!(
+            producer
+                .topics
+                .ensure(&producer.clients, "events.real")
+                .await,
+            Ok(())
+        );
         for i in 0..20 {
             let topic = format!("events.made-up-{i}");
             assert_eq!(
-                producer.topics.ensure(&rd, &topic).await,
+                producer.topics.ensure(&producer.clients, &topic).await,
                 Err(missing_topic(&topic))
             );
         }
@@ -724,11 +717,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_listing_is_the_answer_for_a_while() {
         let producer = Producer::new(&KafkaConfig::default(), "127.0.0.1:1", false).unwrap();
-        let rd = producer.clients.load_full().rd.clone();
         let (a, b, c) = tokio::join!(
-            producer.topics.ensure(&rd, "events.a"),
-            producer.topics.ensure(&rd, "events.b"),
-            producer.topics.ensure(&rd, "events.c"),
+            producer.topics.ensure(&producer.clients, "events.a"),
+            producer.topics.ensure(&producer.clients, "events.b"),
+            producer.topics.ensure(&producer.clients, "events.c"),
         );
         for answer in [a, b, c] {
             let Err(super::super::topics::TopicProblem::Unavailable(why)) = answer else {

@@ -18,14 +18,14 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::acks::{AckSlot, Acks, KafkaContext};
 use super::client::Clients;
 use super::record::owned_headers;
 use super::spooler::{key_hash, spoolable, Late, Spooler};
-use crate::pipeline::spool::{Reader, SpoolError, SpoolRecord, SpooledRecord};
+use crate::pipeline::spool::{Reader, SpoolRecord, SpooledRecord};
 
 /// The most records, and bytes, sent before their acknowledgements are
 /// awaited: memory stays bounded however large the spool.
@@ -83,8 +83,7 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
             Ok(records) => records,
             Err(e) => {
                 tracing::error!(error = %e, "spool: replay cannot read the spool");
-                reader = None;
-                tokio::time::sleep(MAX_BACKOFF).await;
+                (reader, backoff) = (None, pause(backoff).await);
                 continue;
             }
         };
@@ -101,7 +100,7 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
         };
         // Nothing taken: Kafka away, or these records refused while the
         // cluster answers (a whole window of one deleted topic's records)?
-        if sent.delivered == 0 && !answers_metadata(&client.rd).await {
+        if sent.delivered == 0 && client.brokers().await.is_err() {
             tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64,
                 "spool: Kafka took no replayed record; sending again from the oldest");
             (reader, backoff) = (None, pause(backoff).await);
@@ -112,19 +111,6 @@ pub(super) async fn replay(spooler: Arc<Spooler>, clients: Arc<Clients>) {
             held.extend(sent.failed_keys);
         }
     }
-}
-
-/// Whether the cluster answers a metadata request (asked off the runtime).
-async fn answers_metadata(producer: &Arc<BaseProducer<KafkaContext>>) -> bool {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(2))
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
 }
 
 /// Waits `backoff`; the next, longer one.
@@ -200,7 +186,7 @@ async fn ack(spooler: &Spooler, seqs: Vec<u64>) -> Vec<u64> {
 async fn read_window(
     spooler: &Arc<Spooler>,
     reader: Option<Reader>,
-) -> (Option<Reader>, Result<Vec<SpooledRecord>, SpoolError>) {
+) -> (Option<Reader>, Result<Vec<SpooledRecord>, String>) {
     let mut reader = reader.unwrap_or_else(|| spooler.spool.reader());
     let read = tokio::task::spawn_blocking(move || {
         let (mut records, mut bytes) = (Vec::new(), 0);
@@ -218,14 +204,9 @@ async fn read_window(
     })
     .await;
     match read {
-        Ok((reader, records)) => (Some(reader), records),
-        Err(e) => (None, Ok(log_task_failure(e))),
+        Ok((reader, records)) => (Some(reader), records.map_err(|e| e.to_string())),
+        Err(e) => (None, Err(format!("the read task failed: {e}"))),
     }
-}
-
-fn log_task_failure(e: tokio::task::JoinError) -> Vec<SpooledRecord> {
-    tracing::error!(error = %e, "spool: the read task failed");
-    Vec::new()
 }
 
 /// Sends the records, but those of a `held` key (they stay pending), and

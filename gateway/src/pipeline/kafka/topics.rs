@@ -2,13 +2,13 @@
 //! once instead of a delivery timeout, without asking the cluster about
 //! every name a client makes up.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::producer::Producer as _;
 
-use super::acks::KafkaContext;
+use super::client::Clients;
 
 /// How long a listing of the cluster's topics answers "missing" before the
 /// cluster is asked again.
@@ -72,11 +72,7 @@ impl Topics {
     /// the cluster about each missing one every second. Categories are the
     /// client's to choose, so names made up by the thousand would grow both
     /// without end.
-    pub(super) async fn ensure(
-        &self,
-        client: &Arc<BaseProducer<KafkaContext>>,
-        topic: &str,
-    ) -> Result<(), TopicProblem> {
+    pub(super) async fn ensure(&self, clients: &Clients, topic: &str) -> Result<(), TopicProblem> {
         if self.embedded {
             return Ok(());
         }
@@ -88,9 +84,10 @@ impl Topics {
         if let Some(known) = self.known(topic)? {
             return known.then_some(()).ok_or_else(|| missing_topic(topic));
         }
-        let client = client.clone();
+        // The client is taken only to list: a known topic costs no more.
+        let client = clients.load_full();
         let listed = tokio::task::spawn_blocking(move || {
-            let metadata = client.client().fetch_metadata(None, METADATA_TIMEOUT)?;
+            let metadata = client.rd.client().fetch_metadata(None, METADATA_TIMEOUT)?;
             Ok::<Vec<String>, KafkaError>(
                 metadata
                     .topics()
