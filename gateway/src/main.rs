@@ -119,7 +119,8 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             // Filters are compiled and their init run, as a node would at start.
             let engine = FilterEngine::new();
-            Tenants::from_config(&config, None, Some(&engine), None).map_err(anyhow::Error::msg)?;
+            Tenants::from_config(&config, None, Some(&engine), None, None)
+                .map_err(anyhow::Error::msg)?;
             println!(
                 "config OK: {} tenant(s), kafka {}",
                 config.tenants.len(),

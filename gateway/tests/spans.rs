@@ -43,7 +43,7 @@ async fn every_stage_is_a_child_span_in_the_clients_trace() {
     ))
     .unwrap();
     let producer = Producer::new(&config.kafka, &cluster.bootstrap_servers(), false).unwrap();
-    let mut gateway = Gateway::new(&config, None, producer).unwrap();
+    let mut gateway = Gateway::new(&config, None, producer, None).unwrap();
     // Spans go to the in-memory exporter: the gateway records them.
     gateway.sampler = weir::ops::trace::RequestSampler::new(&Default::default(), true);
     let request = http::Request::post("/v1/batch")

@@ -205,6 +205,82 @@ impl Drop for Broker {
     }
 }
 
+/// A `redis-server` of one test's own (Debian's package, installed by
+/// `scripts/setup.sh --tests`), on a free loopback port, without
+/// persistence. Killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    /// `redis://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// A new, empty server on `port` (to bring one back where it was).
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server: run scripts/setup.sh --tests");
+        wait_for_port(port, Duration::from_secs(20));
+        Redis {
+            child,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it accepts connections and answers nothing.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn kill(mut self) -> u16 {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+
+    /// Runs one command with `redis-cli`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("running redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// How often [`eventually`] and its kin probe.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 

@@ -70,7 +70,13 @@ async fn the_readme_run_command_serves_a_batch_on_the_embedded_broker() {
             .collect();
         assert_eq!(
             headers,
-            ["traceparent", "x-request-id", "weir-tenant", "content-type"]
+            [
+                "traceparent",
+                "weir-node",
+                "x-request-id",
+                "weir-tenant",
+                "content-type"
+            ]
         );
         let value: serde_json::Value =
             serde_json::from_str(line["value"].as_str().unwrap()).unwrap();

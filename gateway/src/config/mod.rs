@@ -62,6 +62,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub kafka: KafkaConfig,
     pub spool: SpoolConfig,
+    pub quotas: QuotasConfig,
     pub geoip: GeoIpConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
@@ -226,6 +227,57 @@ impl Default for SpoolConfig {
             segment_bytes: 16 << 20,
             fsync: "always".into(),
             wait_ms: 5_000,
+        }
+    }
+}
+
+/// Region-wide quotas: with a Redis that the nodes of a region share, each
+/// tenant's rates hold for the region as a whole (issue 18).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
+    /// `redis+unix:///path` (`WEIR_REDIS_URL`); empty: every node enforces
+    /// the limits on its own.
+    pub redis_url: String,
+    /// Prefix of the Redis keys: nodes that share it share the tenants'
+    /// budgets. Empty: `weir:<telemetry.region>`, or `weir` with no region.
+    pub prefix: String,
+    /// A PEM file of the CA that signed a `rediss://` server's certificate,
+    /// when it is not in the system's trust store.
+    pub ca_path: Option<PathBuf>,
+    /// The most a request waits for Redis (once, when its tenant's budget
+    /// on the node runs out); past it the node serves on its share.
+    pub timeout_ms: u64,
+    /// How much budget a node takes from Redis at a time, as time at the
+    /// tenant's rate: more means fewer Redis calls and more budget held
+    /// by idle nodes.
+    pub lease_ms: u64,
+    /// How often a node says it is alive, counts the live nodes, gives back
+    /// budget it did not use, and tries an unreachable Redis again.
+    pub sync_ms: u64,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        QuotasConfig {
+            redis_url: String::new(),
+            prefix: String::new(),
+            ca_path: None,
+            timeout_ms: 100,
+            lease_ms: 100,
+            sync_ms: 1000,
+        }
+    }
+}
+
+impl QuotasConfig {
+    /// The key prefix: the configured one, or one from the region.
+    pub fn key_prefix(&self, region: &str) -> String {
+        match (self.prefix.as_str(), region) {
+            ("", "") => "weir".into(),
+            ("", region) => format!("weir:{region}"),
+            (prefix, _) => prefix.into(),
         }
     }
 }
@@ -495,6 +547,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_KAFKA_BROKERS", "kafka.brokers"),
     ("WEIR_KAFKA_TOPIC_TEMPLATE", "kafka.topic_template"),
     ("WEIR_SPOOL_PATH", "spool.path"),
+    ("WEIR_REDIS_URL", "quotas.redis_url"),
     ("WEIR_GEOIP_PATH", "geoip.path"),
     ("WEIR_LOG_LEVEL", "log.level"),
     ("WEIR_LOG_FORMAT", "log.format"),
@@ -578,6 +631,7 @@ impl Config {
                 "WEIR_KAFKA_BROKERS" => self.kafka.brokers = value,
                 "WEIR_KAFKA_TOPIC_TEMPLATE" => self.kafka.topic_template = value,
                 "WEIR_SPOOL_PATH" => self.spool.path = optional_path(value),
+                "WEIR_REDIS_URL" => self.quotas.redis_url = value,
                 "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
                 "WEIR_LOG_LEVEL" => self.log.level = value,
                 "WEIR_LOG_FORMAT" => self.log.format = value,
@@ -624,6 +678,7 @@ impl Config {
         self.validate_server()?;
         self.validate_kafka()?;
         self.validate_spool()?;
+        self.validate_quotas()?;
         if !matches!(self.log.format.as_str(), "json" | "pretty") {
             return Err(invalid(
                 "log.format",
@@ -765,6 +820,51 @@ impl Config {
     }
 
     /// `[kafka]`.
+    /// `[quotas]`.
+    fn validate_quotas(&self) -> Result<(), ConfigError> {
+        let quotas = &self.quotas;
+        let url = quotas.redis_url.as_str();
+        if !url.is_empty()
+            && !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid(
+                "quotas.redis_url",
+                "must start with redis://, rediss:// (TLS) or redis+unix://",
+            ));
+        }
+        if let Some(bad) = quotas
+            .prefix
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}'))
+        {
+            return Err(invalid(
+                "quotas.prefix",
+                format!(
+                    "'{}' has {bad:?}: no spaces or braces (braces are Redis Cluster hash tags)",
+                    quotas.prefix
+                ),
+            ));
+        }
+        for (key, value, most) in [
+            ("quotas.timeout_ms", quotas.timeout_ms, 10_000),
+            ("quotas.lease_ms", quotas.lease_ms, 10_000),
+            ("quotas.sync_ms", quotas.sync_ms, 60_000),
+        ] {
+            if !(1..=most).contains(&value) {
+                return Err(invalid(key, format!("{value} must be from 1 to {most}")));
+            }
+        }
+        if quotas.ca_path.is_some() && !url.starts_with("rediss://") {
+            return Err(invalid(
+                "quotas.ca_path",
+                "is only used with a rediss:// (TLS) redis_url",
+            ));
+        }
+        Ok(())
+    }
+
     /// `[spool]`.
     fn validate_spool(&self) -> Result<(), ConfigError> {
         let spool = &self.spool;

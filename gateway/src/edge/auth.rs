@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Limits};
+use crate::edge::limit::region::Region;
 use crate::edge::limit::Quotas;
 use crate::model::{ErrorCode, Reject};
 use crate::ops::metrics::Metrics;
@@ -94,11 +95,13 @@ impl Tenants {
     /// not change is not compiled again. New filters are compiled here, with
     /// `engine`: an error names the filter that does not load. With
     /// `metrics` (a node's), every filter's call counters exist from then on.
+    /// With `region`, the tenants' rates are region-wide.
     pub fn from_config(
         config: &Config,
         previous: Option<&Tenants>,
         engine: Option<&Arc<FilterEngine>>,
         metrics: Option<&Metrics>,
+        region: Option<&Arc<Region>>,
     ) -> Result<Tenants, String> {
         let old: HashMap<&str, &Arc<Tenant>> = previous
             .map(|p| p.by_key_hash.values().map(|t| (&*t.name, t)).collect())
@@ -109,7 +112,11 @@ impl Tenants {
             let before = old.get(t.name.as_str());
             let quotas = match before {
                 Some(b) if b.quotas.limits == limits => Arc::clone(&b.quotas),
-                _ => Arc::new(Quotas::carried(&limits, before.map(|b| &*b.quotas))),
+                _ => Arc::new(Quotas::carried(
+                    &limits,
+                    before.map(|b| &*b.quotas),
+                    region.map(|r| (r, t.name.as_str())),
+                )),
             };
             let mut filters = Vec::with_capacity(t.filters.len());
             for settings in &t.filters {
@@ -161,6 +168,17 @@ impl Tenants {
             }
         }
         Ok(tenants)
+    }
+
+    /// Every tenant's quotas, once each (a tenant may have several keys).
+    pub fn quotas(&self) -> Vec<Arc<Quotas>> {
+        let mut all: Vec<Arc<Quotas>> = Vec::new();
+        for tenant in self.by_key_hash.values() {
+            if !all.iter().any(|q| Arc::ptr_eq(q, &tenant.quotas)) {
+                all.push(tenant.quotas.clone());
+            }
+        }
+        all
     }
 
     /// Every filter slot of every tenant (for the reload watcher and `/readyz`).
@@ -312,7 +330,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        Tenants::from_config(&config, None, None, None).unwrap()
+        Tenants::from_config(&config, None, None, None, None).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -370,7 +388,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\ncategories = [\"app_*\"]\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&same, Some(&first), None, None).unwrap();
+        let reloaded = Tenants::from_config(&same, Some(&first), None, None, None).unwrap();
         assert!(Arc::ptr_eq(
             &first.authenticate(&key).unwrap().quotas,
             &reloaded.authenticate(&key).unwrap().quotas
@@ -379,7 +397,7 @@ mod tests {
             "[[tenants]]\nname = \"acme\"\nkeys_sha256 = [\"{hash}\"]\nrequests_per_second = 5.0\n"
         ))
         .unwrap();
-        let reloaded = Tenants::from_config(&changed, Some(&first), None, None).unwrap();
+        let reloaded = Tenants::from_config(&changed, Some(&first), None, None, None).unwrap();
         let quotas = &reloaded.authenticate(&key).unwrap().quotas;
         assert_eq!(quotas.limits.requests_per_second, 5.0);
         assert_eq!(reloaded.len(), 1);

@@ -11,8 +11,9 @@ use super::reload::StartOnly;
 use super::NodeError;
 use crate::config::Config;
 use crate::edge::auth::Tenants;
+use crate::edge::limit::region::Region;
 use crate::edge::limit::{Admission, Rate, Unauthenticated};
-use crate::ops::metrics::{Metrics, Saturation, SpoolGauge};
+use crate::ops::metrics::{Metrics, QuotaGauge, Saturation, SpoolGauge};
 use crate::ops::trace::RequestSampler;
 use crate::pipeline::filter::host::{FilterEngine, MAX_INSTANCES};
 use crate::pipeline::geoip::GeoIp;
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub body_timeout: Duration,
     pub admission: Arc<Admission>,
     pub unauthenticated: Option<Unauthenticated>,
+    /// The link to the region's shared budgets (`[quotas]`), if any.
+    pub region: Option<Arc<Region>>,
     /// The file a reload reads.
     pub config_path: Option<PathBuf>,
     /// The config sections a reload does not apply, as at start.
@@ -49,6 +52,7 @@ impl Gateway {
         config: &Config,
         config_path: Option<PathBuf>,
         producer: Producer,
+        region: Option<Arc<Region>>,
     ) -> Result<Gateway, NodeError> {
         let telemetry = &config.telemetry;
         let geoip = match &config.geoip.path {
@@ -75,6 +79,10 @@ impl Gateway {
                     kafka: producer.stats(),
                     filter_instances: Arc::new(filters.instances()),
                     filter_instances_max: u64::from(MAX_INSTANCES),
+                    quotas: region.clone().map(|region| {
+                        let read: QuotaGauge = Arc::new(move || region.readings());
+                        read
+                    }),
                     spool: producer.spooler().map(|spooler| {
                         let spooler = spooler.clone();
                         // Every configured tenant has its series, at 0 when
@@ -96,8 +104,14 @@ impl Gateway {
             )
             .map_err(NodeError::Telemetry)?
         };
-        let tenants = Tenants::from_config(config, None, Some(&filters), Some(&metrics))
-            .map_err(NodeError::Tenants)?;
+        let tenants = Tenants::from_config(
+            config,
+            None,
+            Some(&filters),
+            Some(&metrics),
+            region.as_ref(),
+        )
+        .map_err(NodeError::Tenants)?;
         Ok(Gateway {
             tenants: ArcSwap::from_pointee(tenants),
             producer,
@@ -105,6 +119,7 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),
             admission,
+            region,
             metrics,
             unauthenticated: Unauthenticated::new(Rate {
                 per_second: config.server.unauthenticated_per_second,

@@ -29,6 +29,11 @@ struct Readiness<'a> {
     /// The spool, when the node has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     spool: Option<String>,
+    /// Region-wide quotas, when configured: region-wide or on the node's
+    /// share. Not a reason to be unready: on its share the node still
+    /// enforces every limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quotas: Option<String>,
 }
 
 /// Liveness: the process answers, and nothing happened that only a
@@ -105,6 +110,14 @@ pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Resp
         tenants: tenants.len(),
         filter_errors,
         spool,
+        quotas: gateway
+            .region
+            .as_ref()
+            .map(|region| match (detailed, region.synced()) {
+                (true, _) => region.detail(),
+                (false, true) => "region".into(),
+                (false, false) => "node-share".into(),
+            }),
     };
     let status = if ready {
         StatusCode::OK

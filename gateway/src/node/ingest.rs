@@ -109,7 +109,7 @@ where
 {
     let (span, traced, metrics) = (&trace.span, trace.traced, &gateway.metrics);
     let client_ip = enrich::client_ip(peer.addr, request.headers(), &gateway.trusted_proxies);
-    let tenant = admit_tenant(gateway, &request, peer, client_ip)?;
+    let tenant = admit_tenant(gateway, &request, peer, client_ip).await?;
     span.record("tenant", &*tenant.name);
     outcome.tenant = Some(tenant.name.clone());
     let limits = tenant.limits();
@@ -121,6 +121,7 @@ where
     tenant
         .quotas
         .check_bytes(bytes.len())
+        .await
         .map_err(|r| r.reject("body"))?;
     let decode =
         stage_span!(traced, "decode", bytes = bytes.len() as i64, error.type = field::Empty);
@@ -129,7 +130,7 @@ where
     span.record("category", upload.meta.category.as_str());
     auth::authorize(&tenant, &upload.meta.category)?;
     let mut batch = validate(upload, limits, trace, metrics)?;
-    let limited = limit_events(&tenant, &mut batch)?;
+    let limited = limit_events(&tenant, &mut batch).await?;
 
     let valid = batch.pending().count();
     if limited.is_none() && valid > 0 {
@@ -169,7 +170,7 @@ where
 /// before anything else is done), checks its client certificate, and takes
 /// its request rate and a first byte of its byte rate: all before the body
 /// is read, so a tenant over its rates costs no read.
-fn admit_tenant<B>(
+async fn admit_tenant<B>(
     gateway: &Gateway,
     request: &Request<B>,
     peer: Peer,
@@ -188,10 +189,15 @@ fn admit_tenant<B>(
     tenant
         .quotas
         .check_request()
+        .await
         .map_err(|r| r.reject("request"))?;
     // A tenant already over its byte rate is refused before its body is
     // read (one byte of it is taken now; the body is charged once inflated).
-    tenant.quotas.check_bytes(1).map_err(|r| r.reject("body"))?;
+    tenant
+        .quotas
+        .check_bytes(1)
+        .await
+        .map_err(|r| r.reject("body"))?;
     Ok(tenant)
 }
 
@@ -258,9 +264,9 @@ fn validate<'a>(
 /// Over the rate, every valid event's part is `rate_limited` and the
 /// refusal is returned for the answer; a batch that can never pass (over
 /// the burst) is refused outright.
-fn limit_events(tenant: &Tenant, batch: &mut Batch<'_>) -> Result<Option<Reject>, Reject> {
+async fn limit_events(tenant: &Tenant, batch: &mut Batch<'_>) -> Result<Option<Reject>, Reject> {
     let valid = batch.pending().count() as u32;
-    match tenant.quotas.check_events(valid) {
+    match tenant.quotas.check_events(valid).await {
         Ok(()) => Ok(None),
         Err(refusal @ Refusal::Never { .. }) => Err(refusal.reject("data")),
         Err(refusal) => {

@@ -14,12 +14,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::edge::limit::region::{Region, RegionError};
 use crate::edge::listener::{self, ConnectionLimits, Listener, Role};
 use crate::edge::tls;
 use crate::ops::trace;
 use crate::pipeline::geoip::GeoIpError;
 use crate::pipeline::kafka::broker::EmbeddedBroker;
-use crate::pipeline::kafka::{Producer, ProducerError, Spooler};
+use crate::pipeline::kafka::{Origin, Producer, ProducerError, Spooler};
 use crate::pipeline::spool::SpoolError;
 
 mod gateway;
@@ -51,6 +52,8 @@ pub enum NodeError {
     Producer(#[from] ProducerError),
     #[error("opening the spool (spool.path): {0}")]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Region(#[from] RegionError),
     #[error("starting the embedded broker: {0}")]
     EmbeddedBroker(rdkafka::error::KafkaError),
     #[error("creating topic {topic} on the embedded broker: {source}")]
@@ -135,6 +138,20 @@ impl Node {
         };
         let producer = Producer::new(&config.kafka, &brokers, embedded.is_some())?;
         let node_name: Arc<str> = crate::ops::otlp::hostname().into();
+        let region = Region::new(&config.quotas, &config.telemetry.region, &node_name)?;
+        if let Some(region) = &region {
+            // Region-wide from the first request when Redis answers; on the
+            // node's share (and trying again) when it does not.
+            region.sync().await;
+            if !region.synced() {
+                tracing::warn!(quotas = %region.detail(), "Redis does not answer yet: each tenant gets this node's share of its limits until it does");
+            }
+        }
+        let region_name = &config.telemetry.region;
+        let producer = producer.with_origin(Origin {
+            region: (!region_name.is_empty()).then(|| region_name.as_str().into()),
+            node: node_name.clone(),
+        });
         let producer = match Spooler::open(&config.spool, node_name)? {
             Some(spooler) => producer.with_spool(spooler),
             None => producer,
@@ -154,7 +171,7 @@ impl Node {
             tracing::warn!("no tenants configured: every upload will be refused with 401");
         }
         let (listeners, addresses, tls_watch) = bind(config).await?;
-        let gateway = Arc::new(Gateway::new(config, config_path, producer)?);
+        let gateway = Arc::new(Gateway::new(config, config_path, producer, region)?);
         let mut tasks = tasks::spawn(&gateway).map_err(NodeError::Signals)?;
         tasks.extend(tls_watch);
         tracing::info!(
@@ -215,6 +232,16 @@ impl Node {
             spooler.log_stop();
         }
         tokio::task::block_in_place(|| gateway.metrics.shutdown());
+        if let Some(region) = &gateway.region {
+            // Budget this node holds goes back to the region, and the
+            // others count one node fewer at once, not after a timeout.
+            if region.synced() {
+                for quotas in gateway.tenants.load().quotas() {
+                    quotas.give_back_idle(Duration::ZERO).await;
+                }
+            }
+            region.leave().await;
+        }
         for task in &tasks {
             task.abort();
         }

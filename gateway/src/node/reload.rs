@@ -4,15 +4,15 @@
 //! The file is read and validated first; an invalid one is refused with its
 //! reason and the running tenants stay as they were. Requests in flight keep
 //! the tenant they started with. The other sections (listeners, TLS paths,
-//! Kafka, GeoIP, logs, telemetry) need a restart; a change to them is
+//! Kafka, the spool, quotas, GeoIP, logs, telemetry) need a restart; a change to them is
 //! reported (in the answer and a warning), not applied.
 
 use std::sync::Arc;
 
 use super::Gateway;
 use crate::config::{
-    Config, GeoIpConfig, KafkaConfig, LogConfig, ServerConfig, SpoolConfig, TelemetryConfig,
-    TlsConfig,
+    Config, GeoIpConfig, KafkaConfig, LogConfig, QuotasConfig, ServerConfig, SpoolConfig,
+    TelemetryConfig, TlsConfig,
 };
 use crate::edge::auth::Tenants;
 
@@ -24,6 +24,7 @@ pub struct StartOnly {
     tls: TlsConfig,
     kafka: KafkaConfig,
     spool: SpoolConfig,
+    quotas: QuotasConfig,
     geoip: GeoIpConfig,
     log: LogConfig,
     telemetry: TelemetryConfig,
@@ -36,6 +37,7 @@ impl StartOnly {
             tls: config.tls.clone(),
             kafka: config.kafka.clone(),
             spool: config.spool.clone(),
+            quotas: config.quotas.clone(),
             geoip: config.geoip.clone(),
             log: config.log.clone(),
             telemetry: config.telemetry.clone(),
@@ -49,6 +51,7 @@ impl StartOnly {
             ("tls", self.tls == config.tls),
             ("kafka", self.kafka == config.kafka),
             ("spool", self.spool == config.spool),
+            ("quotas", self.quotas == config.quotas),
             ("geoip", self.geoip == config.geoip),
             ("log", self.log == config.log),
             ("telemetry", self.telemetry == config.telemetry),
@@ -84,6 +87,7 @@ pub fn reload(gateway: &Gateway) -> Result<Reloaded, String> {
         Some(&gateway.tenants.load()),
         Some(&gateway.filters),
         Some(&gateway.metrics),
+        gateway.region.as_ref(),
     )?;
     let count = tenants.len();
     gateway.tenants.store(Arc::new(tenants));

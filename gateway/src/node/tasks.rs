@@ -14,6 +14,9 @@ pub(super) fn spawn(gateway: &Arc<Gateway>) -> std::io::Result<Vec<JoinHandle<()
     if gateway.unauthenticated.is_some() {
         tasks.push(tokio::spawn(prune_addresses(Arc::downgrade(gateway))));
     }
+    if gateway.region.is_some() {
+        tasks.push(tokio::spawn(sync_quotas(Arc::downgrade(gateway))));
+    }
     #[cfg(unix)]
     tasks.push(reload_on_hangup(gateway.clone())?);
     Ok(tasks)
@@ -48,6 +51,36 @@ async fn prune_addresses(gateway: std::sync::Weak<Gateway>) {
     } {
         if let Some(u) = &gateway.unauthenticated {
             u.prune();
+        }
+    }
+}
+
+/// Region-wide quotas, every `quotas.sync_ms`: the heartbeat (which counts
+/// the live nodes, and brings the node back to region-wide limits once an
+/// unreachable Redis answers), then budget unused for a whole period goes
+/// back to the region.
+async fn sync_quotas(gateway: std::sync::Weak<Gateway>) {
+    let Some(every) = gateway
+        .upgrade()
+        .and_then(|g| g.region.as_ref().map(|r| r.sync_every))
+    else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the node synced once at start
+    while let Some(gateway) = {
+        ticks.tick().await;
+        gateway.upgrade()
+    } {
+        let Some(region) = gateway.region.clone() else {
+            return;
+        };
+        region.sync().await;
+        if region.synced() {
+            for quotas in gateway.tenants.load().quotas() {
+                quotas.give_back_idle(every).await;
+            }
         }
     }
 }

@@ -10,7 +10,8 @@
 //! `weir_kafka_queue_messages` and `_bytes` against `_max_messages` and
 //! `_max_bytes` from librdkafka's statistics, `weir_kafka_broker_rtt_p99_seconds`,
 //! `weir_filter_instances` against `_max`, the spool's `weir_spool_*`,
-//! `weir_kafka_producer_rebuilds_total`, and
+//! `weir_kafka_producer_rebuilds_total`, the region-wide quotas'
+//! `weir_quota_*`, and
 //! `weir_runtime_busy_seconds_total` / `weir_runtime_workers`: the share of
 //! time the async workers are busy). Plus the upload
 //! outcome counters users know from the old gateway (`weir_uploads_total` by
@@ -35,6 +36,7 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::config::TelemetryConfig;
+use crate::edge::limit::region::{Call, RegionReadings, CALL_OUTCOMES};
 use crate::model::{Batch, ErrorCode, PartCode, UploadFault};
 use crate::ops::otlp;
 
@@ -173,7 +175,12 @@ pub struct Saturation {
     pub filter_instances_max: u64,
     /// The spool's figures, when the node has one.
     pub spool: Option<SpoolGauge>,
+    /// The region-wide quotas' state, when the node has a Redis.
+    pub quotas: Option<QuotaGauge>,
 }
+
+/// Reads the region-wide quotas' state when `/metrics` is scraped.
+pub type QuotaGauge = Arc<dyn Fn() -> RegionReadings + Send + Sync>;
 
 /// Reads the spool's figures when `/metrics` is scraped.
 pub type SpoolGauge = Arc<dyn Fn() -> SpoolReadings + Send + Sync>;
@@ -561,9 +568,13 @@ fn saturation_gauges(meter: &Meter, saturation: Saturation) -> Arc<Connections> 
         filter_instances,
         filter_instances_max,
         spool,
+        quotas,
     } = saturation;
     if let Some(spool) = spool {
         spool_gauges(meter, spool);
+    }
+    if let Some(quotas) = quotas {
+        quota_gauges(meter, quotas);
     }
     gauge(
         meter,
@@ -745,6 +756,43 @@ fn spool_gauges(meter: &Meter, spool: SpoolGauge) {
         .build();
 }
 
+/// The region-wide quotas: whether Redis answers, the live nodes the
+/// shares are computed from, and the Redis calls (for sizing Redis).
+fn quota_gauges(meter: &Meter, quotas: QuotaGauge) {
+    let read = quotas.clone();
+    gauge(
+        meter,
+        "weir.quota.region.synced",
+        "1 while Redis answers and tenants' limits are region-wide; 0 while the node serves on its per-node share",
+        move || u64::from(read().synced),
+    );
+    let read = quotas.clone();
+    gauge(
+        meter,
+        "weir.quota.nodes",
+        "Live nodes sharing the region's quotas, as last counted (the share is 1/this)",
+        move || u64::from(read().nodes),
+    );
+    meter
+        .u64_observable_counter("weir.quota.redis.calls")
+        .with_description("Redis calls for the region-wide quotas, by call (lease, give_back, heartbeat) and outcome (ok, error, timeout)")
+        .with_callback(move |observer| {
+            let calls = quotas().calls;
+            for call in Call::ALL {
+                for (o, outcome) in CALL_OUTCOMES.iter().enumerate() {
+                    observer.observe(
+                        calls[call as usize][o],
+                        &[
+                            KeyValue::new("call", call.label()),
+                            KeyValue::new("outcome", *outcome),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+}
+
 /// The node's identity and its async runtime's busy time.
 fn node_gauges(meter: &Meter, config: &TelemetryConfig) {
     // The node's identity as labels of a constant 1 (the Prometheus "info"
@@ -812,6 +860,7 @@ mod tests {
                 filter_instances: gauge,
                 filter_instances_max: 0,
                 spool: None,
+                quotas: None,
             },
         )
         .unwrap();

@@ -51,6 +51,17 @@ pub struct Producer {
     spooler: Option<Arc<Spooler>>,
     /// The task that replays the spool.
     replay: Option<tokio::task::JoinHandle<()>>,
+    /// Where records entered, for their `weir-region` and `weir-node` headers.
+    origin: Origin,
+}
+
+/// Where a record entered: the node's region (`telemetry.region`, when
+/// set) and the node (its host name), so that consumers of a topic fed by
+/// several regions can tell them apart.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub region: Option<Arc<str>>,
+    pub node: Arc<str>,
 }
 
 /// How long a readiness check's answer is reused: probes and anyone else
@@ -112,11 +123,18 @@ impl Producer {
             supervisor,
             spooler: None,
             replay: None,
+            origin: Origin::default(),
         })
     }
 
     /// Spools what Kafka cannot take now, and replays it once it can (a
     /// task started here, for the life of the producer).
+    /// Records say they entered at `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Producer {
+        self.origin = origin;
+        self
+    }
+
     pub fn with_spool(mut self, spooler: Arc<Spooler>) -> Producer {
         self.replay = Some(tokio::spawn(super::replay::replay(
             spooler.clone(),
@@ -174,6 +192,7 @@ impl Producer {
             tenant,
             request_id,
             trace,
+            origin: &self.origin,
             device_key,
         };
         let mut produced = Produced::default();
@@ -279,7 +298,12 @@ impl Producer {
         source: &Source<'_>,
         held: impl Send + Sync + 'static,
     ) -> (Arc<Acks>, Vec<usize>) {
-        let headers = record_headers(source.trace, source.request_id, source.tenant);
+        let headers = record_headers(
+            source.trace,
+            source.request_id,
+            source.tenant,
+            source.origin,
+        );
         let client = self.clients.load();
         let indexes: Vec<usize> = batch.pending_indexes().collect();
         let acks = Acks::new(indexes.len(), Some(Box::new(held)));
@@ -404,6 +428,7 @@ struct Source<'a> {
     tenant: &'a str,
     request_id: &'a str,
     trace: &'a TraceHeaders,
+    origin: &'a Origin,
     /// The record key from the template, when every placeholder has a
     /// value; else each event's backend id is its key.
     device_key: Option<String>,
@@ -500,11 +525,15 @@ async fn spool_events(
     produced: &mut Produced,
 ) {
     let spooled_at = now_ms().to_string();
-    let headers: Vec<(String, Vec<u8>)> =
-        record::header_pairs(source.trace, source.request_id, source.tenant)
-            .chain([(SPOOLED_AT_HEADER, spooled_at.as_str())])
-            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
-            .collect();
+    let headers: Vec<(String, Vec<u8>)> = record::header_pairs(
+        source.trace,
+        source.request_id,
+        source.tenant,
+        source.origin,
+    )
+    .chain([(SPOOLED_AT_HEADER, spooled_at.as_str())])
+    .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+    .collect();
     let mut records = Vec::with_capacity(events.len());
     let mut value = Vec::with_capacity(1024);
     let mut positions = std::collections::HashMap::new();

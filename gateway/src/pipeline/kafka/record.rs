@@ -12,6 +12,8 @@ use crate::config::template::{Template, Values};
 use crate::model::{Geo, Meta};
 use crate::ops::trace::TraceHeaders;
 
+use super::producer::Origin;
+
 /// The record key of an upload's events from the template, or `None` when
 /// a placeholder has no value (each event's backend id is its key then).
 pub(super) fn key(template: &Template, tenant: &str, meta: &Meta<'_>) -> Option<String> {
@@ -30,24 +32,36 @@ pub(super) fn header_pairs<'a>(
     trace: &'a TraceHeaders,
     request_id: &'a str,
     tenant: &'a str,
+    origin: &'a Origin,
 ) -> impl Iterator<Item = (&'static str, &'a str)> {
     let traceparent = trace.traceparent.as_deref().map(|v| ("traceparent", v));
     let tracestate = trace.tracestate.as_deref().map(|v| ("tracestate", v));
-    traceparent.into_iter().chain(tracestate).chain([
-        ("x-request-id", request_id),
-        ("weir-tenant", tenant),
-        ("content-type", "application/json"),
-    ])
+    let region = origin.region.as_deref().map(|v| ("weir-region", v));
+    traceparent
+        .into_iter()
+        .chain(tracestate)
+        .chain(region)
+        .chain([
+            ("weir-node", &*origin.node),
+            ("x-request-id", request_id),
+            ("weir-tenant", tenant),
+            ("content-type", "application/json"),
+        ])
 }
 
 /// The headers of every record of a request, for librdkafka.
-pub(super) fn record_headers(trace: &TraceHeaders, request_id: &str, tenant: &str) -> OwnedHeaders {
-    owned_headers(header_pairs(trace, request_id, tenant).map(|(k, v)| (k, v.as_bytes())))
+pub(super) fn record_headers(
+    trace: &TraceHeaders,
+    request_id: &str,
+    tenant: &str,
+    origin: &Origin,
+) -> OwnedHeaders {
+    owned_headers(header_pairs(trace, request_id, tenant, origin).map(|(k, v)| (k, v.as_bytes())))
 }
 
 /// Headers for librdkafka from names and values.
 pub(super) fn owned_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new_with_capacity(6);
+    let mut headers = OwnedHeaders::new_with_capacity(8);
     for (key, value) in pairs {
         headers = headers.insert(Header {
             key,

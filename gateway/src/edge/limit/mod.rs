@@ -7,6 +7,11 @@
 //! event rate after the split, for the whole batch at once (`check_n`): a
 //! batch is taken or refused as a whole, never cut.
 //!
+//! With `[quotas]` set, the three rates are region-wide ([`region`]):
+//! budget leased from Redis, a per-node share while Redis is away. The
+//! in-flight caps and the address rate always stay per node: they protect
+//! the node's own memory and CPU.
+//!
 //! Fair shedding: when the node's in-flight requests pass three quarters of
 //! its cap, a tenant that holds more than its fair share (the cap divided by
 //! the tenants with requests in flight) is shed with 503 first, so a quiet
@@ -27,6 +32,10 @@ use http::StatusCode;
 
 use crate::config::Limits;
 use crate::model::{ErrorCode, Reject};
+
+pub mod region;
+
+use region::{Region, Shared, Taken};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -51,20 +60,28 @@ impl Rate {
     }
 }
 
-/// One rate limiter and the rate it enforces, named for the answers.
+/// One rate and how it is enforced, named for the answers: by the node
+/// alone, or region-wide with the node's share as the fallback.
 struct Bucket {
     name: &'static str,
     rate: Rate,
+    /// The whole rate, on this node alone (no `[quotas]`).
     limiter: Limiter,
+    /// Region-wide, with the share this node falls back to (built for the
+    /// live-node count it was last made for).
+    region: Option<(Arc<Shared>, Mutex<Option<(u32, Arc<Limiter>)>>)>,
 }
 
 impl Bucket {
-    fn new(name: &'static str, rate: Rate) -> Option<Bucket> {
+    fn new(name: &'static str, rate: Rate, region: Option<(&Arc<Region>, &str)>) -> Option<Bucket> {
         Some(Bucket {
             name,
             rate,
-            limiter: RateLimiter::direct(rate.quota()?)
-                .with_middleware::<StateInformationMiddleware>(),
+            limiter: limiter(rate.quota()?),
+            region: region.map(|(region, tenant)| {
+                let shared = Shared::new(region, tenant, name, rate.per_second, rate.burst);
+                (shared, Mutex::new(None))
+            }),
         })
     }
 
@@ -78,23 +95,83 @@ impl Bucket {
     }
 
     /// Takes `n` cells, or says when they could be taken.
-    fn check(&self, n: u32) -> Result<(), Refusal> {
+    async fn check(&self, n: u32) -> Result<(), Refusal> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
-        match self.limiter.check_n(n) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(not_until)) => Err(Refusal::Later {
+        let Some((shared, share)) = &self.region else {
+            return self.check_with(&self.limiter, n);
+        };
+        if n.get() > self.rate.burst.max(1) {
+            return Err(Refusal::Never {
                 bucket: self.name,
-                wait: not_until.wait_time_from(DefaultClock::default().now()),
-                policy: self.policy(),
-            }),
+                burst: self.rate.burst,
+            });
+        }
+        match shared.take(u64::from(n.get())).await {
+            Taken::Yes => Ok(()),
+            Taken::Later(wait) => Err(self.later(wait)),
+            Taken::Share => {
+                let limiter = self.share(share, shared.region().nodes());
+                match self.check_with(&limiter, n) {
+                    // More at once than the share's burst, though within
+                    // the tenant's: it passes once the share has refilled.
+                    Err(Refusal::Never { .. }) => {
+                        let per_second = self.rate.per_second / f64::from(shared.region().nodes());
+                        Err(self.later(Duration::from_secs_f64(f64::from(n.get()) / per_second)))
+                    }
+                    decided => decided,
+                }
+            }
+        }
+    }
+
+    fn check_with(&self, limiter: &Limiter, n: NonZeroU32) -> Result<(), Refusal> {
+        match limiter.check_n(n) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(not_until)) => {
+                Err(self.later(not_until.wait_time_from(DefaultClock::default().now())))
+            }
             Err(_) => Err(Refusal::Never {
                 bucket: self.name,
                 burst: self.rate.burst,
             }),
         }
     }
+
+    fn later(&self, wait: Duration) -> Refusal {
+        Refusal::Later {
+            bucket: self.name,
+            wait,
+            policy: self.policy(),
+        }
+    }
+
+    /// The node's share of the rate among `nodes` live nodes: a limiter
+    /// made when the count changes, kept otherwise (its spent cells with it).
+    fn share(&self, share: &Mutex<Option<(u32, Arc<Limiter>)>>, nodes: u32) -> Arc<Limiter> {
+        let mut share = share.lock().unwrap_or_else(|p| p.into_inner());
+        match &*share {
+            Some((made_for, limiter)) if *made_for == nodes => limiter.clone(),
+            _ => {
+                let rate = Rate {
+                    per_second: self.rate.per_second / f64::from(nodes),
+                    burst: self.rate.burst.div_ceil(nodes).max(1),
+                };
+                // A rate that has a quota has one when divided.
+                let limiter = Arc::new(limiter(
+                    rate.quota()
+                        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)),
+                ));
+                *share = Some((nodes, limiter.clone()));
+                limiter
+            }
+        }
+    }
+}
+
+fn limiter(quota: Quota) -> Limiter {
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
 /// `Retry-After` is whole seconds: round up, so that retrying after it succeeds.
@@ -187,18 +264,23 @@ impl std::fmt::Debug for Quotas {
 
 impl Quotas {
     pub fn new(limits: &Limits) -> Quotas {
-        Quotas::carried(limits, None)
+        Quotas::carried(limits, None, None)
     }
 
     /// The quotas for `limits`, carrying over from `before` (the tenant's
     /// until a reload) its in-flight count and each limiter whose rate is
-    /// the same.
-    pub fn carried(limits: &Limits, before: Option<&Quotas>) -> Quotas {
+    /// the same. With `region` (the link and the tenant's name), the rates
+    /// are region-wide.
+    pub fn carried(
+        limits: &Limits,
+        before: Option<&Quotas>,
+        region: Option<(&Arc<Region>, &str)>,
+    ) -> Quotas {
         let bucket = |name, per_second, burst, old: Option<&Arc<Bucket>>| {
             let rate = Rate { per_second, burst };
             match old {
                 Some(old) if old.rate == rate => Some(old.clone()),
-                _ => Bucket::new(name, rate).map(Arc::new),
+                _ => Bucket::new(name, rate, region).map(Arc::new),
             }
         };
         Quotas {
@@ -227,21 +309,43 @@ impl Quotas {
     }
 
     /// One request against the request rate.
-    pub fn check_request(&self) -> Result<(), Refusal> {
-        self.requests.as_ref().map_or(Ok(()), |b| b.check(1))
+    pub async fn check_request(&self) -> Result<(), Refusal> {
+        match &self.requests {
+            Some(bucket) => bucket.check(1).await,
+            None => Ok(()),
+        }
     }
 
     /// A whole batch of `n` events against the event rate.
-    pub fn check_events(&self, n: u32) -> Result<(), Refusal> {
-        self.events.as_ref().map_or(Ok(()), |b| b.check(n))
+    pub async fn check_events(&self, n: u32) -> Result<(), Refusal> {
+        match &self.events {
+            Some(bucket) => bucket.check(n).await,
+            None => Ok(()),
+        }
     }
 
     /// A body's bytes (after decompression) against the byte rate; a body
     /// larger than the burst can never pass. `check_bytes(1)` before the
     /// body is read refuses a tenant already over its rate.
-    pub fn check_bytes(&self, n: usize) -> Result<(), Refusal> {
+    pub async fn check_bytes(&self, n: usize) -> Result<(), Refusal> {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.bytes.as_ref().map_or(Ok(()), |b| b.check(n))
+        match &self.bytes {
+            Some(bucket) => bucket.check(n).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back to the region the budget this node holds for the tenant
+    /// but has not used for `idle`.
+    pub async fn give_back_idle(&self, idle: Duration) {
+        for bucket in [&self.requests, &self.events, &self.bytes]
+            .into_iter()
+            .flatten()
+        {
+            if let Some((shared, _)) = &bucket.region {
+                shared.give_back_idle(idle).await;
+            }
+        }
     }
 
     /// Requests of this tenant now in flight.
@@ -415,6 +519,11 @@ impl Unauthenticated {
 mod tests {
     use super::*;
 
+    /// A check without Redis never waits: run it to the end here.
+    fn now<F: std::future::Future>(check: F) -> F::Output {
+        futures::executor::block_on(check)
+    }
+
     #[test]
     fn an_ipv6_client_is_limited_by_its_64() {
         let net = |ip: &str| client_network(ip.parse().unwrap()).to_string();
@@ -453,9 +562,9 @@ mod tests {
     fn the_request_rate_allows_its_burst_then_says_when() {
         let q = Quotas::new(&limits(0.5, 3, 0.0, 0, 10));
         for _ in 0..3 {
-            q.check_request().unwrap();
+            now(q.check_request()).unwrap();
         }
-        let reject = q.check_request().unwrap_err().reject("request");
+        let reject = now(q.check_request()).unwrap_err().reject("request");
         assert_eq!(reject.status, StatusCode::TOO_MANY_REQUESTS);
         let header = |n: &str| {
             reject
@@ -480,42 +589,40 @@ mod tests {
     #[test]
     fn a_reload_carries_over_spent_bursts_and_requests_in_flight() {
         let before = Quotas::new(&limits(0.01, 2, 0.01, 10, 5));
-        before.check_request().unwrap();
-        before.check_request().unwrap();
-        before.check_events(10).unwrap();
+        now(before.check_request()).unwrap();
+        now(before.check_request()).unwrap();
+        now(before.check_events(10)).unwrap();
         let admission = Admission::new(100);
         let _admitted = admission.admit(&before).unwrap();
         // Another limit changes: both spent bursts carry over.
         let mut other = limits(0.01, 2, 0.01, 10, 5);
         other.max_body_bytes /= 2;
-        let after = Quotas::carried(&other, Some(&before));
-        assert!(after.check_request().is_err());
-        assert!(after.check_events(1).is_err());
+        let after = Quotas::carried(&other, Some(&before), None);
+        assert!(now(after.check_request()).is_err());
+        assert!(now(after.check_events(1)).is_err());
         assert_eq!(after.inflight(), 1);
         // The request rate changes: it starts afresh; the event rate does not.
-        let after = Quotas::carried(&limits(0.01, 3, 0.01, 10, 5), Some(&before));
-        after.check_request().unwrap();
-        assert!(after.check_events(1).is_err());
+        let after = Quotas::carried(&limits(0.01, 3, 0.01, 10, 5), Some(&before), None);
+        now(after.check_request()).unwrap();
+        assert!(now(after.check_events(1)).is_err());
         assert_eq!(after.inflight(), 1);
     }
 
     #[test]
     fn a_batch_is_taken_or_refused_whole() {
         let q = Quotas::new(&limits(0.0, 0, 1.0, 10, 10));
-        q.check_events(8).unwrap();
-        assert!(matches!(q.check_events(5), Err(Refusal::Later { .. })));
+        now(q.check_events(8)).unwrap();
+        assert!(matches!(now(q.check_events(5)), Err(Refusal::Later { .. })));
         // Nothing was taken by the refused batch: 2 cells are still there.
-        q.check_events(2).unwrap();
-        let never = q.check_events(11).unwrap_err().reject("data");
+        now(q.check_events(2)).unwrap();
+        let never = now(q.check_events(11)).unwrap_err().reject("data");
         assert_eq!(never.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
             never.message,
             "data: more than the tenant's events burst of 10 at once; split the batch"
         );
         // Zero means no limit.
-        Quotas::new(&limits(0.0, 0, 0.0, 0, 1))
-            .check_events(1_000_000)
-            .unwrap();
+        now(Quotas::new(&limits(0.0, 0, 0.0, 0, 1)).check_events(1_000_000)).unwrap();
     }
 
     #[test]
