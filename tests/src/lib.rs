@@ -222,8 +222,14 @@ impl Redis {
 
     /// A new, empty server on `port` (to bring one back where it was).
     pub fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// A server with `args` (e.g. TLS or a password), listening on `port`.
+    pub fn start_with(port: u16, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(args)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

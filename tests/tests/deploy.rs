@@ -184,6 +184,10 @@ fn the_compose_stack_is_wired_together() {
     assert!(names.contains(host_of(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str().unwrap()
     )));
+    // Region-wide quotas on the stack's Redis, started before the node.
+    let redis = host_of(env["WEIR_REDIS_URL"].as_str().unwrap());
+    assert!(names.contains(redis), "{redis}");
+    assert!(services["weir"]["depends_on"].get(redis).is_some());
     // The Collector's exporters point at services of the stack.
     let collector = yaml(&deploy().join("observability/collector.yaml"));
     for exporter in collector["exporters"].as_object().unwrap().values() {
@@ -403,6 +407,38 @@ fn the_kubernetes_manifests_agree_with_the_node() {
         admin_service["metadata"]["annotations"]["prometheus.io/port"],
         admin.to_string()
     );
+    // The Redis URL (with its password) comes from a Secret; without one
+    // the pods still start, on per-pod limits.
+    let redis_url = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "WEIR_REDIS_URL")
+        .expect("WEIR_REDIS_URL is set from a Secret");
+    let secret = &redis_url["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (&secret["name"], &secret["key"], &secret["optional"]),
+        (&"weir-redis".into(), &"url".into(), &true.into())
+    );
+    // The optional in-cluster Redis: its Service selects its pods, on the
+    // port the URL its comment gives uses.
+    let redis = documents(&dir.join("redis.yaml"));
+    let redis_pods = &redis
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Redis Deployment")["spec"]["template"];
+    let redis_service = redis
+        .iter()
+        .find(|o| o["kind"] == "Service")
+        .expect("a Redis Service");
+    assert_eq!(
+        &redis_service["spec"]["selector"],
+        &redis_pods["metadata"]["labels"]
+    );
+    let text = std::fs::read_to_string(dir.join("redis.yaml")).unwrap();
+    let name = redis_service["metadata"]["name"].as_str().unwrap();
+    let port = redis_service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert!(text.contains(&format!("url=redis://{name}:{port}")));
     let hpa = find("HorizontalPodAutoscaler", "weir");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "weir");
     assert_eq!(

@@ -220,9 +220,12 @@ async fn the_dashboard_and_alert_rules_use_only_metrics_a_node_exposes() {
     // With a spool, as the shipped manifests run it.
     let spool = tempfile::tempdir().unwrap();
     let spool_path = spool.path().to_str().unwrap();
+    // And region-wide quotas on a real Redis.
+    let redis = weir_e2e::Redis::start();
     let env = [
         ("WEIR_KAFKA_BROKERS", kafka()),
         ("WEIR_SPOOL_PATH", spool_path),
+        ("WEIR_REDIS_URL", redis.url.as_str()),
     ];
     let node = Node::start(&config, &env).unwrap();
     let body = json!({"meta": {"category": category}, "data": [{"id": "a"}]}).to_string();

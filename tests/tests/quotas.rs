@@ -531,6 +531,74 @@ async fn a_reload_on_every_node_changes_the_region_wide_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_a_password_is_reached_and_the_password_is_never_shown() {
+    let certs = weir_e2e::TestCerts::new().unwrap();
+    let port = weir_e2e::free_port();
+    let (port_text, cert, key, ca) = (
+        port.to_string(),
+        certs.cert_path.to_str().unwrap(),
+        certs.key_path.to_str().unwrap(),
+        certs.ca_path.to_str().unwrap(),
+    );
+    let _redis = Redis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            ca,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+        ],
+    );
+    let node_with = |password: &str| {
+        start_node(
+            "",
+            Some(&format!(
+                "redis_url = \"rediss://default:{password}@localhost:{port}\"\nca_path = \"{ca}\""
+            )),
+        )
+    };
+    let node = node_with("s3cret");
+    let quotas = readiness(&node).await["quotas"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        quotas,
+        format!("region-wide: 1 node(s) share rediss://default:***@localhost:{port}")
+    );
+    // A wrong password: on the node's share, saying why, password unshown.
+    let wrong = node_with("wrong-pass");
+    let quotas = readiness(&wrong).await["quotas"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        quotas.starts_with("per-node share (1/1 of each limit): "),
+        "{quotas}"
+    );
+    assert!(
+        quotas.contains("rediss://default:***@localhost"),
+        "{quotas}"
+    );
+    for text in [quotas, node.log_text(), wrong.log_text()] {
+        assert!(
+            !text.contains("s3cret") && !text.contains("wrong-pass"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn records_say_the_region_and_node_they_entered_at() {
     let category = category("quota", 1).await;
     let node = start_node("", None);

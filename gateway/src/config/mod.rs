@@ -1391,6 +1391,35 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_region_wide_only_with_a_redis_and_name_their_faults() {
+        let config = load("", &[("WEIR_REDIS_URL", "rediss://weir:pw@redis:6380")]).unwrap();
+        assert_eq!(config.quotas.redis_url, "rediss://weir:pw@redis:6380");
+        assert_eq!(config.quotas.key_prefix(""), "weir");
+        assert_eq!(config.quotas.key_prefix("eu-west-1"), "weir:eu-west-1");
+        let config = load("[quotas]\nprefix = \"edge:eu\"\n", &[]).unwrap();
+        assert_eq!(config.quotas.key_prefix("eu-west-1"), "edge:eu");
+        assert_eq!(
+            problem("", &[("WEIR_REDIS_URL", "http://redis:6379")]),
+            "quotas.redis_url: must start with redis://, rediss:// (TLS) or redis+unix://"
+        );
+        assert_eq!(
+            problem("[quotas]\nprefix = \"a{b}\"\n", &[]),
+            "quotas.prefix: 'a{b}' has '{': no spaces or braces (braces are Redis Cluster hash tags)"
+        );
+        assert_eq!(
+            problem("[quotas]\ntimeout_ms = 0\n", &[]),
+            "quotas.timeout_ms: 0 must be from 1 to 10000"
+        );
+        assert_eq!(
+            problem(
+                "[quotas]\nredis_url = \"redis://r\"\nca_path = \"/ca.pem\"\n",
+                &[]
+            ),
+            "quotas.ca_path: is only used with a rediss:// (TLS) redis_url"
+        );
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/weir.toml")), |_| None)
             .unwrap_err()

@@ -36,7 +36,6 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::config::TelemetryConfig;
-use crate::edge::limit::region::{Call, RegionReadings, CALL_OUTCOMES};
 use crate::model::{Batch, ErrorCode, PartCode, UploadFault};
 use crate::ops::otlp;
 
@@ -180,7 +179,18 @@ pub struct Saturation {
 }
 
 /// Reads the region-wide quotas' state when `/metrics` is scraped.
-pub type QuotaGauge = Arc<dyn Fn() -> RegionReadings + Send + Sync>;
+pub type QuotaGauge = Arc<dyn Fn() -> QuotaReadings + Send + Sync>;
+
+/// The region-wide quotas' state at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct QuotaReadings {
+    /// Redis answers: the limits are region-wide.
+    pub synced: bool,
+    /// Live nodes last counted (1 before the first count).
+    pub nodes: u32,
+    /// Redis calls since start: (call, outcome, count).
+    pub calls: Vec<(&'static str, &'static str, u64)>,
+}
 
 /// Reads the spool's figures when `/metrics` is scraped.
 pub type SpoolGauge = Arc<dyn Fn() -> SpoolReadings + Send + Sync>;
@@ -777,17 +787,14 @@ fn quota_gauges(meter: &Meter, quotas: QuotaGauge) {
         .u64_observable_counter("weir.quota.redis.calls")
         .with_description("Redis calls for the region-wide quotas, by call (lease, give_back, heartbeat) and outcome (ok, error, timeout)")
         .with_callback(move |observer| {
-            let calls = quotas().calls;
-            for call in Call::ALL {
-                for (o, outcome) in CALL_OUTCOMES.iter().enumerate() {
-                    observer.observe(
-                        calls[call as usize][o],
-                        &[
-                            KeyValue::new("call", call.label()),
-                            KeyValue::new("outcome", *outcome),
-                        ],
-                    );
-                }
+            for (call, outcome, count) in quotas().calls {
+                observer.observe(
+                    count,
+                    &[
+                        KeyValue::new("call", call),
+                        KeyValue::new("outcome", outcome),
+                    ],
+                );
             }
         })
         .build();

@@ -69,8 +69,11 @@ struct Bucket {
     limiter: Limiter,
     /// Region-wide, with the share this node falls back to (built for the
     /// live-node count it was last made for).
-    region: Option<(Arc<Shared>, Mutex<Option<(u32, Arc<Limiter>)>>)>,
+    region: Option<(Arc<Shared>, ShareLimiter)>,
 }
+
+/// The node's share of a region-wide rate, for the live-node count it was made for.
+type ShareLimiter = Mutex<Option<(u32, Arc<Limiter>)>>;
 
 impl Bucket {
     fn new(name: &'static str, rate: Rate, region: Option<(&Arc<Region>, &str)>) -> Option<Bucket> {
@@ -149,7 +152,7 @@ impl Bucket {
 
     /// The node's share of the rate among `nodes` live nodes: a limiter
     /// made when the count changes, kept otherwise (its spent cells with it).
-    fn share(&self, share: &Mutex<Option<(u32, Arc<Limiter>)>>, nodes: u32) -> Arc<Limiter> {
+    fn share(&self, share: &ShareLimiter, nodes: u32) -> Arc<Limiter> {
         let mut share = share.lock().unwrap_or_else(|p| p.into_inner());
         match &*share {
             Some((made_for, limiter)) if *made_for == nodes => limiter.clone(),

@@ -31,6 +31,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use crate::config::QuotasConfig;
+use crate::ops::metrics::QuotaReadings;
 
 /// Takes up to `need + extra` tokens from a bucket: all of `need` or none
 /// (a batch is taken whole), and as much of `extra` as is there. A
@@ -107,19 +108,6 @@ pub struct Lease {
     pub granted: u64,
     /// When nothing was granted: how long until `need` could be.
     pub wait: Duration,
-}
-
-/// A region-wide state at one moment, for `/readyz` and the metrics.
-#[derive(Debug, Clone)]
-pub struct RegionReadings {
-    /// Redis answers: the limits are region-wide.
-    pub synced: bool,
-    /// Live nodes last counted (1 before the first count).
-    pub nodes: u32,
-    /// Why the node serves on its share, when it does.
-    pub away: Option<String>,
-    /// Calls by [`Call`] and by [`CALL_OUTCOMES`].
-    pub calls: [[u64; 3]; 3],
 }
 
 /// This node's link to the region's shared budgets.
@@ -228,14 +216,19 @@ impl Region {
         self.nodes.load(Ordering::Relaxed).max(1)
     }
 
-    pub fn readings(&self) -> RegionReadings {
-        RegionReadings {
+    /// For `/metrics`: every call × outcome, at 0 until it happens.
+    pub fn readings(&self) -> QuotaReadings {
+        let mut calls = Vec::with_capacity(Call::ALL.len() * CALL_OUTCOMES.len());
+        for call in Call::ALL {
+            for (o, outcome) in CALL_OUTCOMES.iter().enumerate() {
+                let count = self.calls[call as usize][o].load(Ordering::Relaxed);
+                calls.push((call.label(), *outcome, count));
+            }
+        }
+        QuotaReadings {
             synced: self.synced(),
             nodes: self.nodes(),
-            away: self.lock_away().clone(),
-            calls: std::array::from_fn(|c| {
-                std::array::from_fn(|o| self.calls[c][o].load(Ordering::Relaxed))
-            }),
+            calls,
         }
     }
 
@@ -484,7 +477,7 @@ impl Shared {
 
     /// From the tokens held, if they cover `n`; else the region's answer
     /// as of the last lease, if it said to wait.
-    fn from_held(&self, n: u64) -> Option<Taken> {
+    fn take_held(&self, n: u64) -> Option<Taken> {
         let now = Instant::now();
         let mut held = self.lock();
         if held.tokens >= n {
@@ -504,7 +497,7 @@ impl Shared {
         if !self.region.synced() {
             return Taken::Share;
         }
-        if let Some(taken) = self.from_held(n) {
+        if let Some(taken) = self.take_held(n) {
             if taken == Taken::Yes {
                 self.prefetch_if_low();
             }

@@ -21,5 +21,6 @@ pub mod tail;
 mod topics;
 
 pub use acks::Held;
-pub use producer::{client_config, Origin, Produced, Producer, ProducerError, SPOOLED_AT_HEADER};
+pub use producer::{client_config, Produced, Producer, ProducerError, SPOOLED_AT_HEADER};
+pub use record::Origin;
 pub use spooler::{SpoolCounters, Spooler};

@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer as _};
 
 use super::acks::{failure, AckSlot, Acks, Delivery};
 use super::client::{supervise, Clients};
-use super::record::{self, record_headers, write_value, RecordFields};
+use super::record::{self, record_headers, write_value, Origin, RecordFields};
 use super::spooler::{key_hash, now_ms, spoolable, Spooler, ToSpool};
 use super::topics::{TopicProblem, Topics};
 use crate::config::template::{Template, Values};
@@ -53,15 +53,6 @@ pub struct Producer {
     replay: Option<tokio::task::JoinHandle<()>>,
     /// Where records entered, for their `weir-region` and `weir-node` headers.
     origin: Origin,
-}
-
-/// Where a record entered: the node's region (`telemetry.region`, when
-/// set) and the node (its host name), so that consumers of a topic fed by
-/// several regions can tell them apart.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub region: Option<Arc<str>>,
-    pub node: Arc<str>,
 }
 
 /// How long a readiness check's answer is reused: probes and anyone else

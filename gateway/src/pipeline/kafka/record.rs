@@ -4,6 +4,7 @@
 //! request id and the tenant; its key comes from the key template.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::Serialize;
@@ -12,7 +13,14 @@ use crate::config::template::{Template, Values};
 use crate::model::{Geo, Meta};
 use crate::ops::trace::TraceHeaders;
 
-use super::producer::Origin;
+/// Where a record entered: the node's region (`telemetry.region`, when
+/// set) and the node (its host name), so that consumers of a topic fed by
+/// several regions can tell them apart.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub region: Option<Arc<str>>,
+    pub node: Arc<str>,
+}
 
 /// The record key of an upload's events from the template, or `None` when
 /// a placeholder has no value (each event's backend id is its key then).
