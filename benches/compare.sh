@@ -4,6 +4,10 @@
 #
 #   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
 #   benches/compare.sh spool       # no spool vs. a spool idle vs. spooling everything (Kafka away)
+#   benches/compare.sh quotas      # per-node rate limits vs. region-wide ones (a redis-server
+#                                  # on core 1), limits at about twice what the node takes,
+#                                  # so budget is leased and nothing is refused; prints the
+#                                  # Redis commands/s the node caused
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
 #                                  # (exported over OTLP/HTTP to a discarding sink on core 1);
 #                                  # records carry a traceparent in every variant (the
@@ -163,7 +167,28 @@ $(filter sample "'{\"rate\": 1.0}'")"
     }
     order=(v_none v_idle v_away)
     ;;
-  *) echo "usage: $0 filters|telemetry|spool" >&2; exit 2 ;;
+  quotas)
+    # The load tenant with limits the node works under (about twice its
+    # events/s here): every rate is enforced, leases are taken all along.
+    hash_line="$(grep keys_sha256 <<<"$tenant")"
+    tenant="$(printf '[[tenants]]\nname = "load"\n%s\nrequests_per_second = 20000\nrequests_burst = 20000\nevents_per_second = 500000\nevents_burst = 500000\nbytes_per_second = 500000000\nbytes_burst = 500000000' "$hash_line")"
+    redis_port=16379
+    taskset -c 1 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no >"$work/redis.log" 2>&1 &
+    pids+=($!)
+    until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+    v_node() { run "per-node quotas" ""; }
+    v_region() {
+      redis-cli -p "$redis_port" flushall >/dev/null
+      redis-cli -p "$redis_port" config resetstat >/dev/null
+      run "region-wide" "" WEIR_REDIS_URL="redis://127.0.0.1:$redis_port"
+      # Script calls (each a lease, give-back or heartbeat: one round trip)
+      # and Redis' CPU time for them, over the node's whole run.
+      redis-cli -p "$redis_port" info commandstats | tr -d '\r' \
+        | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2/p' >>"$work/redis_ops"
+    }
+    order=(v_node v_region)
+    ;;
+  *) echo "usage: $0 filters|telemetry|spool|quotas" >&2; exit 2 ;;
 esac
 if [ -n "${BASE:-}" ]; then
   # Each variant on the base commit's node too, in the same rounds.
@@ -207,3 +232,17 @@ if pairs:
         cp = statistics.median(cpu(b) / cpu(r) for r, b in zip(runs[name], runs[base_name]))
         print(f"{name:<16} {ev:>10.3f} {cp:>9.3f}")
 EOF
+if [ -s "$work/redis_ops" ]; then
+  # Per second of the node's whole run: its start, weir-load's warm-up
+  # second, the measured window and the tail (about DURATION + 2 s).
+  python3 - "$work/redis_ops" "$duration" <<'PY'
+import statistics, sys
+runs = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
+seconds = float(sys.argv[2]) + 2
+calls = statistics.median(c for c, _ in runs)
+usec = statistics.median(u for _, u in runs)
+print(f"\nRedis, one node at full load: {calls / seconds:.1f} script calls/s "
+      f"(leases, give-backs, heartbeats; median of {len(runs)} runs), "
+      f"{usec / calls:.0f} µs of Redis CPU each, {usec / seconds / 1e4:.3f}% of a Redis core")
+PY
+fi
