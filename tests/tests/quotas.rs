@@ -265,6 +265,59 @@ async fn a_tenant_on_one_node_of_three_gets_its_whole_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_saw_no_traffic_refuses_honestly_once_the_region_spent_the_quota() {
+    let category = category("quota", 1).await;
+    let redis = Redis::start();
+    // A token every 4 s: nothing comes back while the test runs.
+    let nodes = region(
+        2,
+        "requests_per_second = 0.25\nrequests_burst = 2",
+        Some(&redis),
+    );
+    all_counted(&nodes).await;
+    let post = |node: &Node| {
+        let address = node.http.clone();
+        let body = body(&category, 1);
+        async move {
+            send(
+                &Transport::Http,
+                &address,
+                batch_request(Some(KEY), body, &[]),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(post(&nodes[0]).await.status, 200);
+    assert_eq!(post(&nodes[0]).await.status, 200);
+    // The other node has had no request of this tenant: the region has.
+    let refused = post(&nodes[1]).await;
+    assert_eq!(refused.status, 429);
+    let json = refused.json();
+    weir_e2e::contract::check_answer("post", "/v1/batch", 429, &json);
+    assert_eq!(
+        (json["error"].as_str(), json["limit"].as_str()),
+        (Some("rate_limited"), Some("requests"))
+    );
+    // When the region's bucket has a token again, as Redis' clock says.
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=4).contains(&retry_after), "{retry_after}");
+    let retry_ms = json["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        retry_ms > 3000 && retry_ms <= retry_after * 1000,
+        "{retry_ms}"
+    );
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"requests\";q=0.25;w=1")
+    );
+    assert_eq!(
+        refused.header("ratelimit"),
+        Some(format!("\"requests\";r=0;t={retry_after}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_event_rate_is_region_wide() {
     let category = category("quota", 1).await;
     let redis = Redis::start();
