@@ -584,6 +584,65 @@ async fn a_reload_on_every_node_changes_the_region_wide_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_redis_cluster_holds_the_quota_too() {
+    let category = category("quota", 1).await;
+    // Three masters, the slots split between them, as an operator makes one.
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Vec<Redis> = (0..3)
+        .map(|_| {
+            let port = weir_e2e::free_port();
+            let conf = dir.path().join(format!("nodes-{port}.conf"));
+            Redis::start_with(
+                port,
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                ],
+            )
+        })
+        .collect();
+    let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+    create.extend(servers.iter().map(|r| format!("127.0.0.1:{}", r.port)));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+    servers[0].cli(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    eventually(Duration::from_secs(20), "the cluster up", || async {
+        servers
+            .iter()
+            .all(|r| r.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+    })
+    .await;
+    let quotas = format!("redis_url = \"{}\"\ncluster = true", servers[1].url);
+    let nodes: Vec<Node> = (0..2)
+        .map(|_| {
+            start_node(
+                "requests_per_second = 50\nrequests_burst = 50",
+                Some(&quotas),
+            )
+        })
+        .collect();
+    all_counted(&nodes).await;
+    let seconds = 3.0;
+    let tally = hammer(
+        &nodes.iter().collect::<Vec<_>>(),
+        3,
+        body(&category, 1),
+        Duration::from_secs_f64(seconds),
+    )
+    .await;
+    assert!(tally.other.is_empty(), "{:?}", tally.other);
+    let expected = 50.0 + 50.0 * seconds;
+    eprintln!(
+        "two nodes on a three-master cluster admitted {} (quota {expected})",
+        tally.ok
+    );
+    assert!(within(tally.ok as f64, expected, 0.10), "{tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rediss_with_a_password_is_reached_and_the_password_is_never_shown() {
     let certs = weir_e2e::TestCerts::new().unwrap();
     let port = weir_e2e::free_port();

@@ -246,6 +246,9 @@ pub struct QuotasConfig {
     /// A PEM file of the CA that signed a `rediss://` server's certificate,
     /// when it is not in the system's trust store.
     pub ca_path: Option<PathBuf>,
+    /// `redis_url` is a node of a Redis Cluster: the client follows the
+    /// cluster's slots (each tenant's keys share one).
+    pub cluster: bool,
     /// The most a request waits for Redis (once, when its tenant's budget
     /// on the node runs out); past it the node serves on its share.
     pub timeout_ms: u64,
@@ -264,6 +267,7 @@ impl Default for QuotasConfig {
             redis_url: String::new(),
             prefix: String::new(),
             ca_path: None,
+            cluster: false,
             timeout_ms: 100,
             lease_ms: 100,
             sync_ms: 1000,

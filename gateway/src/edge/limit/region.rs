@@ -27,8 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Script, Value};
 
 use crate::config::QuotasConfig;
 use crate::ops::metrics::QuotaReadings;
@@ -110,13 +112,55 @@ pub struct Lease {
     pub wait: Duration,
 }
 
+/// One Redis server, or a Redis Cluster (`quotas.cluster`): every call
+/// touches one key, and a tenant's keys share a hash slot.
+enum Backend {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection to either.
+#[derive(Clone)]
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// This node's link to the region's shared budgets.
 pub struct Region {
-    client: Client,
+    backend: Backend,
     /// A multiplexed connection, dropped on an error or timeout (a frozen
     /// Redis would hold every later call behind it) and made again by the
     /// next [`Region::sync`].
-    connection: ArcSwapOption<MultiplexedConnection>,
+    connection: ArcSwapOption<Connection>,
     prefix: String,
     /// This node in the live set: its name, process and start time, so two
     /// nodes on one host are two.
@@ -158,7 +202,7 @@ impl Region {
             return Ok(None);
         }
         let url = config.redis_url.as_str();
-        let client = if url.starts_with("rediss://") {
+        let certificates = if url.starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; ours is ring.
             let _ = rustls::crypto::ring::default_provider().install_default();
             let root_cert = match &config.ca_path {
@@ -168,15 +212,29 @@ impl Region {
                 })?),
                 None => None,
             };
-            Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert,
-                },
-            )
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert,
+            })
         } else {
-            Client::open(url)
+            None
+        };
+        let wait = Duration::from_millis(config.timeout_ms).max(Duration::from_secs(1));
+        let backend = match (config.cluster, certificates) {
+            (false, None) => Client::open(url).map(Backend::Single),
+            (false, Some(certificates)) => {
+                Client::build_with_tls(url, certificates).map(Backend::Single)
+            }
+            (true, certificates) => {
+                let mut builder = ClusterClient::builder(vec![url])
+                    .connection_timeout(wait)
+                    .response_timeout(wait)
+                    .retries(0);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                builder.build().map(Backend::Cluster)
+            }
         }
         .map_err(|e| RegionError::Url(e.to_string()))?;
         let started = SystemTime::now()
@@ -184,7 +242,7 @@ impl Region {
             .unwrap_or_default()
             .as_millis();
         Ok(Some(Arc::new(Region {
-            client,
+            backend,
             connection: ArcSwapOption::empty(),
             prefix: config.key_prefix(region),
             member: format!("{node}/{}/{started}", std::process::id()),
@@ -277,17 +335,24 @@ impl Region {
     }
 
     /// The connection, made if there is none.
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> redis::RedisResult<Connection> {
         if let Some(connection) = self.connection.load_full() {
             return Ok((*connection).clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(self.timeout.max(Duration::from_secs(1))));
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let wait = self.timeout.max(Duration::from_secs(1));
+        let connection = match &self.backend {
+            Backend::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(wait))
+                    .set_response_timeout(Some(wait));
+                Connection::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+            Backend::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        };
         self.connection.store(Some(Arc::new(connection.clone())));
         Ok(connection)
     }
