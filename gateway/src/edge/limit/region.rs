@@ -116,7 +116,7 @@ pub struct Lease {
 /// touches one key, and a tenant's keys share a hash slot.
 enum Backend {
     Single(Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// A connection to either.
@@ -233,7 +233,7 @@ impl Region {
                 if let Some(certificates) = certificates {
                     builder = builder.certs(certificates);
                 }
-                builder.build().map(Backend::Cluster)
+                builder.build().map(|c| Backend::Cluster(Box::new(c)))
             }
         }
         .map_err(|e| RegionError::Url(e.to_string()))?;
