@@ -114,9 +114,11 @@ pub struct Lease {
 
 /// One Redis server, or a Redis Cluster (`quotas.cluster`): every call
 /// touches one key, and a tenant's keys share a hash slot.
+// One per node, made once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Single(Client),
-    Cluster(Box<ClusterClient>),
+    Cluster(ClusterClient),
 }
 
 /// A connection to either.
@@ -233,7 +235,7 @@ impl Region {
                 if let Some(certificates) = certificates {
                     builder = builder.certs(certificates);
                 }
-                builder.build().map(|c| Backend::Cluster(Box::new(c)))
+                builder.build().map(Backend::Cluster)
             }
         }
         .map_err(|e| RegionError::Url(e.to_string()))?;
