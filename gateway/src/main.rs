@@ -119,6 +119,9 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             // Filters are compiled and their init run, as a node would at start.
             let engine = FilterEngine::new();
+            if let Some(dir) = &config.filters.cache_path {
+                engine.cache_in(dir.clone());
+            }
             Tenants::from_config(&config, None, Some(&engine), None, None)
                 .map_err(anyhow::Error::msg)?;
             println!(

@@ -63,6 +63,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub spool: SpoolConfig,
     pub quotas: QuotasConfig,
+    pub filters: FiltersConfig,
     pub geoip: GeoIpConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
@@ -229,6 +230,17 @@ impl Default for SpoolConfig {
             wait_ms: 5_000,
         }
     }
+}
+
+/// What the node's filters share, whoever's they are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiltersConfig {
+    /// A directory for compiled filters (`WEIR_FILTER_CACHE`): a restart or
+    /// a reload of an unchanged filter then loads it from there in well
+    /// under a second instead of compiling it (and running its `init`)
+    /// again. None: every start compiles every filter.
+    pub cache_path: Option<PathBuf>,
 }
 
 /// Region-wide quotas: with a Redis that the nodes of a region share, each
@@ -552,6 +564,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("WEIR_KAFKA_TOPIC_TEMPLATE", "kafka.topic_template"),
     ("WEIR_SPOOL_PATH", "spool.path"),
     ("WEIR_REDIS_URL", "quotas.redis_url"),
+    ("WEIR_FILTER_CACHE", "filters.cache_path"),
     ("WEIR_GEOIP_PATH", "geoip.path"),
     ("WEIR_LOG_LEVEL", "log.level"),
     ("WEIR_LOG_FORMAT", "log.format"),
@@ -636,6 +649,7 @@ impl Config {
                 "WEIR_KAFKA_TOPIC_TEMPLATE" => self.kafka.topic_template = value,
                 "WEIR_SPOOL_PATH" => self.spool.path = optional_path(value),
                 "WEIR_REDIS_URL" => self.quotas.redis_url = value,
+                "WEIR_FILTER_CACHE" => self.filters.cache_path = optional_path(value),
                 "WEIR_GEOIP_PATH" => self.geoip.path = optional_path(value),
                 "WEIR_LOG_LEVEL" => self.log.level = value,
                 "WEIR_LOG_FORMAT" => self.log.format = value,

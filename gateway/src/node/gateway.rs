@@ -67,6 +67,9 @@ impl Gateway {
             }
         };
         let filters = FilterEngine::new();
+        if let Some(dir) = &config.filters.cache_path {
+            filters.cache_in(dir.clone());
+        }
         let admission = Admission::new(config.server.max_inflight);
         let metrics = {
             let admission = admission.clone();

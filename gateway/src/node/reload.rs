@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::Gateway;
 use crate::config::{
-    Config, GeoIpConfig, KafkaConfig, LogConfig, QuotasConfig, ServerConfig, SpoolConfig,
-    TelemetryConfig, TlsConfig,
+    Config, FiltersConfig, GeoIpConfig, KafkaConfig, LogConfig, QuotasConfig, ServerConfig,
+    SpoolConfig, TelemetryConfig, TlsConfig,
 };
 use crate::edge::auth::Tenants;
 
@@ -25,6 +25,7 @@ pub struct StartOnly {
     kafka: KafkaConfig,
     spool: SpoolConfig,
     quotas: QuotasConfig,
+    filters: FiltersConfig,
     geoip: GeoIpConfig,
     log: LogConfig,
     telemetry: TelemetryConfig,
@@ -38,6 +39,7 @@ impl StartOnly {
             kafka: config.kafka.clone(),
             spool: config.spool.clone(),
             quotas: config.quotas.clone(),
+            filters: config.filters.clone(),
             geoip: config.geoip.clone(),
             log: config.log.clone(),
             telemetry: config.telemetry.clone(),
@@ -52,6 +54,7 @@ impl StartOnly {
             ("kafka", self.kafka == config.kafka),
             ("spool", self.spool == config.spool),
             ("quotas", self.quotas == config.quotas),
+            ("filters", self.filters == config.filters),
             ("geoip", self.geoip == config.geoip),
             ("log", self.log == config.log),
             ("telemetry", self.telemetry == config.telemetry),

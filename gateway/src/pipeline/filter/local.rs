@@ -65,6 +65,10 @@ pub fn run(
 
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let engine = FilterEngine::new();
+    // The node's cache, when the environment names one (as a node's does).
+    if let Some(dir) = std::env::var_os("WEIR_FILTER_CACHE").filter(|d| !d.is_empty()) {
+        engine.cache_in(dir.into());
+    }
     let started = Instant::now();
     let compiled = Arc::new(
         engine

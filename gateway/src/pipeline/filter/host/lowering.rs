@@ -89,6 +89,29 @@ impl<'a> BatchInput<'a> {
         self.events.len()
     }
 
+    /// A seed for the call's randomness from what the batch is (not from
+    /// its random backend ids): the same input gives the same seed.
+    pub(super) fn seed(&self) -> u64 {
+        // FNV-1a: a few bytes per event, no allocation.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(self.tenant.as_bytes());
+        eat(self.category.as_bytes());
+        eat(&self.received_at.to_le_bytes());
+        for event in &self.events {
+            eat(&event.0[16..]);
+        }
+        hash
+    }
+
+    pub(super) fn received_at(&self) -> i64 {
+        self.received_at
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -50,9 +51,11 @@ wasmtime::component::bindgen!({
 });
 
 mod lowering;
+mod wasi;
 
 pub use self::lowering::BatchInput;
 use self::lowering::FlatBatch;
+use self::wasi::{CallWorld, GuestWasi};
 use self::weir::filter::host::Level;
 
 /// Fuel (about one unit per Wasm instruction) a guest burns between two
@@ -69,10 +72,13 @@ const LOAD_INSTANCES: u32 = 8;
 /// Calls one filter of one tenant may run at once, so that a tenant whose
 /// filter is slow takes at most this share of the pool, not all of it.
 pub const MAX_CALLS_PER_FILTER: u32 = 16;
-/// Core instances, and linear memories, one call may make (a component
-/// made of several modules has several): the pool holds this many per
-/// instance.
-const MAX_CORE_INSTANCES_PER_CALL: u32 = 4;
+/// Core instances one call may make: a component made of several modules
+/// has several (a Rust filter 1 to 4; componentize-py's Python 14 or more,
+/// 38 built with `--stub-wasi`; ComponentizeJS a handful). The pool holds
+/// this many per instance, and as many tables.
+const MAX_CORE_INSTANCES_PER_CALL: u32 = 64;
+/// Linear memories one call may have (most modules share one).
+const MAX_MEMORIES_PER_CALL: u32 = 8;
 /// Bytes of each pooled memory and stack reset in place (kept resident)
 /// rather than handed back to the kernel between calls.
 const KEEP_RESIDENT: usize = 4 << 20;
@@ -135,13 +141,39 @@ pub struct Caps {
 }
 
 /// What a call's guest asked of the host, and the call's limits.
-#[derive(Debug)]
 pub struct HostState {
     limits: CallLimits,
     /// The call's CPU deadline, for host calls (see [`Deadline`]).
     deadline: Deadline,
     pub logs: Vec<(String, String)>,
     pub counters: BTreeMap<String, u64>,
+    /// What the call's WASI clocks and randomness are made from.
+    world: CallWorld,
+    /// WASI, for a guest that imports it: made at its first WASI call.
+    wasi: Option<Box<GuestWasi>>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("logs", &self.logs)
+            .field("counters", &self.counters)
+            .field("wasi", &self.wasi.is_some())
+            .finish()
+    }
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let world = self.world;
+        let wasi = self
+            .wasi
+            .get_or_insert_with(|| Box::new(GuestWasi::new(world)));
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
 }
 
 /// A call's memory cap, over all its linear memories together (a component
@@ -188,7 +220,7 @@ impl ResourceLimiter for CallLimits {
     }
 
     fn memories(&self) -> usize {
-        MAX_CORE_INSTANCES_PER_CALL as usize
+        MAX_MEMORIES_PER_CALL as usize
     }
 
     fn tables(&self) -> usize {
@@ -239,7 +271,26 @@ impl HostState {
             deadline: Deadline::default(),
             logs: Vec::new(),
             counters: BTreeMap::new(),
+            world: CallWorld::default(),
+            wasi: None,
         }
+    }
+
+    /// The call's log lines: the guest's `log` calls, then what it wrote to
+    /// stdout (`info`) and stderr (`warn`), within the call's line caps.
+    fn into_logs(self) -> Vec<(String, String)> {
+        let mut logs = self.logs;
+        if let Some(wasi) = self.wasi {
+            for (level, stream) in [("info", &wasi.stdout), ("warn", &wasi.stderr)] {
+                for line in stream.lines() {
+                    if logs.len() >= MAX_LOG_LINES {
+                        break;
+                    }
+                    logs.push((level.to_owned(), prefix(&line, MAX_LOG_LINE).to_owned()));
+                }
+            }
+        }
+        logs
     }
 }
 
@@ -306,6 +357,8 @@ pub struct FilterEngine {
     /// One per instance a call may use: calls wait for one (fairly, in
     /// order) rather than fail when the pool is full.
     permits: Arc<Semaphore>,
+    /// Where compiled filters are kept (`filters_cache_path`), if anywhere.
+    cache: OnceLock<PathBuf>,
 }
 
 /// One wasmtime engine with its pool and host imports.
@@ -324,8 +377,11 @@ impl Runtime {
         let instances = MAX_INSTANCES + LOAD_INSTANCES;
         pool.total_component_instances(instances)
             .total_core_instances(instances * per_call)
-            .total_memories(instances * per_call)
+            .total_memories(instances * MAX_MEMORIES_PER_CALL)
             .total_tables(instances * per_call)
+            .max_core_instances_per_component(per_call)
+            .max_memories_per_component(MAX_MEMORIES_PER_CALL)
+            .max_tables_per_component(per_call)
             .max_memory_size(1 << 30)
             // A fresh instance per batch reuses a pooled slot: reset only the
             // pages the last call dirtied (PAGEMAP_SCAN, Linux 6.7+) and keep
@@ -346,6 +402,10 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         add_host_imports(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        // WASI 0.2 for Python and JavaScript guests, denied all a filter
+        // must not have (see `wasi`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         Ok(Arc::new(Runtime { engine, linker }))
     }
 }
@@ -356,7 +416,65 @@ impl FilterEngine {
             runtime: OnceLock::new(),
             live: Arc::default(),
             permits: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
+            cache: OnceLock::new(),
         })
+    }
+
+    /// Keeps compiled filters in `dir`, so that a restart or a reload of an
+    /// unchanged filter (same component, same config) skips compiling it
+    /// and running its `init` (tens of seconds for a Python or JavaScript
+    /// component). Set once, before the first compile.
+    pub fn cache_in(&self, dir: PathBuf) {
+        let _ = self.cache.set(dir);
+    }
+
+    /// The cache file of `bytes` with `config` on this engine: its name
+    /// holds the component's hash, the config's and the engine's settings
+    /// (wasmtime's compatibility hash: another wasmtime or other settings
+    /// never read it).
+    fn cached_path(&self, runtime: &Runtime, bytes: &[u8], config: &str) -> Option<PathBuf> {
+        let dir = self.cache.get()?;
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&runtime.engine.precompile_compatibility_hash(), &mut engine);
+        let key = Sha256::new()
+            .chain_update(Sha256::digest(bytes))
+            .chain_update(Sha256::digest(config.as_bytes()))
+            .chain_update(std::hash::Hasher::finish(&engine).to_le_bytes())
+            .finalize();
+        Some(dir.join(format!("{}.cwasm", hex::encode(&key[..16]))))
+    }
+
+    /// A compiled filter from the cache: `(component, initialised)`.
+    fn from_cache(runtime: &Runtime, path: &std::path::Path) -> Option<(Component, bool)> {
+        let file = std::fs::read(path).ok()?;
+        // One byte ahead of wasmtime's artifact: whether `init` already ran.
+        let (initialised, artifact) = file.split_first()?;
+        // SAFETY: the file is one this engine wrote (`to_cache`) into the
+        // node's own cache directory, named for this engine's settings;
+        // wasmtime checks its header and version before using it.
+        let component = unsafe { Component::deserialize(&runtime.engine, artifact) }.ok()?;
+        Some((component, *initialised == 1))
+    }
+
+    /// Keeps a compiled filter (atomically: a crash leaves no half file).
+    fn to_cache(path: &std::path::Path, component: &Component, initialised: bool) {
+        let Ok(artifact) = component.serialize() else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let partial = path.with_extension("partial");
+            let mut file = Vec::with_capacity(artifact.len() + 1);
+            file.push(u8::from(initialised));
+            file.extend_from_slice(&artifact);
+            std::fs::write(&partial, &file)?;
+            std::fs::rename(&partial, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep a compiled filter in the cache: it is compiled again at the next start");
+        }
     }
 
     /// Reads how many filter instances are alive (at most [`MAX_INSTANCES`]).
@@ -386,16 +504,28 @@ impl FilterEngine {
     ) -> Result<CompiledFilter, FilterError> {
         let version = version(bytes);
         let runtime = self.runtime()?;
-        let snapshot = self.snapshot(&runtime, bytes, config, caps)?;
-        let initialised = snapshot.is_some();
-        let (bytes, init_logs) = match snapshot {
-            Some(Snapshot {
-                component,
-                init_logs,
-            }) => (component, init_logs),
-            None => (bytes.to_vec(), Vec::new()),
+        let cached = self.cached_path(&runtime, bytes, config);
+        let (component, initialised, init_logs) = match cached
+            .as_deref()
+            .and_then(|p| Self::from_cache(&runtime, p))
+        {
+            Some((component, initialised)) => (component, initialised, Vec::new()),
+            None => {
+                let snapshot = self.snapshot(&runtime, bytes, config, caps)?;
+                let initialised = snapshot.is_some();
+                let (bytes, init_logs) = match snapshot {
+                    Some(Snapshot {
+                        component,
+                        init_logs,
+                    }) => (component, init_logs),
+                    None => (bytes.to_vec(), Vec::new()),
+                };
+                let component = Component::new(&runtime.engine, &bytes)
+                    .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
+                (component, initialised, init_logs)
+            }
         };
-        let mut compiled = self.prepare(&runtime, &bytes, config, caps, version, initialised)?;
+        let mut compiled = self.prepare(&runtime, component, config, caps, version, initialised)?;
         // A trial instance: `init`, where it runs in every call, must accept
         // the config, so a filter that refuses it never goes live. And the
         // type check of `filter` against the host's flat batch, once (each
@@ -410,8 +540,11 @@ impl FilterEngine {
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         compiled.init_logs = match initialised {
             true => init_logs,
-            false => store.into_data().logs,
+            false => store.into_data().into_logs(),
         };
+        if let Some(path) = cached.filter(|p| !p.exists()) {
+            Self::to_cache(&path, compiled.pre.instance_pre().component(), initialised);
+        }
         Ok(compiled)
     }
 
@@ -438,7 +571,9 @@ impl FilterEngine {
         let Ok((cx, instrumented)) = wizer.instrument_component(bytes) else {
             return Ok(None);
         };
-        let Ok(probe) = self.prepare(runtime, &instrumented, config, caps, String::new(), false)
+        let Ok(probe) = Component::new(&runtime.engine, &instrumented)
+            .map_err(|e| FilterError::Compile(format!("{e:#}")))
+            .and_then(|c| self.prepare(runtime, c, config, caps, String::new(), false))
         else {
             return Ok(None);
         };
@@ -453,22 +588,20 @@ impl FilterEngine {
         ));
         Ok(snapshot.ok().map(|component| Snapshot {
             component,
-            init_logs: store.into_data().logs,
+            init_logs: store.into_data().into_logs(),
         }))
     }
 
-    /// Compiles `bytes` and finds its exports.
+    /// Links a compiled component to the host's imports and finds its exports.
     fn prepare(
         self: &Arc<Self>,
         runtime: &Arc<Runtime>,
-        bytes: &[u8],
+        component: Component,
         config: &str,
         caps: Caps,
         version: String,
         initialised: bool,
     ) -> Result<CompiledFilter, FilterError> {
-        let component = Component::new(&runtime.engine, bytes)
-            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let pre = runtime
             .linker
             .instantiate_pre(&component)
@@ -638,15 +771,20 @@ impl CompiledFilter {
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
         let mut store = self.store(self.call_hostcall_bytes(batch.len()));
+        store.data_mut().world = CallWorld {
+            seed: batch.seed(),
+            wall_ms: batch.received_at(),
+        };
         let deadline = store.data().deadline.clone();
         let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
             .await
             .unwrap_or(Err(self.timed_out()));
-        let state = store.into_data();
+        let mut state = store.into_data();
+        let counters = std::mem::take(&mut state.counters);
         Called {
             outcome,
-            logs: state.logs,
-            counters: state.counters,
+            logs: state.into_logs(),
+            counters,
         }
     }
 
