@@ -3,6 +3,11 @@
 # as WebAssembly components with no WASI imports. Idempotent; the components
 # land in target/wasm32-unknown-unknown/release/<name>.wasm.
 #
+# Then the Python filters (filters/python/*, tests/fixtures/hostile-python)
+# with componentize-py (var/py, from scripts/setup.sh --tests), as their
+# authors build them: target/wasm-py/<name>.wasm, rebuilt when a source
+# is newer.
+#
 # Preferred: the rustup toolchain's wasm32-unknown-unknown target, linked by
 # its own wasm-component-ld. Fallback when `rustup target add` is not
 # possible: Debian's rustc-web with the std source (build-std), then
@@ -17,9 +22,27 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=-zstack-size=1
 
 sysroot="$(rustc --print sysroot)"
 linker="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/wasm-component-ld"
+# Python filters: one component per app directory.
+build_python() {
+  local componentize=var/py/bin/componentize-py
+  [ -x "$componentize" ] || { say "componentize-py missing: run scripts/setup.sh --tests"; exit 1; }
+  mkdir -p target/wasm-py
+  for app in filters/python/*/ tests/fixtures/hostile-python/; do
+    local name out
+    name="$(basename "$app" | tr - _)"
+    out="target/wasm-py/$name.wasm"
+    if [ -f "$out" ] && [ -z "$(find "$app" guest-sdk/python proto/wit -newer "$out" -type f | head -1)" ]; then
+      continue
+    fi
+    "$componentize" -d proto/wit -w filter componentize -p guest-sdk/python -p "$app" app -o "$out.partial" >/dev/null
+    mv "$out.partial" "$out"
+  done
+}
+
 if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] || timeout 120 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
   CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
     cargo build --quiet --release --target wasm32-unknown-unknown "${packages[@]}"
+  build_python
   exit 0
 fi
 
@@ -37,3 +60,4 @@ for name in pass_through redact_pii sample tag_bots require_fields hostile_filte
   wasm-tools component new "target/wasm-fallback/wasm32-unknown-unknown/release/$name.wasm" \
     -o "target/wasm32-unknown-unknown/release/$name.wasm"
 done
+build_python

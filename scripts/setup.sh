@@ -53,6 +53,15 @@ if want --tests && { ! [ -x var/bin/tansu ] || ! var/bin/tansu --version >/dev/n
   say "tansu: $(var/bin/tansu --version)"
 fi
 
+# componentize-py (PyPI, pinned) in its own venv: builds the Python filters
+# (scripts/build-filters.sh) as their authors do.
+COMPONENTIZE_PY=0.25.1
+if want --tests && ! { [ -x var/py/bin/componentize-py ] && var/py/bin/pip show componentize-py 2>/dev/null | grep -qx "Version: $COMPONENTIZE_PY"; }; then
+  say "installing componentize-py $COMPONENTIZE_PY into var/py"
+  python3 -m venv var/py 2>/dev/null || { python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virtualenv && python3 -m virtualenv -q var/py; }
+  var/py/bin/pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
+fi
+
 # promtool, to check the alert rules: taken out of Debian's prometheus
 # package (downloaded, not installed: no service is set up). If apt cannot
 # fetch it, the tests check the rules with a PromQL parser alone.
