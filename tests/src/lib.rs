@@ -53,6 +53,24 @@ pub fn filter_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A Python filter built by `scripts/build-filters.sh` (componentize-py).
+pub fn python_filter(name: &str) -> PathBuf {
+    let path = root().join("target/wasm-py").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-filters.sh",
+        path.display()
+    );
+    path
+}
+
+/// The compiled-filter cache the tests' nodes share (`WEIR_FILTER_CACHE`):
+/// a Python component is compiled once per build of the engine, not once
+/// per node.
+pub fn filter_cache() -> String {
+    root().join("target/filter-cache").display().to_string()
+}
+
 /// The `weir` binary cargo built for this test run.
 pub fn weir_bin() -> PathBuf {
     if let Ok(path) = std::env::var("WEIR_BIN") {
@@ -1041,20 +1059,3 @@ mod tests {
     }
 }
 
-/// A Python filter built by `scripts/build-filters.sh` (componentize-py).
-pub fn python_filter(name: &str) -> PathBuf {
-    let path = root().join("target/wasm-py").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-filters.sh",
-        path.display()
-    );
-    path
-}
-
-/// The compiled-filter cache the tests' nodes share (`WEIR_FILTER_CACHE`):
-/// a Python component is compiled once per build of the engine, not once
-/// per node.
-pub fn filter_cache() -> String {
-    root().join("target/filter-cache").display().to_string()
-}
