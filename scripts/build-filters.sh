@@ -4,9 +4,11 @@
 # land in target/wasm32-unknown-unknown/release/<name>.wasm.
 #
 # Then the Python filters (filters/python/*, tests/fixtures/hostile-python)
-# with componentize-py (var/py, from scripts/setup.sh --tests), as their
-# authors build them: target/wasm-py/<name>.wasm, rebuilt when a source
-# is newer.
+# with componentize-py (var/py, from scripts/setup.sh --tests), and the
+# JavaScript ones (filters/js/*) bundled with the SDK by rolldown and built
+# by jco componentize (var/js), as their authors build them:
+# target/wasm-py/<name>.wasm and target/wasm-js/<name>.wasm, each rebuilt
+# when a source is newer.
 #
 # Preferred: the rustup toolchain's wasm32-unknown-unknown target, linked by
 # its own wasm-component-ld. Fallback when `rustup target add` is not
@@ -14,7 +16,7 @@
 # `wasm-tools component new` (wasm-tools from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(-p pass-through -p redact-pii -p sample -p tag-bots -p require-fields -p hostile-filter)
+packages=(-p pass-through -p redact-pii -p sample -p tag-bots -p require-fields -p hostile-filter -p extra-import)
 say() { printf 'build-filters: %s\n' "$*" >&2; }
 # A 128 KiB stack instead of Rust's 1 MiB: the host scans a guest's whole
 # initial memory after each call (guest-sdk/README.md, "Build it").
@@ -39,10 +41,29 @@ build_python() {
   done
 }
 
+# JavaScript filters: one component per app directory (its app.js).
+build_js() {
+  local bin=var/js/node_modules/.bin
+  [ -x "$bin/jco" ] && [ -x "$bin/rolldown" ] || { say "jco or rolldown missing: run scripts/setup.sh --tests"; exit 1; }
+  mkdir -p target/wasm-js
+  for app in filters/js/*/ tests/fixtures/hostile-js/; do
+    local name out
+    name="$(basename "$app" | tr - _)"
+    out="target/wasm-js/$name.wasm"
+    if [ -f "$out" ] && [ -z "$(find "$app" guest-sdk/js proto/wit -newer "$out" -type f | head -1)" ]; then
+      continue
+    fi
+    "$bin/rolldown" "$app/app.js" --format esm --file "target/wasm-js/$name.js" --external 'weir:filter/host@0.1.0' >/dev/null
+    "$bin/jco" componentize "target/wasm-js/$name.js" --wit proto/wit --world-name filter -o "$out.partial" >/dev/null
+    mv "$out.partial" "$out"
+  done
+}
+
 if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] || timeout 120 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
   CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
     cargo build --quiet --release --target wasm32-unknown-unknown "${packages[@]}"
   build_python
+  build_js
   exit 0
 fi
 
@@ -56,8 +77,9 @@ CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true RUSTC=/usr/bi
   /usr/bin/cargo build --quiet --release -Z build-std=std,panic_abort --target wasm32-unknown-unknown \
   --target-dir target/wasm-fallback "${packages[@]}"
 mkdir -p target/wasm32-unknown-unknown/release
-for name in pass_through redact_pii sample tag_bots require_fields hostile_filter; do
+for name in pass_through redact_pii sample tag_bots require_fields hostile_filter extra_import; do
   wasm-tools component new "target/wasm-fallback/wasm32-unknown-unknown/release/$name.wasm" \
     -o "target/wasm32-unknown-unknown/release/$name.wasm"
 done
 build_python
+build_js

@@ -56,10 +56,29 @@ fi
 # componentize-py (PyPI, pinned) in its own venv: builds the Python filters
 # (scripts/build-filters.sh) as their authors do.
 COMPONENTIZE_PY=0.25.1
-if want --tests && ! { [ -x var/py/bin/componentize-py ] && var/py/bin/pip show componentize-py 2>/dev/null | grep -qx "Version: $COMPONENTIZE_PY"; }; then
+if want --tests && ! { [ -x var/py/bin/componentize-py ] && var/py/bin/pip show componentize-py 2>/dev/null | grep -x "Version: $COMPONENTIZE_PY" >/dev/null; }; then
   say "installing componentize-py $COMPONENTIZE_PY into var/py"
   python3 -m venv var/py 2>/dev/null || { python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore virtualenv && python3 -m virtualenv -q var/py; }
   var/py/bin/pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
+fi
+
+# jco (npm, pinned: 1.35.0's componentize cannot read a WIT folder) and
+# rolldown (bundles a filter with the SDK into the one file ComponentizeJS
+# takes) in var/js: builds the JavaScript filters as their authors do.
+JCO=1.34.0
+ROLLDOWN=1.3.4
+if want --tests && ! { [ -f var/js/node_modules/@bytecodealliance/jco/package.json ] \
+    && grep -q "\"version\": \"$JCO\"" var/js/node_modules/@bytecodealliance/jco/package.json \
+    && grep -q "\"version\": \"$ROLLDOWN\"" var/js/node_modules/rolldown/package.json 2>/dev/null; }; then
+  command -v npm >/dev/null || {
+    say "installing nodejs and npm"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; fi
+  }
+  say "installing jco $JCO and rolldown $ROLLDOWN into var/js"
+  mkdir -p var/js
+  [ -f var/js/package.json ] || echo '{"private": true}' >var/js/package.json
+  (cd var/js && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO" "rolldown@$ROLLDOWN")
 fi
 
 # promtool, to check the alert rules: taken out of Debian's prometheus

@@ -64,6 +64,17 @@ pub fn python_filter(name: &str) -> PathBuf {
     path
 }
 
+/// A JavaScript filter built by `scripts/build-filters.sh` (jco).
+pub fn js_filter(name: &str) -> PathBuf {
+    let path = root().join("target/wasm-js").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-filters.sh",
+        path.display()
+    );
+    path
+}
+
 /// The compiled-filter cache the tests' nodes share (`WEIR_FILTER_CACHE`):
 /// a Python component is compiled once per build of the engine, not once
 /// per node.
@@ -1058,4 +1069,3 @@ mod tests {
         });
     }
 }
-

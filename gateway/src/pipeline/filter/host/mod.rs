@@ -163,6 +163,20 @@ impl std::fmt::Debug for HostState {
     }
 }
 
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        let world = self.world;
+        let wasi = self
+            .wasi
+            .get_or_insert_with(|| Box::new(GuestWasi::new(world)));
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut wasi.deny_http,
+            table: &mut wasi.table,
+            ctx: &mut wasi.http,
+        }
+    }
+}
+
 impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let world = self.world;
@@ -406,6 +420,8 @@ impl Runtime {
         // must not have (see `wasi`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         Ok(Arc::new(Runtime { engine, linker }))
     }
 }
@@ -606,7 +622,7 @@ impl FilterEngine {
             .linker
             .instantiate_pre(&component)
             .and_then(FilterPre::new)
-            .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
+            .map_err(|e| FilterError::Compile(unprovided_import(&e)))?;
         let indices = FilterIndices::new(pre.instance_pre())
             .map_err(|e| FilterError::Compile(format!("{e:#}")))?;
         let filter_export = component
@@ -626,6 +642,24 @@ impl FilterEngine {
             initialised,
             init_logs: Vec::new(),
         })
+    }
+}
+
+/// Why a component does not link: an import the host does not provide is
+/// named as such (wasmtime says it in its own words, e.g. "component
+/// imports instance `x`, but a matching implementation was not found").
+fn unprovided_import(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    let named = text
+        .split_once("imports instance `")
+        .or_else(|| text.split_once("imports function `"))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    match named {
+        Some(name) => format!(
+            "it imports `{name}`, which Weir does not provide to filters (they get weir:filter/host and WASI 0.2 without files, network or environment): {text}"
+        ),
+        None => text,
     }
 }
 

@@ -14,6 +14,9 @@
 //!   secrets.) The wall clock is frozen at the batch's upload time; the
 //!   monotonic clock starts at 0 and moves only within the call.
 //!
+//! - `wasi:http` (which ComponentizeJS imports): its types work, and every
+//!   outgoing request is refused (`HTTP request denied`).
+//!
 //! A call's WASI context is made on the guest's first WASI call: a filter
 //! that imports none (every Rust filter) never pays for one.
 
@@ -46,6 +49,8 @@ pub struct CallWorld {
 pub struct GuestWasi {
     pub ctx: WasiCtx,
     pub table: ResourceTable,
+    pub http: wasmtime_wasi_http::WasiHttpCtx,
+    pub deny_http: DenyHttp,
     pub stdout: Captured,
     pub stderr: Captured,
 }
@@ -68,9 +73,35 @@ impl GuestWasi {
         GuestWasi {
             ctx: builder.build(),
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            deny_http: DenyHttp,
             stdout,
             stderr,
         }
+    }
+}
+
+/// `wasi:http`'s outgoing requests: all refused.
+pub struct DenyHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
     }
 }
 
@@ -175,5 +206,41 @@ impl StdoutStream for Captured {
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi_http::WasiHttpHooks;
+
+    #[tokio::test]
+    async fn outgoing_http_is_denied() {
+        let request = http::Request::get("http://127.0.0.1:9/")
+            .body(wasmtime_wasi_http::WasiBody::default())
+            .unwrap();
+        let answer =
+            Box::into_pin(DenyHttp.send_request(request, None, Box::new(async { Ok(()) })));
+        let error = answer.await.err().expect("denied");
+        assert!(
+            format!("{error:?}").contains("HttpRequestDenied"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn stdout_keeps_its_first_bytes_and_drops_the_rest_silently() {
+        let mut out = Captured::default();
+        for i in 0..10_000 {
+            assert!(OutputStream::write(&mut out, Bytes::from(format!("line {i}\n"))).is_ok());
+        }
+        let lines = out.lines();
+        assert_eq!(lines[0], "line 0");
+        let kept: usize = lines.iter().map(|l| l.len() + 1).sum();
+        // (+1: the cut last line is counted with a newline it did not keep.)
+        assert!(
+            kept <= MAX_STDIO_BYTES + 1 && kept > MAX_STDIO_BYTES - 16,
+            "{kept}"
+        );
     }
 }

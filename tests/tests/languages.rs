@@ -1,15 +1,17 @@
-//! Python filters, built by componentize-py as their authors build them
-//! (`scripts/build-filters.sh`), in a real node writing to a real broker:
-//! they give the Rust filters' verdicts, and a hostile Python guest is
-//! contained. The nodes share a compiled-filter cache, so each component
-//! is compiled once per build of the engine.
+//! Filters in Python (componentize-py) and JavaScript (jco / ComponentizeJS),
+//! built as their authors build them (`scripts/build-filters.sh`), in a real
+//! node writing to a real broker: they give the Rust filters' verdicts, and
+//! hostile guests are contained. A component importing what Weir does not
+//! provide is refused, naming the import. The nodes share a compiled-filter
+//! cache, so each component is compiled once per build of the engine.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::{
-    category, consume, filter_cache, filter_wasm, kafka, outcomes, post, python_filter, Node,
+    category, consume, filter_cache, filter_wasm, js_filter, kafka, outcomes, post, python_filter,
+    weir_bin, Node,
 };
 
 /// A tenant whose chain is the one filter at `path` with `config`.
@@ -167,4 +169,111 @@ async fn hostile_python_guests_are_contained_and_their_prints_are_log_lines() {
     assert_eq!(line["filter"], "hostile_python");
     assert_eq!(line["guest_level"], "info");
     assert!(logs.contains("to stderr"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_require_fields_gives_the_rust_filters_verdicts() {
+    let (rust_category, js_category) = (category("jsrs", 1).await, category("jsjs", 1).await);
+    let config = r#"{"fields": ["user", "props.session"]}"#;
+    let rust = filter_wasm("require_fields").display().to_string();
+    let js = js_filter("require_fields").display().to_string();
+    let node = start(&format!(
+        "{}{}",
+        tenant("rust", &rust, config, "fail-closed"),
+        tenant("js", &js, config, "fail-closed")
+    ));
+    let events = json!([
+        {"id": "full", "user": "u1", "props": {"session": "s1"}},
+        {"id": "null-user", "user": null, "props": {"session": "s1"}},
+        {"id": "no-session", "user": "u2", "props": {}},
+        {"id": "props-not-object", "user": "u3", "props": [1]},
+        {"id": "falsy-but-present", "user": 0, "props": {"session": false}}
+    ]);
+    let mut answers = Vec::new();
+    for (key, category) in [("rust", &rust_category), ("js", &js_category)] {
+        let body = json!({"meta": {"category": category}, "data": events});
+        let answer = post(&node, key, body.to_string()).await.unwrap();
+        assert_eq!(answer.status, 200, "{key}: {}", answer.json());
+        answers.push(outcomes(&answer.json()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        answers[1].iter().filter(|(code, _)| code == "ok").count(),
+        2,
+        "{:?}",
+        answers[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_javascript_guests_are_contained_and_their_console_is_log_lines() {
+    let category = category("jshostile", 1).await;
+    let hostile = js_filter("hostile_js").display().to_string();
+    let node = start(&tenant("hostile", &hostile, "", "fail-closed"));
+    let post_mode = |mode: &'static str| {
+        let node = &node;
+        let category = category.clone();
+        async move {
+            let body = json!({"meta": {"category": category}, "data": [
+                {"id": format!("{mode}-1"), "mode": mode},
+                {"id": format!("{mode}-2")}
+            ]});
+            post(node, "hostile", body.to_string()).await.unwrap()
+        }
+    };
+    let env = post_mode("env").await.json();
+    for (code, message) in outcomes(&env) {
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("filtered", "hostile_js: env {}")
+        );
+    }
+    for (mode, why) in [("loop", "CPU deadline"), ("memory", "memory cap")] {
+        let answer = post_mode(mode).await;
+        let json = answer.json();
+        assert_eq!(answer.status, 503, "{mode}: {json}");
+        for part in json["parts"].as_array().unwrap() {
+            assert_eq!(part["code"], "filter_error", "{mode}: {json}");
+            assert!(
+                part["message"].as_str().unwrap().contains(why),
+                "{mode}: {json}"
+            );
+        }
+    }
+    let answer = post_mode("print").await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let logs = node.log_text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("hello from javascript: print-1"))
+        .unwrap_or_else(|| panic!("no console.log in the log:\n{logs}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        (&line["tenant"], &line["filter"]),
+        (&json!("hostile"), &json!("hostile_js"))
+    );
+    assert!(logs.contains("to stderr"));
+}
+
+#[test]
+fn a_component_importing_what_weir_does_not_provide_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    let extra = filter_wasm("extra_import").display().to_string();
+    std::fs::write(&config, tenant("acme", &extra, "", "fail-closed")).unwrap();
+    let out = std::process::Command::new(weir_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tenant 'acme'")
+            && stderr
+                .contains("it imports `weir:filter/secrets@0.1.0`, which Weir does not provide"),
+        "{stderr}"
+    );
 }
