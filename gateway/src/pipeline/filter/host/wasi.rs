@@ -101,7 +101,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
                 )>,
             > + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
