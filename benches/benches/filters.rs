@@ -2,7 +2,9 @@
 //! cost: putting the batch together, instantiation, copying events in and
 //! verdicts out), and the example filters `redact-pii` (scanning every
 //! string, and named fields), `require-fields` and `tag-bots`, at batch
-//! sizes 1, 50 and 500; and one instantiation alone.
+//! sizes 1, 50 and 500; and one instantiation alone. The same filters in
+//! Python (componentize-py) and JavaScript (jco) beside them: pass-through,
+//! Python's `tag-bots` and JavaScript's `require-fields`.
 //! (Every guest is fuel-metered: see `weir::pipeline::filter::host`.)
 //! Needs the components of `scripts/build-filters.sh`.
 
@@ -13,10 +15,18 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use weir::model::Geo;
 use weir::pipeline::filter::host::{BatchInput, Caps, FilterEngine};
 
+/// A component of `scripts/build-filters.sh`: `name`, or `py/name` and
+/// `js/name` for the Python and JavaScript ones.
 fn component(name: &str) -> Vec<u8> {
+    let dir = match name.split_once('/') {
+        Some(("py", _)) => "../target/wasm-py",
+        Some(("js", _)) => "../target/wasm-js",
+        _ => "../target/wasm32-unknown-unknown/release",
+    };
+    let file = name.rsplit('/').next().unwrap_or(name);
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-unknown-unknown/release")
-        .join(format!("{name}.wasm"));
+        .join(dir)
+        .join(format!("{file}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-filters.sh)", path.display()))
 }
@@ -76,6 +86,8 @@ fn events<'a>(owned: &'a [(String, Vec<u8>)], places: &'a [Geo]) -> BatchInput<'
 
 fn filters(c: &mut Criterion) {
     let engine = FilterEngine::new();
+    // The Python and JavaScript components take seconds to compile: once.
+    engine.cache_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/filter-cache"));
     let places = places();
     let caps = Caps {
         memory_bytes: 64 << 20,
@@ -86,6 +98,8 @@ fn filters(c: &mut Criterion) {
     // (bench, component, config)
     for (name, filter, config) in [
         ("pass_through", "pass_through", ""),
+        ("pass_through_python", "py/pass_through", ""),
+        ("pass_through_js", "js/pass_through", ""),
         // Every string value scanned.
         ("redact_pii", "redact_pii", "{}"),
         // Two named fields, both with something to mask in every event:
@@ -101,10 +115,20 @@ fn filters(c: &mut Criterion) {
             "require_fields",
             r#"{"fields": ["id", "props.note"]}"#,
         ),
+        (
+            "require_fields_js",
+            "js/require_fields",
+            r#"{"fields": ["id", "props.note"]}"#,
+        ),
         // One event in ten is a crawler's, tagged in its body.
         (
             "tag_bots",
             "tag_bots",
+            r#"{"field": "user_agent", "action": "tag"}"#,
+        ),
+        (
+            "tag_bots_python",
+            "py/tag_bots",
             r#"{"field": "user_agent", "action": "tag"}"#,
         ),
     ] {
@@ -133,18 +157,26 @@ fn filters(c: &mut Criterion) {
         }
         group.finish();
     }
-    let compiled = engine
-        .compile(&component("pass_through"), "", caps)
-        .expect("compiles");
-    c.bench_function("filter/instantiate_and_init", |b| {
-        b.iter(|| {
-            futures::executor::block_on(
-                compiled.call(&BatchInput::with_capacity("bench", "PERF", 0, 0)),
-            )
-            .outcome
-            .map(|v| v.len())
-        })
-    });
+    // One fresh instance (from the init snapshot) and an empty call, per
+    // language.
+    for (name, filter) in [
+        ("instantiate_and_init", "pass_through"),
+        ("instantiate_and_init_python", "py/pass_through"),
+        ("instantiate_and_init_js", "js/pass_through"),
+    ] {
+        let compiled = engine
+            .compile(&component(filter), "", caps)
+            .expect("compiles");
+        c.bench_function(&format!("filter/{name}"), |b| {
+            b.iter(|| {
+                futures::executor::block_on(
+                    compiled.call(&BatchInput::with_capacity("bench", "PERF", 0, 0)),
+                )
+                .outcome
+                .map(|v| v.len())
+            })
+        });
+    }
 }
 
 criterion_group!(benches, filters);

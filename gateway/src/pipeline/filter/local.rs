@@ -134,6 +134,12 @@ pub fn run(
             "compile + init check {compile_ms:.1} ms, call (fresh instance, init, filter) {call_ms:.2} ms"
         ),
     };
+    let _ = writeln!(
+        out,
+        "memory of the call's instance {:.1} MiB (of the cap {} MiB)",
+        called.memory_bytes as f64 / (1 << 20) as f64,
+        caps.memory_bytes >> 20
+    );
     for (level, message) in &compiled.init_logs {
         let _ = writeln!(out, "log {level} (init): {message}");
     }

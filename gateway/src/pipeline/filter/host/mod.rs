@@ -710,6 +710,9 @@ impl Drop for Alive<'_> {
 #[derive(Debug)]
 pub struct Called {
     pub outcome: Result<Vec<Verdict>, FilterError>,
+    /// Linear memory the call's instance held at its end, all its memories
+    /// together (what the memory cap is checked against).
+    pub memory_bytes: usize,
     pub logs: Vec<(String, String)>,
     pub counters: BTreeMap<String, u64>,
 }
@@ -817,6 +820,7 @@ impl CompiledFilter {
         let counters = std::mem::take(&mut state.counters);
         Called {
             outcome,
+            memory_bytes: state.limits.memory_used,
             logs: state.into_logs(),
             counters,
         }
