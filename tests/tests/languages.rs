@@ -6,6 +6,7 @@
 //! cache, so each component is compiled once per build of the engine.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -276,4 +277,179 @@ fn a_component_importing_what_weir_does_not_provide_is_refused_naming_it() {
                 .contains("it imports `weir:filter/secrets@0.1.0`, which Weir does not provide"),
         "{stderr}"
     );
+}
+
+/// A tiny HTTP server of files, for remote filter sources: `GET /<name>`
+/// answers the file's bytes; it counts the requests it answered.
+struct FileServer {
+    address: String,
+    served: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FileServer {
+    fn start(files: Vec<(&'static str, Vec<u8>)>) -> FileServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                // The rest of the request head.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let mut stream = stream;
+                match files.iter().find(|(name, _)| path == format!("/{name}")) {
+                    Some((_, body)) => {
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/wasm\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.write_all(body);
+                    }
+                    None => {
+                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            }
+        });
+        FileServer { address, served }
+    }
+}
+
+/// Posts a bot's event as tenant acme (answered 200), then reads `/readyz`
+/// on the admin listener.
+async fn post_bot(node: &Node, category: &str) -> Value {
+    let body =
+        json!({"meta": {"category": category}, "data": [{"id": "b", "ua": "Googlebot/2.1"}]});
+    let answer = post(node, "acme", body.to_string()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    weir_e2e::get(node.admin.as_deref().unwrap(), "/readyz")
+        .await
+        .unwrap()
+        .json()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_fetched_by_url_is_checked_kept_and_never_replaced_by_a_bad_source() {
+    let category = category("remote", 1).await;
+    let tag_bots = std::fs::read(filter_wasm("tag_bots")).unwrap();
+    let pass = std::fs::read(filter_wasm("pass_through")).unwrap();
+    let (tag_hash, pass_hash) = (sha256_hex(&tag_bots), sha256_hex(&pass));
+    let server = FileServer::start(vec![
+        ("tag_bots.wasm", tag_bots),
+        ("pass_through.wasm", pass),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_path = cache.path().display().to_string();
+    let tenant_with = |url: &str, sha256: &str| {
+        weir_e2e::tenant(
+            "acme",
+            "acme",
+            &format!("[[tenants.filters]]\nurl = \"{url}\"\nsha256 = \"{sha256}\"\nconfig = '{{\"field\": \"ua\", \"action\": \"tag\"}}'\n"),
+        )
+    };
+    let good = format!("http://{}/tag_bots.wasm", server.address);
+    let node = Node::start(
+        &tenant_with(&good, &tag_hash),
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_FILTER_CACHE", &cache_path),
+        ],
+    )
+    .unwrap();
+    assert_eq!(server.served.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Kept by its hash, beside the compiled filters.
+    assert!(cache
+        .path()
+        .join("sources")
+        .join(format!("{tag_hash}.wasm"))
+        .is_file());
+    let reload = |config: String| {
+        let node = &node;
+        async move {
+            std::fs::write(&node.config_path, config).unwrap();
+            let request = http::Request::post("/admin/reload")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            weir_e2e::send(
+                &weir_e2e::Transport::Http,
+                node.admin.as_deref().unwrap(),
+                request,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ready = post_bot(&node, &category).await;
+    assert!(ready.get("filter_errors").is_none(), "{ready}");
+
+    // A wrong hash: the version in use stays, /readyz says why.
+    let answer = reload(tenant_with(&good, &pass_hash)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let ready = post_bot(&node, &category).await;
+    let errors = ready["filter_errors"].to_string();
+    assert!(
+        errors.contains(&good) && errors.contains("not the configured"),
+        "{ready}"
+    );
+    // An unreachable URL: the same.
+    let gone = format!(
+        "http://127.0.0.1:{}/pass_through.wasm",
+        weir_e2e::free_port()
+    );
+    let answer = reload(tenant_with(&gone, &pass_hash)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let ready = post_bot(&node, &category).await;
+    assert!(
+        ready["filter_errors"].to_string().contains("fetching"),
+        "{ready}"
+    );
+    // The events were still tagged by the version in use.
+    let records = consume(kafka(), &format!("events.{category}"), 3).unwrap();
+    assert!(records.iter().all(|r| r.value["data"]["is_bot"] == true));
+
+    // A new good source replaces it.
+    let pass_url = format!("http://{}/pass_through.wasm", server.address);
+    let answer = reload(tenant_with(&pass_url, &pass_hash)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let ready = post_bot(&node, &category).await;
+    assert!(ready.get("filter_errors").is_none(), "{ready}");
+    let records = consume(kafka(), &format!("events.{category}"), 4).unwrap();
+    assert!(
+        records[3].value["data"].get("is_bot").is_none(),
+        "{:?}",
+        records[3].value
+    );
+
+    // Another node with the same cache starts from the kept file: no fetch.
+    let fetched = server.served.load(std::sync::atomic::Ordering::Relaxed);
+    let again = Node::start(
+        &tenant_with(&pass_url, &pass_hash),
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_FILTER_CACHE", &cache_path),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        server.served.load(std::sync::atomic::Ordering::Relaxed),
+        fetched
+    );
+    let ready = post_bot(&again, &category).await;
+    assert!(ready.get("filter_errors").is_none(), "{ready}");
 }

@@ -466,8 +466,17 @@ pub struct TenantConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    /// The component file (`.wasm`); watched and hot-reloaded.
+    /// The component file (`.wasm`); watched and hot-reloaded. Or:
+    #[serde(default)]
     pub path: PathBuf,
+    /// Where the node fetches the component (http or https), with its
+    /// `sha256`: checked before use, kept on disk by its hash; a new hash
+    /// in the config fetches again (`pipeline::filter::source`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The hex SHA-256 of the component at `url`.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Handed to the filter's `init`.
     #[serde(default)]
     pub config: String,
@@ -1049,11 +1058,59 @@ fn validate_filters(at: &str, filters: &[FilterConfig]) -> Result<(), ConfigErro
                 "must be greater than 0",
             ));
         }
-        if !filter.path.is_file() {
+        validate_filter_source(&key, filter)?;
+    }
+    Ok(())
+}
+
+/// A filter's component: a file, or a URL with its SHA-256 (not both).
+fn validate_filter_source(key: &str, filter: &FilterConfig) -> Result<(), ConfigError> {
+    match (
+        &filter.url,
+        &filter.sha256,
+        filter.path.as_os_str().is_empty(),
+    ) {
+        (None, None, false) => {
+            if !filter.path.is_file() {
+                return Err(invalid(
+                    format!("{key}.path"),
+                    format!("{} is not a file", filter.path.display()),
+                ));
+            }
+        }
+        (Some(url), Some(sha256), true) => {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<http::Uri>().is_err()
+            {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    format!("'{url}' is not an http:// or https:// URL"),
+                ));
+            }
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("{key}.sha256"),
+                    "must be 64 hex digits (the SHA-256 of the component)",
+                ));
+            }
+        }
+        (Some(_), None, _) => {
+            return Err(invalid(
+                format!("{key}.sha256"),
+                "a url needs the sha256 of the component it serves",
+            ))
+        }
+        (Some(_), Some(_), false) | (None, Some(_), false) => {
+            return Err(invalid(
+                key.to_owned(),
+                "give the component as path, or as url with sha256, not both",
+            ))
+        }
+        (None, _, true) => {
             return Err(invalid(
                 format!("{key}.path"),
-                format!("{} is not a file", filter.path.display()),
-            ));
+                "is missing (or give url and sha256)",
+            ))
         }
     }
     Ok(())
@@ -1434,6 +1491,41 @@ mod tests {
                 &[]
             ),
             "quotas.ca_path: is only used with a rediss:// (TLS) redis_url"
+        );
+    }
+
+    #[test]
+    fn a_filter_comes_from_a_path_or_a_url_with_its_hash() {
+        let tenant = |filter: &str| {
+            format!("[[tenants]]\nname = \"a\"\nkeys_sha256 = [\"{KEY_HASH}\"]\n[[tenants.filters]]\n{filter}\n")
+        };
+        let hash = "ab".repeat(32);
+        let config = load(
+            &tenant(&format!(
+                "url = \"https://f.example/a.wasm\"\nsha256 = \"{hash}\""
+            )),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.tenants[0].filters[0].url.as_deref(),
+            Some("https://f.example/a.wasm")
+        );
+        assert_eq!(
+            problem(&tenant("url = \"https://f.example/a.wasm\""), &[]),
+            "tenants[0].filters[0].sha256: a url needs the sha256 of the component it serves"
+        );
+        assert_eq!(
+            problem(&tenant("url = \"ftp://f/a.wasm\"\nsha256 = \"00\""), &[]),
+            "tenants[0].filters[0].url: 'ftp://f/a.wasm' is not an http:// or https:// URL"
+        );
+        assert_eq!(
+            problem(&tenant("url = \"https://f/a.wasm\"\nsha256 = \"00\""), &[]),
+            "tenants[0].filters[0].sha256: must be 64 hex digits (the SHA-256 of the component)"
+        );
+        assert_eq!(
+            problem(&tenant("config = \"\""), &[]),
+            "tenants[0].filters[0].path: is missing (or give url and sha256)"
         );
     }
 

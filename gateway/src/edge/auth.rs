@@ -119,7 +119,7 @@ impl Tenants {
                 )),
             };
             let mut filters = Vec::with_capacity(t.filters.len());
-            for settings in &t.filters {
+            for (position, settings) in t.filters.iter().enumerate() {
                 let reused =
                     before.and_then(|b| b.filters.iter().find(|f| f.settings == *settings));
                 filters.push(match (reused, engine) {
@@ -129,8 +129,18 @@ impl Tenants {
                         Arc::clone(slot)
                     }
                     (Some(slot), None) => Arc::clone(slot),
-                    (None, Some(engine)) => FilterSlot::load(engine, settings)
-                        .map_err(|e| format!("tenant '{}': {e}", t.name))?,
+                    (None, Some(engine)) => match FilterSlot::load(engine, settings) {
+                        Ok(slot) => slot,
+                        // A remote component that cannot be had keeps the
+                        // version the chain had at this place.
+                        Err(e) => match before
+                            .and_then(|b| b.filters.get(position))
+                            .filter(|old| settings.url.is_some() && old.settings.url.is_some())
+                        {
+                            Some(old) => FilterSlot::carried(old, settings, e),
+                            None => return Err(format!("tenant '{}': {e}", t.name)),
+                        },
+                    },
                     (None, None) => {
                         return Err(format!(
                             "tenant '{}': filters are not available here",

@@ -96,10 +96,7 @@ pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Resp
         true => tenants
             .filter_slots()
             .iter()
-            .filter_map(|slot| {
-                slot.error()
-                    .map(|e| format!("{}: {e}", slot.settings.path.display()))
-            })
+            .filter_map(|slot| slot.error().map(|e| format!("{}: {e}", slot.source())))
             .collect(),
         false => Vec::new(),
     };

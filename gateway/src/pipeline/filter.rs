@@ -18,9 +18,10 @@
 
 pub mod host;
 pub mod local;
+pub mod source;
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,9 +52,11 @@ macro_rules! guest_log {
 
 /// One filter of a tenant's chain: its settings and the version in use.
 pub struct FilterSlot {
-    /// The file's stem, e.g. `redact_pii`.
+    /// The file's (or URL's) stem, e.g. `redact_pii`.
     pub name: String,
     pub settings: FilterConfig,
+    /// The component's file on disk: `path`, or the kept copy of `url`.
+    file: Mutex<PathBuf>,
     current: ArcSwapOption<CompiledFilter>,
     /// Why the file on disk is not the version in use, if it is not.
     error: Mutex<Option<String>>,
@@ -77,25 +80,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl FilterSlot {
-    /// Loads the filter now; an error names the file and the problem.
+    /// Loads the filter now (fetching a remote component first); an error
+    /// names the file or URL and the problem.
     pub fn load(
         engine: &Arc<FilterEngine>,
         settings: &FilterConfig,
     ) -> Result<Arc<FilterSlot>, String> {
+        let failed = |e: &dyn std::fmt::Display| format!("filter {}: {e}", source_name(settings));
+        let file = source::local_file(settings, engine.cache_dir()).map_err(|e| failed(&e))?;
+        let named = match &settings.url {
+            Some(url) => PathBuf::from(url.rsplit('/').next().unwrap_or("filter")),
+            None => settings.path.clone(),
+        };
         let slot = FilterSlot {
-            name: settings
-                .path
+            name: named
                 .file_stem()
                 .map_or_else(|| "filter".to_owned(), |s| s.to_string_lossy().into_owned()),
             settings: settings.clone(),
             current: ArcSwapOption::empty(),
             error: Mutex::new(None),
-            stamp: Mutex::new(stamp(&settings.path)),
+            stamp: Mutex::new(stamp(&file)),
+            file: Mutex::new(file.clone()),
         };
-        let compiled = compile(engine, settings)
-            .map_err(|e| format!("filter {}: {e}", settings.path.display()))?;
+        let compiled = compile(engine, settings, &file).map_err(|e| failed(&e))?;
         slot.current.store(Some(Arc::new(compiled)));
         Ok(Arc::new(slot))
+    }
+
+    /// A slot for new `settings` that could not be loaded (`error`), which
+    /// keeps serving `before`'s version: a remote component whose new hash
+    /// is wrong or whose URL does not answer never replaces the working one.
+    /// The watcher tries the new source again.
+    pub fn carried(before: &FilterSlot, settings: &FilterConfig, error: String) -> Arc<FilterSlot> {
+        tracing::error!(filter = %before.name, source = %source_name(settings), error = %error, "filter source not loaded; the previous version stays");
+        Arc::new(FilterSlot {
+            name: before.name.clone(),
+            settings: settings.clone(),
+            current: ArcSwapOption::new(before.current()),
+            error: Mutex::new(Some(error)),
+            stamp: Mutex::new(None),
+            file: Mutex::new(lock(&before.file).clone()),
+        })
+    }
+
+    /// Where the component comes from, for messages: its URL or path.
+    pub fn source(&self) -> String {
+        source_name(&self.settings)
     }
 
     /// The version in use.
@@ -112,7 +142,21 @@ impl FilterSlot {
     /// the version in use when the new one fails. Blocking: call it off the
     /// request path.
     pub fn reload_if_changed(&self, engine: &Arc<FilterEngine>) {
-        let now = stamp(&self.settings.path);
+        // A remote source not had yet (a wrong hash, a URL that did not
+        // answer): try it again.
+        if self.settings.url.is_some() && self.error().is_some() {
+            match source::local_file(&self.settings, engine.cache_dir()) {
+                Ok(file) => {
+                    *lock(&self.file) = file.clone();
+                    *lock(&self.stamp) = stamp(&file);
+                    self.swap(compile(engine, &self.settings, &file));
+                }
+                Err(e) => *lock(&self.error) = Some(e.to_string()),
+            }
+            return;
+        }
+        let file = lock(&self.file).clone();
+        let now = stamp(&file);
         {
             let mut seen = lock(&self.stamp);
             if *seen == now {
@@ -120,7 +164,7 @@ impl FilterSlot {
             }
             *seen = now;
         }
-        self.swap(compile(engine, &self.settings));
+        self.swap(compile(engine, &self.settings, &file));
     }
 
     /// Recompiles the file if its content is not the version in use,
@@ -128,8 +172,12 @@ impl FilterSlot {
     /// (`POST /admin/reload`, SIGHUP), after replacing a file in a way that
     /// keeps its time and size. Blocking, as [`Self::reload_if_changed`].
     pub fn reload_if_content_changed(&self, engine: &Arc<FilterEngine>) {
-        *lock(&self.stamp) = stamp(&self.settings.path);
-        let compiled = match read(&self.settings) {
+        if self.settings.url.is_some() && self.error().is_some() {
+            return self.reload_if_changed(engine);
+        }
+        let file = lock(&self.file).clone();
+        *lock(&self.stamp) = stamp(&file);
+        let compiled = match read(&file) {
             Ok(bytes)
                 if self
                     .current()
@@ -147,21 +195,29 @@ impl FilterSlot {
     fn swap(&self, compiled: Result<CompiledFilter, FilterError>) {
         match compiled {
             Ok(compiled) => {
-                tracing::info!(filter = %self.name, version = %compiled.version, path = %self.settings.path.display(), "filter reloaded");
+                tracing::info!(filter = %self.name, version = %compiled.version, source = %self.source(), "filter reloaded");
                 self.current.store(Some(Arc::new(compiled)));
                 *lock(&self.error) = None;
             }
             Err(e) => {
-                tracing::error!(filter = %self.name, path = %self.settings.path.display(), error = %e, "filter changed on disk but does not load; the previous version stays");
+                tracing::error!(filter = %self.name, source = %self.source(), error = %e, "filter changed but does not load; the previous version stays");
                 *lock(&self.error) = Some(e.to_string());
             }
         }
     }
 }
 
-fn read(settings: &FilterConfig) -> Result<Vec<u8>, FilterError> {
-    std::fs::read(&settings.path).map_err(|e| FilterError::Read {
-        path: settings.path.display().to_string(),
+/// A filter's URL, or its path.
+fn source_name(settings: &FilterConfig) -> String {
+    match &settings.url {
+        Some(url) => url.clone(),
+        None => settings.path.display().to_string(),
+    }
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, FilterError> {
+    std::fs::read(file).map_err(|e| FilterError::Read {
+        path: file.display().to_string(),
         message: e.to_string(),
     })
 }
@@ -169,8 +225,9 @@ fn read(settings: &FilterConfig) -> Result<Vec<u8>, FilterError> {
 fn compile(
     engine: &Arc<FilterEngine>,
     settings: &FilterConfig,
+    file: &Path,
 ) -> Result<CompiledFilter, FilterError> {
-    compile_bytes(engine, settings, &read(settings)?)
+    compile_bytes(engine, settings, &read(file)?)
 }
 
 fn compile_bytes(
@@ -181,7 +238,7 @@ fn compile_bytes(
     let compiled = engine.compile(bytes, &settings.config, caps(settings))?;
     // `init` ran here (see `FilterEngine::compile`): its log lines are the load's.
     for (level, message) in &compiled.init_logs {
-        guest_log!(level.as_str(), path = %settings.path.display(), version = %compiled.version, guest_level = %level, "filter init: {message}");
+        guest_log!(level.as_str(), source = %source_name(settings), version = %compiled.version, guest_level = %level, "filter init: {message}");
     }
     Ok(compiled)
 }

@@ -444,6 +444,11 @@ impl FilterEngine {
         let _ = self.cache.set(dir);
     }
 
+    /// The cache directory, if any (remote components are kept there too).
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.get().map(PathBuf::as_path)
+    }
+
     /// The cache file of `bytes` with `config` on this engine: its name
     /// holds the component's hash, the config's and the engine's settings
     /// (wasmtime's compatibility hash: another wasmtime or other settings
