@@ -2,7 +2,8 @@
 # End-to-end comparisons with the load generator, every variant in one run
 # so the ratios are comparable on a noisy machine:
 #
-#   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained
+#   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained,
+#                                  # and pass-through in Python and in JavaScript (not with BASE)
 #   benches/compare.sh spool       # no spool vs. a spool idle vs. spooling everything (Kafka away)
 #   benches/compare.sh quotas      # per-node rate limits vs. region-wide ones (a redis-server
 #                                  # on core 1), limits at about twice what the node takes,
@@ -144,6 +145,20 @@ $(filter redact_pii "'{\"fields\": [\"props.email\"]}'")
 $(filter sample "'{\"rate\": 1.0}'")"
     }
     order=(v_none v_pass v_four)
+    if [ -z "${BASE:-}" ]; then
+      # Python and JavaScript, compiled once into the filter cache first
+      # (a node would wait out its readiness deadline compiling them).
+      cache="$PWD/target/filter-cache"
+      echo '[{"id": "warm"}]' >"$work/warm.json"
+      for c in target/wasm-py/pass_through.wasm target/wasm-js/pass_through.wasm; do
+        [ -f "$c" ] || scripts/build-filters.sh
+        WEIR_FILTER_CACHE="$cache" "$work/weir" filter test --events "$work/warm.json" --memory-mb 128 "$c" >/dev/null
+      done
+      filter_at() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\nmemory_mb = 128\n' "$PWD/$1" "$2"; }
+      v_py() { run "python pass" "$(filter_at target/wasm-py/pass_through.wasm "''")" WEIR_FILTER_CACHE="$cache"; }
+      v_js() { run "js pass" "$(filter_at target/wasm-js/pass_through.wasm "''")" WEIR_FILTER_CACHE="$cache"; }
+      order+=(v_py v_js)
+    fi
     ;;
   telemetry)
     otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
