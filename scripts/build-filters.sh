@@ -62,6 +62,14 @@ build_js() {
 if [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] || timeout 120 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
   CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
     cargo build --quiet --release --target wasm32-unknown-unknown "${packages[@]}"
+  # A hostile filter built for WASI 0.2 (Rust's std reaches files, sockets,
+  # lookups and the environment through it): the host's denials, tested.
+  if [ -d "$sysroot/lib/rustlib/wasm32-wasip2" ] || timeout 120 rustup target add wasm32-wasip2 >/dev/null 2>&1; then
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+      cargo build --quiet --release --target wasm32-wasip2 -p hostile-wasi
+  else
+    say "rustup target add wasm32-wasip2 failed: the WASI sandbox tests will say hostile_wasi.wasm is missing"
+  fi
   build_python
   build_js
   exit 0

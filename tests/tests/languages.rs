@@ -453,3 +453,46 @@ async fn a_filter_fetched_by_url_is_checked_kept_and_never_replaced_by_a_bad_sou
     let ready = post_bot(&again, &category).await;
     assert!(ready.get("filter_errors").is_none(), "{ready}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_reaching_wasi_files_sockets_lookups_and_environment_is_denied() {
+    let category = category("wasi", 1).await;
+    let path = weir_e2e::root().join("target/wasm32-wasip2/release/hostile_wasi.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-filters.sh",
+        path.display()
+    );
+    let node = start(&tenant(
+        "hostile",
+        &path.display().to_string(),
+        "",
+        "fail-closed",
+    ));
+    // A port that would take a connection, counting what it accepts.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    for (mode, denied) in [
+        ("file", "denied: No such file or directory"),
+        ("socket", "denied: Permission denied"),
+        ("lookup", "denied: "),
+        ("env", "env 0"),
+    ] {
+        let body = json!({"meta": {"category": category}, "data": [
+            {"id": format!("{mode}-1"), "mode": mode, "port": port.to_string()}
+        ]});
+        let answer = post(&node, "hostile", body.to_string()).await.unwrap();
+        let json = answer.json();
+        let parts = outcomes(&json);
+        assert_eq!(parts.len(), 1, "{json}");
+        let (code, message) = &parts[0];
+        assert_eq!(code, "filtered", "{mode}: {json}");
+        let got = message.strip_prefix("hostile_wasi: ").unwrap_or(message);
+        assert!(got.starts_with(denied), "{mode}: {got}");
+    }
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the test's port"
+    );
+}
