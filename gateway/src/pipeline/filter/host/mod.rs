@@ -476,14 +476,24 @@ impl FilterEngine {
         Some(dir.join(format!("{}.cwasm", hex::encode(&key[..16]))))
     }
 
-    /// A compiled filter from the cache: `(component, initialised)`.
+    /// A compiled filter from the cache: `(component, initialised)`. The
+    /// file is `[initialised: 1 byte][SHA-256 of the artifact][artifact]`:
+    /// a damaged or half-written file is never deserialized (that would be
+    /// undefined behaviour), it is compiled again instead.
     fn from_cache(runtime: &Runtime, path: &std::path::Path) -> Option<(Component, bool)> {
         let file = std::fs::read(path).ok()?;
-        // One byte ahead of wasmtime's artifact: whether `init` already ran.
-        let (initialised, artifact) = file.split_first()?;
-        // SAFETY: the file is one this engine wrote (`to_cache`) into the
-        // node's own cache directory, named for this engine's settings;
-        // wasmtime checks its header and version before using it.
+        let (initialised, rest) = file.split_first()?;
+        let (digest, artifact) = rest.split_at_checked(32)?;
+        if Sha256::digest(artifact).as_slice() != digest {
+            tracing::warn!(path = %path.display(), "a cached compiled filter is damaged: compiling it again");
+            // Gone, so that the new compile is kept in its place.
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        // SAFETY: the artifact is byte for byte one this engine serialized
+        // (`to_cache`, checked by its SHA-256 above) into the node's own
+        // cache directory, in a file named for this engine's settings;
+        // wasmtime checks its header and version too.
         let component = unsafe { Component::deserialize(&runtime.engine, artifact) }.ok()?;
         Some((component, *initialised == 1))
     }
@@ -497,9 +507,17 @@ impl FilterEngine {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let partial = path.with_extension("partial");
-            let mut file = Vec::with_capacity(artifact.len() + 1);
+            // A name of this process and moment: two nodes sharing the
+            // directory never write into one partial file.
+            static WRITES: AtomicU64 = AtomicU64::new(0);
+            let partial = path.with_extension(format!(
+                "{}.{}.partial",
+                std::process::id(),
+                WRITES.fetch_add(1, Ordering::Relaxed)
+            ));
+            let mut file = Vec::with_capacity(artifact.len() + 33);
             file.push(u8::from(initialised));
+            file.extend_from_slice(&Sha256::digest(&artifact));
             file.extend_from_slice(&artifact);
             std::fs::write(&partial, &file)?;
             std::fs::rename(&partial, path)
@@ -966,6 +984,53 @@ mod tests {
                 "{verdicts:?}"
             );
         }
+    }
+
+    /// A compiled filter comes from the cache the second time, and a
+    /// damaged cache file is compiled again (never deserialized) and replaced.
+    #[test]
+    fn the_compile_cache_is_used_and_a_damaged_entry_is_compiled_again() {
+        let wasm = wat::parse_str(include_str!(
+            "../../../../../tests/fixtures/no-snapshot.wat"
+        ))
+        .expect("the fixture is valid WAT");
+        let caps = Caps {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(5),
+            max_output_bytes: 1 << 20,
+            fuel: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FilterEngine::new();
+        engine.cache_in(dir.path().to_owned());
+        let runtime = engine.runtime().unwrap();
+        let path = engine.cached_path(&runtime, &wasm, "").unwrap();
+        engine.compile(&wasm, "", caps).expect("compiles");
+        let kept = std::fs::read(&path).expect("kept in the cache");
+        assert!(FilterEngine::from_cache(&runtime, &path).is_some());
+        // Another config is another entry.
+        assert_ne!(
+            engine.cached_path(&runtime, &wasm, "other"),
+            Some(path.clone())
+        );
+        // One byte of the artifact changed: not used, compiled again, replaced.
+        let mut damaged = kept.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(FilterEngine::from_cache(&runtime, &path).is_none());
+        std::fs::write(&path, &damaged).unwrap();
+        let compiled = engine.compile(&wasm, "", caps).expect("compiled again");
+        let mut batch = BatchInput::with_capacity("acme", "PERF", 0, 1);
+        batch.push(1, "a", None, None, b"{}");
+        assert!(futures::executor::block_on(compiled.call(&batch))
+            .outcome
+            .is_ok());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            kept,
+            "the entry is whole again"
+        );
     }
 
     #[test]
