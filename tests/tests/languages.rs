@@ -455,7 +455,7 @@ async fn a_filter_fetched_by_url_is_checked_kept_and_never_replaced_by_a_bad_sou
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_guest_reaching_wasi_files_sockets_lookups_and_environment_is_denied() {
+async fn a_guest_reaching_wasi_files_sockets_lookups_environment_and_http_is_denied() {
     let category = category("wasi", 1).await;
     let path = weir_e2e::root().join("target/wasm32-wasip2/release/hostile_wasi.wasm");
     assert!(
@@ -478,6 +478,8 @@ async fn a_guest_reaching_wasi_files_sockets_lookups_and_environment_is_denied()
         ("socket", "denied: Permission denied"),
         ("lookup", "denied: "),
         ("env", "env 0"),
+        // wasi:http's outgoing handler (what ComponentizeJS's fetch uses).
+        ("http", "denied: ErrorCode::HttpRequestDenied"),
     ] {
         let body = json!({"meta": {"category": category}, "data": [
             {"id": format!("{mode}-1"), "mode": mode, "port": port.to_string()}
