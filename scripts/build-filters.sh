@@ -24,6 +24,9 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=-zstack-size=1
 
 sysroot="$(rustc --print sysroot)"
 linker="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/wasm-component-ld"
+# Whether component $1 is there and newer than every file under the rest.
+current() { local out="$1"; shift; [ -f "$out" ] && [ -z "$(find "$@" -newer "$out" -type f | head -1)" ]; }
+
 # Python filters: one component per app directory.
 build_python() {
   local componentize=var/py/bin/componentize-py
@@ -33,9 +36,7 @@ build_python() {
     local name out
     name="$(basename "$app" | tr - _)"
     out="target/wasm-py/$name.wasm"
-    if [ -f "$out" ] && [ -z "$(find "$app" guest-sdk/python proto/wit -newer "$out" -type f | head -1)" ]; then
-      continue
-    fi
+    current "$out" "$app" guest-sdk/python proto/wit && continue
     "$componentize" -d proto/wit -w filter componentize -p guest-sdk/python -p "$app" app -o "$out.partial" >/dev/null
     mv "$out.partial" "$out"
   done
@@ -50,9 +51,7 @@ build_js() {
     local name out
     name="$(basename "$app" | tr - _)"
     out="target/wasm-js/$name.wasm"
-    if [ -f "$out" ] && [ -z "$(find "$app" guest-sdk/js proto/wit -newer "$out" -type f | head -1)" ]; then
-      continue
-    fi
+    current "$out" "$app" guest-sdk/js proto/wit && continue
     "$bin/rolldown" "$app/app.js" --format esm --file "target/wasm-js/$name.js" --external 'weir:filter/host@0.1.0' >/dev/null
     "$bin/jco" componentize "target/wasm-js/$name.js" --wit proto/wit --world-name filter -o "$out.partial" >/dev/null
     mv "$out.partial" "$out"

@@ -52,28 +52,18 @@ def count(name, delta=1):
     host.count(name, delta)
 
 
+def _logger(level):
+    return staticmethod(lambda message: host.log(level, str(message)))
+
+
 class log:
     """Log lines, tagged by the host with the filter, tenant and request."""
 
-    @staticmethod
-    def trace(message):
-        host.log(host.Level.TRACE, str(message))
-
-    @staticmethod
-    def debug(message):
-        host.log(host.Level.DEBUG, str(message))
-
-    @staticmethod
-    def info(message):
-        host.log(host.Level.INFO, str(message))
-
-    @staticmethod
-    def warn(message):
-        host.log(host.Level.WARN, str(message))
-
-    @staticmethod
-    def error(message):
-        host.log(host.Level.ERROR, str(message))
+    trace = _logger(host.Level.TRACE)
+    debug = _logger(host.Level.DEBUG)
+    info = _logger(host.Level.INFO)
+    warn = _logger(host.Level.WARN)
+    error = _logger(host.Level.ERROR)
 
 
 def config_json(config, allowed):

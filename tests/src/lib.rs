@@ -42,31 +42,22 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A filter component built by `scripts/build-filters.sh`, e.g. `redact_pii`.
 pub fn filter_wasm(name: &str) -> PathBuf {
-    let path = root()
-        .join("target/wasm32-unknown-unknown/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-filters.sh",
-        path.display()
-    );
-    path
+    built_component("target/wasm32-unknown-unknown/release", name)
 }
 
 /// A Python filter built by `scripts/build-filters.sh` (componentize-py).
 pub fn python_filter(name: &str) -> PathBuf {
-    let path = root().join("target/wasm-py").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-filters.sh",
-        path.display()
-    );
-    path
+    built_component("target/wasm-py", name)
 }
 
 /// A JavaScript filter built by `scripts/build-filters.sh` (jco).
 pub fn js_filter(name: &str) -> PathBuf {
-    let path = root().join("target/wasm-js").join(format!("{name}.wasm"));
+    built_component("target/wasm-js", name)
+}
+
+/// A component `scripts/build-filters.sh` built into `dir`.
+pub fn built_component(dir: &str, name: &str) -> PathBuf {
+    let path = root().join(dir).join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-filters.sh",
@@ -176,10 +167,46 @@ pub fn kafka() -> &'static str {
     })
 }
 
+/// A server process of one test's own (a broker, a Redis), to freeze,
+/// thaw or kill. Killed when dropped.
+pub struct Server(Child);
+
+impl Server {
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, signal);
+        }
+    }
+
+    /// Kills it (SIGKILL, after a thaw) and waits for it to be gone.
+    fn stop(&mut self) {
+        self.thaw();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A tansu broker of one test's own, to freeze, stop or replace (the
 /// shared one is [`kafka`]). Killed when dropped.
 pub struct Broker {
-    child: Child,
+    server: Server,
     pub port: u16,
     /// Its bootstrap address.
     pub address: String,
@@ -202,35 +229,17 @@ impl Broker {
         let child = tansu_broker(&tansu, &url).spawn().expect("starting tansu");
         wait_for_port(port, Duration::from_secs(20));
         Broker {
-            child,
+            server: Server(child),
             port,
             address,
         }
     }
-
-    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
-    pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// Lets a frozen broker go on (SIGCONT).
-    pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Broker {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
@@ -238,7 +247,7 @@ impl Drop for Broker {
 /// `scripts/setup.sh --tests`), on a free loopback port, without
 /// persistence. Killed when dropped.
 pub struct Redis {
-    child: Child,
+    server: Server,
     pub port: u16,
     /// `redis://127.0.0.1:<port>`.
     pub url: String,
@@ -266,34 +275,15 @@ impl Redis {
             .expect("starting redis-server: run scripts/setup.sh --tests");
         wait_for_port(port, Duration::from_secs(20));
         Redis {
-            child,
+            server: Server(child),
             port,
             url: format!("redis://127.0.0.1:{port}"),
         }
     }
 
-    /// Freezes the server (SIGSTOP): it accepts connections and answers nothing.
-    pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// Lets a frozen server go on (SIGCONT).
-    pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
-    /// Kills the server (SIGKILL) and waits for it to be gone.
+    /// Kills the server (SIGKILL) and waits for it to be gone; its port.
     pub fn kill(mut self) -> u16 {
-        self.thaw();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.stop();
         self.port
     }
 
@@ -308,11 +298,10 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Redis {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 

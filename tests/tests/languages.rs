@@ -37,6 +37,16 @@ fn start(config: &str) -> Node {
     .unwrap()
 }
 
+/// Two events for tenant `hostile`, the first saying what the hostile
+/// fixture is to try (`mode`).
+async fn post_hostile(node: &Node, category: &str, mode: &str) -> weir_e2e::Answer {
+    let body = json!({"meta": {"category": category}, "data": [
+        {"id": format!("{mode}-1"), "mode": mode},
+        {"id": format!("{mode}-2")}
+    ]});
+    post(node, "hostile", body.to_string()).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_tag_bots_gives_the_rust_filters_verdicts() {
     let (rust_category, python_category) = (category("pyrs", 1).await, category("pypy", 1).await);
@@ -104,17 +114,7 @@ async fn hostile_python_guests_are_contained_and_their_prints_are_log_lines() {
         tenant("hostile", &hostile, "", "fail-closed"),
         tenant("calm", &rust, "", "fail-closed")
     ));
-    let post_mode = |mode: &'static str| {
-        let node = &node;
-        let category = category.clone();
-        async move {
-            let body = json!({"meta": {"category": category}, "data": [
-                {"id": format!("{mode}-1"), "mode": mode},
-                {"id": format!("{mode}-2")}
-            ]});
-            post(node, "hostile", body.to_string()).await.unwrap()
-        }
-    };
+    let post_mode = |mode: &'static str| post_hostile(&node, &category, mode);
     // What the sandbox denies, as the guest saw it: no file system, no
     // environment, no sockets.
     for (mode, seen) in [
@@ -211,17 +211,7 @@ async fn hostile_javascript_guests_are_contained_and_their_console_is_log_lines(
     let category = category("jshostile", 1).await;
     let hostile = js_filter("hostile_js").display().to_string();
     let node = start(&tenant("hostile", &hostile, "", "fail-closed"));
-    let post_mode = |mode: &'static str| {
-        let node = &node;
-        let category = category.clone();
-        async move {
-            let body = json!({"meta": {"category": category}, "data": [
-                {"id": format!("{mode}-1"), "mode": mode},
-                {"id": format!("{mode}-2")}
-            ]});
-            post(node, "hostile", body.to_string()).await.unwrap()
-        }
-    };
+    let post_mode = |mode: &'static str| post_hostile(&node, &category, mode);
     let env = post_mode("env").await.json();
     for (code, message) in outcomes(&env) {
         assert_eq!(
@@ -457,12 +447,7 @@ async fn a_filter_fetched_by_url_is_checked_kept_and_never_replaced_by_a_bad_sou
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_reaching_wasi_files_sockets_lookups_environment_and_http_is_denied() {
     let category = category("wasi", 1).await;
-    let path = weir_e2e::root().join("target/wasm32-wasip2/release/hostile_wasi.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-filters.sh",
-        path.display()
-    );
+    let path = weir_e2e::built_component("target/wasm32-wasip2/release", "hostile_wasi");
     let node = start(&tenant(
         "hostile",
         &path.display().to_string(),

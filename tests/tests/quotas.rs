@@ -143,6 +143,32 @@ async fn all_counted(nodes: &[Node]) {
     }
 }
 
+/// Two clients per node post `body` for 4 s, in the background; returned
+/// once the first node has leased budget from Redis.
+async fn hammer_once_leased(nodes: &Arc<Vec<Node>>, body: Bytes) -> tokio::task::JoinHandle<Tally> {
+    let run = {
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            hammer(
+                &nodes.iter().collect::<Vec<_>>(),
+                2,
+                body,
+                Duration::from_secs(4),
+            )
+            .await
+        })
+    };
+    eventually(Duration::from_secs(10), "leases taken", || async {
+        sum(
+            &metrics(nodes[0].admin.as_deref().unwrap()).await,
+            "weir_quota_redis_calls_total",
+            &[("call", "lease"), ("outcome", "ok")],
+        ) > 0.0
+    })
+    .await;
+    run
+}
+
 async fn synced(node: &Node) -> f64 {
     sum(
         &metrics(node.admin.as_deref().unwrap()).await,
@@ -387,27 +413,8 @@ async fn redis_killed_mid_run_fails_no_request_and_the_region_comes_back() {
     ));
     all_counted(&nodes).await;
     let body = body(&category, 1);
-    let run = {
-        let (nodes, body) = (nodes.clone(), body.clone());
-        tokio::spawn(async move {
-            hammer(
-                &nodes.iter().collect::<Vec<_>>(),
-                2,
-                body,
-                Duration::from_secs(4),
-            )
-            .await
-        })
-    };
     // Kill it once the nodes have leased from it.
-    eventually(Duration::from_secs(10), "leases taken", || async {
-        sum(
-            &metrics(nodes[0].admin.as_deref().unwrap()).await,
-            "weir_quota_redis_calls_total",
-            &[("call", "lease"), ("outcome", "ok")],
-        ) > 0.0
-    })
-    .await;
+    let run = hammer_once_leased(&nodes, body).await;
     let port = redis.kill();
     for node in nodes.iter() {
         let detail = eventually(Duration::from_secs(10), "the node on its share", || async {
@@ -465,27 +472,7 @@ async fn a_frozen_redis_holds_no_request_beyond_the_timeout() {
         Some(&redis),
     ));
     all_counted(&nodes).await;
-    let body = body(&category, 1);
-    let run = {
-        let (nodes, body) = (nodes.clone(), body.clone());
-        tokio::spawn(async move {
-            hammer(
-                &nodes.iter().collect::<Vec<_>>(),
-                2,
-                body,
-                Duration::from_secs(4),
-            )
-            .await
-        })
-    };
-    eventually(Duration::from_secs(10), "leases taken", || async {
-        sum(
-            &metrics(nodes[0].admin.as_deref().unwrap()).await,
-            "weir_quota_redis_calls_total",
-            &[("call", "lease"), ("outcome", "ok")],
-        ) > 0.0
-    })
-    .await;
+    let run = hammer_once_leased(&nodes, body(&category, 1)).await;
     redis.freeze();
     let tally = run.await.unwrap();
     assert!(tally.other.is_empty(), "{:?}", tally.other);

@@ -182,13 +182,12 @@ impl Tenants {
 
     /// Every tenant's quotas, once each (a tenant may have several keys).
     pub fn quotas(&self) -> Vec<Arc<Quotas>> {
-        let mut all: Vec<Arc<Quotas>> = Vec::new();
-        for tenant in self.by_key_hash.values() {
-            if !all.iter().any(|q| Arc::ptr_eq(q, &tenant.quotas)) {
-                all.push(tenant.quotas.clone());
-            }
-        }
-        all
+        let mut seen = std::collections::HashSet::new();
+        self.by_key_hash
+            .values()
+            .filter(|t| seen.insert(Arc::as_ptr(&t.quotas)))
+            .map(|t| t.quotas.clone())
+            .collect()
     }
 
     /// Every filter slot of every tenant (for the reload watcher and `/readyz`).

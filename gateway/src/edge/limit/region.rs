@@ -498,6 +498,22 @@ struct Held {
     used_at: Instant,
 }
 
+impl Held {
+    /// `n` from the tokens held, or how long the region said to wait;
+    /// `None`: neither, ask Redis.
+    fn take(&mut self, n: u64, now: Instant) -> Option<Taken> {
+        if self.tokens >= n {
+            self.tokens -= n;
+            self.used_at = now;
+            return Some(Taken::Yes);
+        }
+        match self.empty_until {
+            Some(until) if until > now => Some(Taken::Later(until - now)),
+            _ => None,
+        }
+    }
+}
+
 /// What [`Shared::take`] decided.
 #[derive(Debug, PartialEq)]
 pub enum Taken {
@@ -542,20 +558,19 @@ impl Shared {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// From the tokens held, if they cover `n`; else the region's answer
-    /// as of the last lease, if it said to wait.
-    fn take_held(&self, n: u64) -> Option<Taken> {
-        let now = Instant::now();
+    /// From the tokens held, if they cover `n` (and below half a lease
+    /// left, the next lease is asked for in the background, so requests at
+    /// a steady rate never wait for Redis); else the region's answer as of
+    /// the last lease, if it said to wait. One lock.
+    fn take_held(self: &Arc<Self>, n: u64) -> Option<Taken> {
         let mut held = self.lock();
-        if held.tokens >= n {
-            held.tokens -= n;
-            held.used_at = now;
-            return Some(Taken::Yes);
+        let taken = held.take(n, Instant::now());
+        let low = held.tokens < self.lease_size.div_ceil(2);
+        drop(held);
+        if low && taken == Some(Taken::Yes) {
+            self.prefetch();
         }
-        match held.empty_until {
-            Some(until) if until > now => Some(Taken::Later(until - now)),
-            _ => None,
-        }
+        taken
     }
 
     /// Takes `n` tokens: from those held (no wait), else from Redis (one
@@ -565,9 +580,6 @@ impl Shared {
             return Taken::Share;
         }
         if let Some(taken) = self.take_held(n) {
-            if taken == Taken::Yes {
-                self.prefetch_if_low();
-            }
             return taken;
         }
         match tokio::time::timeout(self.region.timeout, self.refill_and_take(n)).await {
@@ -587,15 +599,9 @@ impl Shared {
         // Another request may have refilled while this one waited; if not,
         // the tokens held are this request's, the rest comes from Redis.
         let have = {
-            let now = Instant::now();
             let mut held = self.lock();
-            if held.tokens >= n {
-                held.tokens -= n;
-                held.used_at = now;
-                return Taken::Yes;
-            }
-            if let Some(until) = held.empty_until.filter(|until| *until > now) {
-                return Taken::Later(until - now);
+            if let Some(taken) = held.take(n, Instant::now()) {
+                return taken;
             }
             std::mem::take(&mut held.tokens)
         };
@@ -630,12 +636,9 @@ impl Shared {
         }
     }
 
-    /// Below half a lease: take the next one in the background, so that
-    /// requests at a steady rate never wait for Redis.
-    fn prefetch_if_low(self: &Arc<Self>) {
-        if self.lock().tokens >= self.lease_size.div_ceil(2)
-            || self.prefetching.swap(true, Ordering::Relaxed)
-        {
+    /// Takes the next lease in the background (one at a time).
+    fn prefetch(self: &Arc<Self>) {
+        if self.prefetching.swap(true, Ordering::Relaxed) {
             return;
         }
         let shared = self.clone();

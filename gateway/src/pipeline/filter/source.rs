@@ -133,14 +133,19 @@ fn get(url: &str) -> std::io::Result<Answer> {
         env!("CARGO_PKG_VERSION")
     );
     let stream: Box<dyn ReadWrite> = if https {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
         }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // The node's provider (ring), as its listeners use, without
+        // installing a process-wide default.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|e| invalid(format!("{host}: {e}")))?;
         let connection = rustls::ClientConnection::new(Arc::new(config), name)

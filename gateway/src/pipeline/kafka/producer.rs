@@ -118,14 +118,14 @@ impl Producer {
         })
     }
 
-    /// Spools what Kafka cannot take now, and replays it once it can (a
-    /// task started here, for the life of the producer).
     /// Records say they entered at `origin`.
     pub fn with_origin(mut self, origin: Origin) -> Producer {
         self.origin = origin;
         self
     }
 
+    /// Spools what Kafka cannot take now, and replays it once it can (a
+    /// task started here, for the life of the producer).
     pub fn with_spool(mut self, spooler: Arc<Spooler>) -> Producer {
         self.replay = Some(tokio::spawn(super::replay::replay(
             spooler.clone(),

@@ -176,10 +176,7 @@ impl std::fmt::Debug for HostState {
 
 impl wasmtime_wasi_http::WasiHttpView for HostState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        let world = self.world;
-        let wasi = self
-            .wasi
-            .get_or_insert_with(|| Box::new(GuestWasi::new(world)));
+        let wasi = self.wasi();
         wasmtime_wasi_http::WasiHttpCtxView {
             hooks: &mut wasi.deny_http,
             table: &mut wasi.table,
@@ -190,10 +187,7 @@ impl wasmtime_wasi_http::WasiHttpView for HostState {
 
 impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        let world = self.world;
-        let wasi = self
-            .wasi
-            .get_or_insert_with(|| Box::new(GuestWasi::new(world)));
+        let wasi = self.wasi();
         wasmtime_wasi::WasiCtxView {
             ctx: &mut wasi.ctx,
             table: &mut wasi.table,
@@ -299,6 +293,13 @@ impl HostState {
             world: CallWorld::default(),
             wasi: None,
         }
+    }
+
+    /// The call's WASI, made at the guest's first WASI call.
+    fn wasi(&mut self) -> &mut GuestWasi {
+        let world = self.world;
+        self.wasi
+            .get_or_insert_with(|| Box::new(GuestWasi::new(world)))
     }
 
     /// The call's log lines: the guest's `log` calls, then what it wrote to
@@ -675,6 +676,10 @@ impl FilterEngine {
             version,
             initialised,
             init_logs: Vec::new(),
+            imports_wasi: component
+                .component_type()
+                .imports(&runtime.engine)
+                .any(|(name, _)| name.starts_with("wasi:")),
         })
     }
 }
@@ -728,6 +733,8 @@ pub struct CompiledFilter {
     pub initialised: bool,
     /// What the guest logged in `init` when the filter was loaded.
     pub init_logs: Vec<(String, String)>,
+    /// The component imports WASI (a Python or JavaScript one, say).
+    imports_wasi: bool,
 }
 
 /// Counts an instance as alive until dropped (also when a call is cancelled).
@@ -842,10 +849,14 @@ impl CompiledFilter {
         self.live.fetch_add(1, Ordering::Relaxed);
         let _alive = Alive(&self.live);
         let mut store = self.store(self.call_hostcall_bytes(batch.len()));
-        store.data_mut().world = CallWorld {
-            seed: batch.seed(),
-            wall_ms: batch.received_at(),
-        };
+        // Only a guest that imports WASI reads its clock and randomness:
+        // the others (every Rust filter) skip hashing the batch for a seed.
+        if self.imports_wasi {
+            store.data_mut().world = CallWorld {
+                seed: batch.seed(),
+                wall_ms: batch.received_at(),
+            };
+        }
         let deadline = store.data().deadline.clone();
         let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
             .await
@@ -951,11 +962,9 @@ async fn cpu_capped<F: Future>(
 mod tests {
     use super::*;
 
-    /// A component wasmtime-wizer cannot snapshot still loads, and gets
-    /// `init` in every call: each fresh instance is initialised (the
-    /// fixture drops every event of an instance whose `init` did not run).
-    #[test]
-    fn a_component_that_cannot_be_snapshot_gets_init_in_every_call() {
+    /// The fixture wizer cannot snapshot (it changes a table in `init`),
+    /// and caps for it.
+    fn no_snapshot() -> (Vec<u8>, Caps) {
         let wasm = wat::parse_str(include_str!(
             "../../../../../tests/fixtures/no-snapshot.wat"
         ))
@@ -966,6 +975,15 @@ mod tests {
             max_output_bytes: 1 << 20,
             fuel: None,
         };
+        (wasm, caps)
+    }
+
+    /// A component wasmtime-wizer cannot snapshot still loads, and gets
+    /// `init` in every call: each fresh instance is initialised (the
+    /// fixture drops every event of an instance whose `init` did not run).
+    #[test]
+    fn a_component_that_cannot_be_snapshot_gets_init_in_every_call() {
+        let (wasm, caps) = no_snapshot();
         let compiled = FilterEngine::new()
             .compile(&wasm, "", caps)
             .expect("the fixture loads");
@@ -990,16 +1008,7 @@ mod tests {
     /// damaged cache file is compiled again (never deserialized) and replaced.
     #[test]
     fn the_compile_cache_is_used_and_a_damaged_entry_is_compiled_again() {
-        let wasm = wat::parse_str(include_str!(
-            "../../../../../tests/fixtures/no-snapshot.wat"
-        ))
-        .expect("the fixture is valid WAT");
-        let caps = Caps {
-            memory_bytes: 16 << 20,
-            timeout: Duration::from_secs(5),
-            max_output_bytes: 1 << 20,
-            fuel: None,
-        };
+        let (wasm, caps) = no_snapshot();
         let dir = tempfile::tempdir().unwrap();
         let engine = FilterEngine::new();
         engine.cache_in(dir.path().to_owned());
