@@ -680,18 +680,43 @@ impl Node {
         Ok((command, dir))
     }
 
-    /// Starts a prepared command (e.g. the README's run script) and waits for it to listen.
-    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> anyhow::Result<Node> {
+    /// Starts a prepared command (e.g. the README's run script) and waits
+    /// for it to listen and to have loaded its filters (`filters ready`:
+    /// filters not in the compile cache load after the node listens).
+    pub fn spawn(command: Command, dir: tempfile::TempDir) -> anyhow::Result<Node> {
+        let (node, filters_ready) = Self::spawn_listening(command, dir)?;
+        if filters_ready
+            .recv_timeout(Duration::from_secs(900))
+            .is_err()
+        {
+            bail!(
+                "weir did not load its filters; its log:\n{}",
+                node.log_text()
+            );
+        }
+        Ok(node)
+    }
+
+    /// Starts a prepared command and waits for it to listen only; the
+    /// receiver hears when it has loaded its filters.
+    pub fn spawn_listening(
+        mut command: Command,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<(Node, std::sync::mpsc::Receiver<()>)> {
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = command.spawn().context("starting weir")?;
         let stdout = child.stdout.take().context("weir stdout")?;
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("weir listening") {
                     let _ = tx.send(line.clone());
+                }
+                if line.contains("filters ready") {
+                    let _ = ready_tx.send(());
                 }
                 if let Ok(mut logs) = sink.lock() {
                     logs.push(line);
@@ -714,7 +739,7 @@ impl Node {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        Ok(Node {
+        let node = Node {
             config_path: dir.path().join("weir.toml"),
             http: field("http").context("http address in the log")?,
             https: field("https"),
@@ -724,7 +749,8 @@ impl Node {
             logs,
             reader: Some(reader),
             _dir: dir,
-        })
+        };
+        Ok((node, ready_rx))
     }
 
     /// Sends a signal to the node.

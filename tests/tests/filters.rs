@@ -659,6 +659,133 @@ async fn a_filter_swapped_on_disk_is_used_without_a_failed_request() {
     );
 }
 
+/// A filter not compiled yet when a node starts loads after the node
+/// listens: the tenants that do not use it are served at once; its own
+/// tenant's events are refused, retryable, until it is in, then filtered.
+/// A filter that does not load refuses its tenant's events and nobody
+/// else's. The component comes by URL from a server that answers only when
+/// the test lets it, so "still loading" is a state the test holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_loading_at_start_holds_up_only_its_own_tenant() {
+    use sha2::Digest as _;
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    let category = category("load", 1).await;
+    let component = std::fs::read(filter_wasm("tag_bots")).unwrap();
+    let sha256 = hex::encode(sha2::Sha256::digest(&component));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tag_bots.wasm", listener.local_addr().unwrap());
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while head.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        // Until the test has seen the node serve while this one loads.
+        let _ = held.recv();
+        let mut stream = stream;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            component.len()
+        );
+        let _ = stream.write_all(&component);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm not really").unwrap();
+    let config = weir_e2e::tenant("calm", "calm", "")
+        + &weir_e2e::tenant(
+            "tagged",
+            "tagged",
+            &format!("[[tenants.filters]]\nurl = \"{url}\"\nsha256 = \"{sha256}\"\nconfig = '{{\"field\": \"ua\", \"action\": \"tag\"}}'\non_error = \"fail-open\"\n"),
+        )
+        + &tenant("broken", "broken", &[(&broken.display().to_string(), "{}", "fail-open")]);
+    let cache = tempfile::tempdir().unwrap();
+    let (command, config_dir) = Node::command(
+        &config,
+        &[
+            ("WEIR_KAFKA_BROKERS", kafka()),
+            ("WEIR_FILTER_CACHE", &cache.path().display().to_string()),
+        ],
+    )
+    .unwrap();
+    let (node, filters_ready) = Node::spawn_listening(command, config_dir).unwrap();
+    let body = |id: &str| {
+        json!({"meta": {"category": category}, "data": [{"id": id, "ua": "Googlebot/2.1"}]})
+            .to_string()
+    };
+    let ready = || async {
+        get(node.admin.as_deref().unwrap(), "/readyz")
+            .await
+            .unwrap()
+            .json()
+    };
+
+    // Served while the other tenant's filter loads.
+    let answer = post(&node, "calm", body("calm")).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let json = post(&node, "tagged", body("early")).await.unwrap().json();
+    assert_eq!(json["parts"][0]["code"], "filter_error", "{json}");
+    assert_eq!(json["parts"][0]["retryable"], true, "{json}");
+    assert!(
+        json["parts"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tag_bots is not loaded yet"),
+        "refused though its policy is fail-open: {json}"
+    );
+    let readiness = ready().await;
+    assert_eq!(readiness["status"], "ready", "{readiness}");
+    assert!(
+        readiness["filters_loading"].to_string().contains(&url),
+        "{readiness}"
+    );
+    contract::check_answer("get", "/readyz", 200, &readiness);
+
+    // The broken one does not load: its tenant is refused, with why.
+    eventually(
+        Duration::from_secs(60),
+        "the broken filter's error in /readyz",
+        || async {
+            let readiness = ready().await;
+            match readiness["filter_errors"]
+                .to_string()
+                .contains("broken.wasm")
+            {
+                true => Ok(()),
+                false => Err(readiness),
+            }
+        },
+    )
+    .await;
+    let json = post(&node, "broken", body("broken")).await.unwrap().json();
+    assert_eq!(json["parts"][0]["code"], "filter_error", "{json}");
+    let message = json["parts"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("broken does not load: not a valid weir:filter component"),
+        "{json}"
+    );
+
+    // Let the component come: the tenant's events are then filtered.
+    release.send(()).unwrap();
+    filters_ready
+        .recv_timeout(Duration::from_secs(600))
+        .expect("filters ready");
+    let answer = post(&node, "tagged", body("late")).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert!(ready().await.get("filters_loading").is_none());
+    let records = consume(kafka(), &format!("events.{category}"), 2).unwrap();
+    let late = records.iter().find(|r| r.value["id"] == "late").unwrap();
+    assert_eq!(late.value["data"]["is_bot"], true, "{:?}", late.value);
+    assert!(!records.iter().any(|r| r.value["id"] == "early"));
+    assert!(node.log_text().contains("filter loaded"));
+}
+
 /// `weir filter test <filter> --events <events> <args…>`.
 fn filter_test(filter: &str, events: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(weir_bin())

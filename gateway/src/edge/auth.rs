@@ -103,6 +103,29 @@ impl Tenants {
         metrics: Option<&Metrics>,
         region: Option<&Arc<Region>>,
     ) -> Result<Tenants, String> {
+        Self::build(config, previous, engine, metrics, region, false)
+    }
+
+    /// The registry of a node's start: as [`Self::from_config`], but a
+    /// filter not compiled in the cache yet is left loading (see
+    /// [`FilterSlot::load_or_defer`]), to load once the node listens.
+    pub fn at_start(
+        config: &Config,
+        engine: &Arc<FilterEngine>,
+        metrics: &Metrics,
+        region: Option<&Arc<Region>>,
+    ) -> Result<Tenants, String> {
+        Self::build(config, None, Some(engine), Some(metrics), region, true)
+    }
+
+    fn build(
+        config: &Config,
+        previous: Option<&Tenants>,
+        engine: Option<&Arc<FilterEngine>>,
+        metrics: Option<&Metrics>,
+        region: Option<&Arc<Region>>,
+        defer: bool,
+    ) -> Result<Tenants, String> {
         let old: HashMap<&str, &Arc<Tenant>> = previous
             .map(|p| p.by_key_hash.values().map(|t| (&*t.name, t)).collect())
             .unwrap_or_default();
@@ -129,7 +152,10 @@ impl Tenants {
                         Arc::clone(slot)
                     }
                     (Some(slot), None) => Arc::clone(slot),
-                    (None, Some(engine)) => match FilterSlot::load(engine, settings) {
+                    (None, Some(engine)) => match match defer {
+                        true => FilterSlot::load_or_defer(engine, settings),
+                        false => FilterSlot::load(engine, settings),
+                    } {
                         Ok(slot) => slot,
                         // A remote component that cannot be had keeps the
                         // version the chain had at this place.

@@ -107,14 +107,8 @@ impl Gateway {
             )
             .map_err(NodeError::Telemetry)?
         };
-        let tenants = Tenants::from_config(
-            config,
-            None,
-            Some(&filters),
-            Some(&metrics),
-            region.as_ref(),
-        )
-        .map_err(NodeError::Tenants)?;
+        let tenants = Tenants::at_start(config, &filters, &metrics, region.as_ref())
+            .map_err(NodeError::Tenants)?;
         Ok(Gateway {
             tenants: ArcSwap::from_pointee(tenants),
             producer,

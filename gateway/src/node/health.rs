@@ -26,6 +26,11 @@ struct Readiness<'a> {
     /// Filters whose file on disk does not load (the previous version serves).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     filter_errors: Vec<String>,
+    /// Filters whose first version is still being fetched or compiled
+    /// (their tenants' events are refused, retryable, until then). Not a
+    /// reason to be unready: every other tenant is served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    filters_loading: Vec<String>,
     /// The spool, when the node has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     spool: Option<String>,
@@ -100,12 +105,28 @@ pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Resp
             .collect(),
         false => Vec::new(),
     };
+    let filters_loading = match detailed {
+        true => tenants
+            .filter_slots()
+            .iter()
+            .filter_map(|slot| {
+                let taken = slot.loading()?;
+                Some(format!(
+                    "{}: loading for {} s",
+                    slot.source(),
+                    taken.as_secs()
+                ))
+            })
+            .collect(),
+        false => Vec::new(),
+    };
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         kafka,
         geoip,
         tenants: tenants.len(),
         filter_errors,
+        filters_loading,
         spool,
         quotas: gateway
             .region

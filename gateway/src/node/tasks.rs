@@ -10,7 +10,10 @@ use super::{reload, Gateway};
 
 /// Starts every background task of a node.
 pub(super) fn spawn(gateway: &Arc<Gateway>) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let mut tasks = vec![tokio::spawn(watch_filters(Arc::downgrade(gateway)))];
+    let mut tasks = vec![
+        tokio::spawn(load_filters(Arc::downgrade(gateway))),
+        tokio::spawn(watch_filters(Arc::downgrade(gateway))),
+    ];
     if gateway.unauthenticated.is_some() {
         tasks.push(tokio::spawn(prune_addresses(Arc::downgrade(gateway))));
     }
@@ -20,6 +23,31 @@ pub(super) fn spawn(gateway: &Arc<Gateway>) -> std::io::Result<Vec<JoinHandle<()
     #[cfg(unix)]
     tasks.push(reload_on_hangup(gateway.clone())?);
     Ok(tasks)
+}
+
+/// Filters not compiled in the cache at start are loaded here, while the
+/// node serves every tenant that does not use them (theirs are refused,
+/// retryable, until then). `filters ready` says when all are in.
+async fn load_filters(gateway: std::sync::Weak<Gateway>) {
+    let Some(gateway) = gateway.upgrade() else {
+        return;
+    };
+    let slots = gateway.tenants.load().filter_slots();
+    let engine = gateway.filters.clone();
+    drop(gateway);
+    let started = std::time::Instant::now();
+    let deferred = slots.iter().filter(|s| s.loading().is_some()).count();
+    let failed = tokio::task::spawn_blocking(move || {
+        crate::pipeline::filter::load_deferred(&slots, &engine)
+    })
+    .await
+    .unwrap_or(deferred);
+    tracing::info!(
+        compiled_after_start = deferred,
+        failed,
+        seconds = started.elapsed().as_secs_f64(),
+        "filters ready"
+    );
 }
 
 /// Filter files are watched: a changed one is compiled off the request

@@ -61,6 +61,9 @@ pub struct FilterSlot {
     /// Why the file on disk is not the version in use, if it is not.
     error: Mutex<Option<String>>,
     stamp: Mutex<Option<Stamp>>,
+    /// Since when the first version is being fetched or compiled, while it
+    /// is (see [`FilterSlot::load_or_defer`]).
+    loading: Mutex<Option<Instant>>,
 }
 
 /// What the watcher compares to notice a changed file: its time, size and
@@ -88,11 +91,76 @@ impl FilterSlot {
     ) -> Result<Arc<FilterSlot>, String> {
         let failed = |e: &dyn std::fmt::Display| format!("filter {}: {e}", source_name(settings));
         let file = source::local_file(settings, engine.cache_dir()).map_err(|e| failed(&e))?;
+        let slot = FilterSlot::empty(settings, file.clone());
+        let compiled = compile(engine, settings, &file).map_err(|e| failed(&e))?;
+        slot.current.store(Some(Arc::new(compiled)));
+        Ok(Arc::new(slot))
+    }
+
+    /// A slot for a node's start: loaded now when that is quick (the
+    /// component is on disk and compiled in the cache), otherwise empty
+    /// and loading, for [`Self::finish_loading`] to fill once the node
+    /// listens. A first compile (tens of seconds for a Python or JavaScript
+    /// component) never holds up the tenants that do not use the filter.
+    /// A `path` that cannot be read is an error now, as in [`Self::load`].
+    pub fn load_or_defer(
+        engine: &Arc<FilterEngine>,
+        settings: &FilterConfig,
+    ) -> Result<Arc<FilterSlot>, String> {
+        let kept = source::kept_file(settings, engine.cache_dir());
+        if let Some(file) = &kept {
+            let bytes = read(file).map_err(|e| format!("filter {}: {e}", source_name(settings)))?;
+            if engine.is_cached(&bytes, &settings.config) {
+                return Self::load(engine, settings);
+            }
+        }
+        let file = kept.unwrap_or_else(|| settings.path.clone());
+        let slot = FilterSlot::empty(settings, file);
+        *lock(&slot.loading) = Some(Instant::now());
+        Ok(Arc::new(slot))
+    }
+
+    /// Fetches and compiles a deferred slot's first version (blocking: off
+    /// the request path). One that does not load is reported as a reload's
+    /// would be (`/readyz`), and the watcher tries it again when its file
+    /// changes (or, for a URL, every second).
+    pub fn finish_loading(&self, engine: &Arc<FilterEngine>) {
+        let Some(since) = *lock(&self.loading) else {
+            return;
+        };
+        let loaded = source::local_file(&self.settings, engine.cache_dir())
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                *lock(&self.stamp) = stamp(&file);
+                *lock(&self.file) = file.clone();
+                compile(engine, &self.settings, &file).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(compiled) => {
+                tracing::info!(filter = %self.name, version = %compiled.version, source = %self.source(), seconds = since.elapsed().as_secs_f64(), "filter loaded");
+                self.current.store(Some(Arc::new(compiled)));
+                *lock(&self.error) = None;
+            }
+            Err(e) => {
+                tracing::error!(filter = %self.name, source = %self.source(), error = %e, "filter does not load: its tenant's events are refused (retryable) until it does");
+                *lock(&self.error) = Some(e);
+            }
+        }
+        *lock(&self.loading) = None;
+    }
+
+    /// Whether the first version is still being fetched or compiled.
+    pub fn loading(&self) -> Option<Duration> {
+        lock(&self.loading).map(|since| since.elapsed())
+    }
+
+    /// A slot with no version yet, for `settings` whose component is `file`.
+    fn empty(settings: &FilterConfig, file: PathBuf) -> FilterSlot {
         let named = match &settings.url {
             Some(url) => PathBuf::from(url.rsplit('/').next().unwrap_or("filter")),
             None => settings.path.clone(),
         };
-        let slot = FilterSlot {
+        FilterSlot {
             name: named
                 .file_stem()
                 .map_or_else(|| "filter".to_owned(), |s| s.to_string_lossy().into_owned()),
@@ -100,11 +168,9 @@ impl FilterSlot {
             current: ArcSwapOption::empty(),
             error: Mutex::new(None),
             stamp: Mutex::new(stamp(&file)),
-            file: Mutex::new(file.clone()),
-        };
-        let compiled = compile(engine, settings, &file).map_err(|e| failed(&e))?;
-        slot.current.store(Some(Arc::new(compiled)));
-        Ok(Arc::new(slot))
+            file: Mutex::new(file),
+            loading: Mutex::new(None),
+        }
     }
 
     /// A slot for new `settings` that could not be loaded (`error`), which
@@ -120,6 +186,7 @@ impl FilterSlot {
             error: Mutex::new(Some(error)),
             stamp: Mutex::new(None),
             file: Mutex::new(lock(&before.file).clone()),
+            loading: Mutex::new(None),
         })
     }
 
@@ -142,6 +209,10 @@ impl FilterSlot {
     /// the version in use when the new one fails. Blocking: call it off the
     /// request path.
     pub fn reload_if_changed(&self, engine: &Arc<FilterEngine>) {
+        // Its first load is under way (`finish_loading`).
+        if self.loading().is_some() {
+            return;
+        }
         // A remote source not had yet (a wrong hash, a URL that did not
         // answer): try it again.
         if self.settings.url.is_some() && self.error().is_some() {
@@ -172,6 +243,9 @@ impl FilterSlot {
     /// (`POST /admin/reload`, SIGHUP), after replacing a file in a way that
     /// keeps its time and size. Blocking, as [`Self::reload_if_changed`].
     pub fn reload_if_content_changed(&self, engine: &Arc<FilterEngine>) {
+        if self.loading().is_some() {
+            return;
+        }
         if self.settings.url.is_some() && self.error().is_some() {
             return self.reload_if_changed(engine);
         }
@@ -205,6 +279,29 @@ impl FilterSlot {
             }
         }
     }
+}
+
+/// Loads the slots of `slots` left loading at a node's start, one at a
+/// time and the smallest component first (a Rust filter is in within a
+/// second, not after a Python one); a URL not fetched yet goes last.
+/// Blocking: off the request path. Returns how many do not load.
+pub fn load_deferred(slots: &[Arc<FilterSlot>], engine: &Arc<FilterEngine>) -> usize {
+    let mut loading: Vec<(u64, &Arc<FilterSlot>)> = slots
+        .iter()
+        .filter(|slot| slot.loading().is_some())
+        .map(|slot| {
+            let size = std::fs::metadata(&*lock(&slot.file)).map_or(u64::MAX, |m| m.len());
+            (size, slot)
+        })
+        .collect();
+    loading.sort_by_key(|&(size, _)| size);
+    for (_, slot) in &loading {
+        slot.finish_loading(engine);
+    }
+    loading
+        .iter()
+        .filter(|(_, slot)| slot.current().is_none())
+        .count()
 }
 
 /// A filter's URL, or its path.
@@ -270,6 +367,19 @@ pub async fn filter(
             return;
         }
         let Some(compiled) = slot.current() else {
+            // No version yet: its first load runs, or failed. What it would
+            // do is unknown, so its policy cannot apply: the events are
+            // refused, retryable, whatever the policy.
+            let why = unloaded(slot);
+            for &i in &pending {
+                let event = &mut batch.events[i];
+                event.part = Some(Part::failed(
+                    event.id.clone(),
+                    PartCode::FilterError,
+                    why.clone(),
+                    true,
+                ));
+            }
             continue;
         };
         let span = stage_span!(
@@ -335,6 +445,19 @@ pub async fn filter(
                 tracing::warn!(filter = %slot.name, tenant, error = %e, failed_events = events, elapsed_ms, "filter failed; events refused (fail-closed)");
             }
         }
+    }
+}
+
+/// Why a slot has no version, for the events it refuses.
+fn unloaded(slot: &FilterSlot) -> String {
+    match (slot.loading(), slot.error()) {
+        (Some(taken), _) => format!(
+            "filter {} is not loaded yet (fetched and compiled since the node started, {} s so far): retry",
+            slot.name,
+            taken.as_secs()
+        ),
+        (None, Some(e)) => format!("filter {} does not load: {e}", slot.name),
+        (None, None) => format!("filter {} is not loaded", slot.name),
     }
 }
 

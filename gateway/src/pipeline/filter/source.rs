@@ -49,16 +49,11 @@ pub fn local_file(settings: &FilterConfig, cache: Option<&Path>) -> Result<PathB
     let (Some(url), Some(sha256)) = (&settings.url, &settings.sha256) else {
         return Ok(settings.path.clone());
     };
-    let dir = cache.map_or_else(
-        || std::env::temp_dir().join("weir-sources"),
-        |c| c.join("sources"),
-    );
-    let file = dir.join(format!("{}.wasm", sha256.to_ascii_lowercase()));
-    if std::fs::read(&file)
-        .is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == sha256.to_ascii_lowercase())
-    {
-        return Ok(file);
+    if let Some(kept) = kept_file(settings, cache) {
+        return Ok(kept);
     }
+    let file = kept_path(sha256, cache);
+    let dir = file.parent().unwrap_or(Path::new("."));
     let bytes = fetch(url)?;
     let got = hex::encode(Sha256::digest(&bytes));
     if got != sha256.to_ascii_lowercase() {
@@ -69,7 +64,7 @@ pub fn local_file(settings: &FilterConfig, cache: Option<&Path>) -> Result<PathB
         });
     }
     let keep = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
         let partial = file.with_extension("partial");
         std::fs::write(&partial, &bytes)?;
         std::fs::rename(&partial, &file)
@@ -80,6 +75,27 @@ pub fn local_file(settings: &FilterConfig, cache: Option<&Path>) -> Result<PathB
     })?;
     tracing::info!(url, sha256, file = %file.display(), bytes = bytes.len(), "filter component fetched and checked");
     Ok(file)
+}
+
+/// The local file of a filter's component when it is there without a
+/// fetch: its `path`, or a kept copy of its `url` whose hash is right.
+pub fn kept_file(settings: &FilterConfig, cache: Option<&Path>) -> Option<PathBuf> {
+    let Some(sha256) = settings.url.as_ref().and(settings.sha256.as_ref()) else {
+        return Some(settings.path.clone());
+    };
+    let file = kept_path(sha256, cache);
+    std::fs::read(&file)
+        .is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == sha256.to_ascii_lowercase())
+        .then_some(file)
+}
+
+/// Where the component of hash `sha256` is kept.
+fn kept_path(sha256: &str, cache: Option<&Path>) -> PathBuf {
+    let dir = cache.map_or_else(
+        || std::env::temp_dir().join("weir-sources"),
+        |c| c.join("sources"),
+    );
+    dir.join(format!("{}.wasm", sha256.to_ascii_lowercase()))
 }
 
 /// The component at `url` (http or https), following redirects.

@@ -477,6 +477,15 @@ impl FilterEngine {
         Some(dir.join(format!("{}.cwasm", hex::encode(&key[..16]))))
     }
 
+    /// Whether `bytes` with `config` is compiled in the cache already, so
+    /// that loading it takes a fraction of a second.
+    pub fn is_cached(&self, bytes: &[u8], config: &str) -> bool {
+        self.runtime()
+            .ok()
+            .and_then(|runtime| self.cached_path(&runtime, bytes, config))
+            .is_some_and(|path| path.exists())
+    }
+
     /// A compiled filter from the cache: `(component, initialised)`. The
     /// file is `[initialised: 1 byte][SHA-256 of the artifact][artifact]`:
     /// a damaged or half-written file is never deserialized (that would be
