@@ -42,6 +42,7 @@
 # variant costs the node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 mode="${1:-filters}"
 duration="${DURATION:-10}"
 rounds="${ROUNDS:-3}"
@@ -116,9 +117,7 @@ EOF
   env "$@" taskset -c 0 "$bin" --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
   local node=$!
   pids+=("$node")
-  local ready=""
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null && ready=1 && break; sleep 0.1; done
-  [ -n "$ready" ] || { echo "$name: the node did not become ready" >&2; cat "$work/node.log" >&2; exit 1; }
+  ready 127.0.0.1:19090 || { echo "$name: the node did not become ready" >&2; cat "$work/node.log" >&2; exit 1; }
   # The load generator reads the node's CPU time at the ends of its
   # measured window (not its warm-up second or its tail).
   local line

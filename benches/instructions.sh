@@ -16,6 +16,7 @@
 # (cargo build --release -p weir-benches).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 duration="${DURATION:-15}"
 port=19192
 work="$(mktemp -d)"
@@ -49,7 +50,7 @@ EOF
     "$bin" --config "$work/weir.toml" serve >"$work/node.log" 2>&1 &
   node=$!
   pids+=("$node")
-  for _ in $(seq 600); do curl -sf http://127.0.0.1:19190/readyz >/dev/null && break; sleep 0.2; done
+  ready 127.0.0.1:19190 1200
   # Warm up (topic listing, first connections), then count from zero.
   target/release/weir-load --target 127.0.0.1:18180 --key load --concurrency 8 --batch 50 \
     --event-bytes 400 --duration 3 --json >/dev/null

@@ -16,6 +16,7 @@ set -euo pipefail
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 loadfilter="${1:?usage: $0 FILTER.wasm}"
 port=19392
 var/bin/tansu broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$work"/mixed-tansu.log 2>&1 &
@@ -46,6 +47,6 @@ path = "$PWD/target/wasm32-unknown-unknown/release/pass_through.wasm"
 TOML
 taskset -c 0 target/release/weir --config "$work"/mixed.toml serve >"$work"/mixed-node.log 2>&1 &
 node=$!
-for _ in $(seq 300); do curl -sf http://127.0.0.1:19680/readyz >/dev/null && break; sleep 0.1; done
+ready 127.0.0.1:19680
 taskset -c 1 target/release/weir-load --target 127.0.0.1:18680 --key load --quiet-key quiet --quiet-rate 20 --concurrency 32 --batch 50 --event-bytes 400 --duration 10 2>&1 | tail -4
 kill $node $broker; wait 2>/dev/null || true
