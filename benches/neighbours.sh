@@ -11,7 +11,7 @@
 # Python and JavaScript components load from target/filter-cache (compile
 # them once first, e.g. with `WEIR_FILTER_CACHE=target/filter-cache weir
 # filter test`). Needs scripts/setup.sh --tests, scripts/build-filters.sh
-# and a release build.
+# and a release build (WEIR_BIN: another node binary, for an A/B run).
 set -euo pipefail
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -45,7 +45,7 @@ $quiet_block
 [[tenants.filters]]
 path = "$PWD/target/wasm32-unknown-unknown/release/pass_through.wasm"
 TOML
-taskset -c 0 target/release/weir --config "$work"/mixed.toml serve >"$work"/mixed-node.log 2>&1 &
+taskset -c 0 "${WEIR_BIN:-target/release/weir}" --config "$work"/mixed.toml serve >"$work"/mixed-node.log 2>&1 &
 node=$!
 ready 127.0.0.1:19680
 taskset -c 1 target/release/weir-load --target 127.0.0.1:18680 --key load --quiet-key quiet --quiet-rate 20 --concurrency 32 --batch 50 --event-bytes 400 --duration 10 2>&1 | tail -4
