@@ -32,6 +32,9 @@
 #
 #   BASE=HEAD~1 benches/compare.sh filters
 #
+# BASE_BIN=<a weir binary> compares against that binary instead (e.g. a
+# build of this tree with one change undone), with the same tables.
+#
 # Two ratios per variant, each the median of the per-round ratios to the
 # first variant: events/s, and the node's own CPU time per request (utime +
 # stime of all its threads over the measured window, divided by the requests
@@ -55,7 +58,10 @@ trap cleanup EXIT
 cargo build --quiet --release -p weir-gateway -p weir-benches
 # The nodes run from copies: a later build replaces target/release/weir.
 cp target/release/weir "$work/weir"
-if [ -n "${BASE:-}" ]; then
+if [ -n "${BASE_BIN:-}" ]; then
+  cp "$BASE_BIN" "$work/weir-base"
+  BASE="$BASE_BIN"
+elif [ -n "${BASE:-}" ]; then
   base_tree="var/ab/$(git rev-parse --short "$BASE")"
   [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >/dev/null
   (cd "$base_tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --quiet --release -p weir-gateway)

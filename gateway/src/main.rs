@@ -108,6 +108,16 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Sockets every 4 polls, other threads' wake-ups (Kafka's
+                // acknowledgements) every 8, instead of 61 and 31: a busy
+                // Python or JavaScript filter makes each poll a fuel slice
+                // (a quarter of a millisecond), and at the defaults every
+                // other tenant's request waited up to 61 of them to be
+                // seen. (benches/neighbours.sh: a quiet tenant's p50 beside
+                // a saturating Python one, 20-26 ms at the defaults, 10-13
+                // ms with these.)
+                .event_interval(4)
+                .global_queue_interval(8)
                 .build()?;
             let served = runtime.block_on(weir::node::serve(config, cli.config));
             // Records are flushed by now; a CPU profile still sampling (a

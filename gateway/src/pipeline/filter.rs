@@ -399,8 +399,7 @@ pub async fn filter(
         );
         let input = input_of(batch, &pending, tenant);
         let started = Instant::now();
-        // The guest runs on this task, yielding to tokio every fuel slice
-        // (~0.25 ms), where it may pass its turn to another tenant's guest.
+        // The guest runs on this task, yielding to tokio every fuel slice (~0.25 ms).
         let called = compiled.call(&input).instrument(span.clone()).await;
         drop(input);
         // Guest log lines belong to the filter span, or to the request's

@@ -85,11 +85,6 @@ impl<'a> BatchInput<'a> {
             .push(FlatEvent::new(backend_id, id, client_ip, geo, body));
     }
 
-    /// The tenant whose batch this is.
-    pub fn tenant(&self) -> &'a str {
-        self.tenant
-    }
-
     pub fn len(&self) -> usize {
         self.events.len()
     }

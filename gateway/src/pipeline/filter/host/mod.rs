@@ -51,24 +51,23 @@ wasmtime::component::bindgen!({
 });
 
 mod lowering;
-mod turns;
 mod wasi;
 
 pub use self::lowering::BatchInput;
 use self::lowering::FlatBatch;
-use self::turns::{Turn, Turns};
 use self::wasi::{CallWorld, GuestWasi};
 use self::weir::filter::host::Level;
 
 /// Fuel (about one unit per Wasm instruction) a guest burns between two
 /// yields to the executor: about a quarter of a millisecond of guest code.
 /// The CPU deadline is checked at each yield, so this is also its
-/// resolution; and a turn ([`turns`]) passes to another tenant at a yield,
-/// so this is how long others wait for a busy tenant's guest. A quarter
-/// rather than a whole millisecond halved a quiet tenant's p50 beside a
-/// saturating Python tenant (`benches/neighbours.sh`), for no measurable
-/// cost per call (criterion, batch 500: Python pass-through +3%, JS +1%,
-/// redact-pii −7%, within the noise).
+/// resolution; and every other task on the worker waits for at most this
+/// long behind a guest (see `main`'s runtime, which looks at its sockets
+/// and other threads' wake-ups every few polls). A quarter rather than a
+/// whole millisecond, with the runtime's settings, took a quiet tenant's
+/// p50 beside a saturating Python tenant from 32–41 ms to 10–13 ms
+/// (`benches/neighbours.sh`), for no measurable cost per call (criterion,
+/// batch 500: Python pass-through +3%, JS +1%, redact-pii −7%: noise).
 pub const FUEL_SLICE: u64 = 250_000;
 /// Component instances that may exist at once: calls beyond it wait for
 /// one to end ([`FilterEngine`]'s permits), so a full pool never fails a
@@ -391,9 +390,6 @@ pub struct FilterEngine {
     /// One per instance a call may use: calls wait for one (fairly, in
     /// order) rather than fail when the pool is full.
     permits: Arc<Semaphore>,
-    /// Guests run only while they hold one of these, one per core, handed
-    /// round-robin by tenant at each fuel slice ([`turns`]).
-    turns: Arc<Turns>,
     /// Where compiled filters are kept (`filters_cache_path`), if anywhere.
     cache: OnceLock<PathBuf>,
 }
@@ -455,7 +451,6 @@ impl FilterEngine {
             runtime: OnceLock::new(),
             live: Arc::default(),
             permits: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
-            turns: Turns::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             cache: OnceLock::new(),
         })
     }
@@ -688,7 +683,6 @@ impl FilterEngine {
             live: self.live.clone(),
             permits: self.permits.clone(),
             own_permits: Arc::new(Semaphore::new(calls_per_filter())),
-            turns: self.turns.clone(),
             runtime: runtime.clone(),
             pre,
             indices,
@@ -742,7 +736,6 @@ pub struct CompiledFilter {
     /// The pool's permits ([`FilterEngine`]), and this filter's share of them.
     permits: Arc<Semaphore>,
     own_permits: Arc<Semaphore>,
-    turns: Arc<Turns>,
     pre: FilterPre<HostState>,
     indices: FilterIndices,
     /// The `filter` export, typed as [`FlatBatch`] → verdicts.
@@ -851,16 +844,12 @@ impl CompiledFilter {
         store: &mut Store<HostState>,
     ) -> Result<wasmtime::component::Instance, FilterError> {
         let deadline = store.data().deadline.clone();
-        // On a loading thread, not a runtime worker: no turn to wait for.
-        let own = Turns::new(1);
-        let mut turn = Turn::new(&own, "");
-        let instance = futures::executor::block_on(cpu_capped(
+        futures::executor::block_on(cpu_capped(
             self.instantiate(store),
             self.caps.timeout,
             &deadline,
-            &mut turn,
-        ));
-        instance.unwrap_or(Err(self.timed_out()))
+        ))
+        .unwrap_or(Err(self.timed_out()))
     }
 
     fn timed_out(&self) -> FilterError {
@@ -885,16 +874,9 @@ impl CompiledFilter {
             };
         }
         let deadline = store.data().deadline.clone();
-        let mut turn = Turn::new(&self.turns, batch.tenant());
-        let outcome = cpu_capped(
-            self.run(&mut store, batch),
-            self.caps.timeout,
-            &deadline,
-            &mut turn,
-        )
-        .await
-        .unwrap_or(Err(self.timed_out()));
-        drop(turn);
+        let outcome = cpu_capped(self.run(&mut store, batch), self.caps.timeout, &deadline)
+            .await
+            .unwrap_or(Err(self.timed_out()));
         let mut state = store.into_data();
         let counters = std::mem::take(&mut state.counters);
         Called {
@@ -966,23 +948,18 @@ impl CompiledFilter {
     }
 }
 
-/// Runs a call while it holds a `turn`, adding up the time spent inside
-/// its polls: the guest's CPU time, as it yields every [`FUEL_SLICE`].
-/// `None` when that passed `budget`: the call is then dropped, which
-/// cancels it (its store is not used again). Time waiting for a turn is
-/// not the guest's.
+/// Runs a call, adding up the time spent inside its polls: the guest's CPU
+/// time, as it yields every [`FUEL_SLICE`]. `None` when that passed
+/// `budget`: the call is then dropped, which cancels it (its store is not
+/// used again).
 async fn cpu_capped<F: Future>(
     call: F,
     budget: Duration,
     deadline: &Deadline,
-    turn: &mut Turn<'_>,
 ) -> Option<F::Output> {
     let mut call = std::pin::pin!(call);
     let mut used = Duration::ZERO;
     std::future::poll_fn(move |cx: &mut Context<'_>| {
-        if turn.poll_take(cx).is_pending() {
-            return Poll::Pending;
-        }
         let started = Instant::now();
         // What is left of the budget, for the host calls of this poll.
         deadline.set(budget.saturating_sub(used));
@@ -991,10 +968,7 @@ async fn cpu_capped<F: Future>(
         match polled {
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending if used >= budget => Poll::Ready(None),
-            Poll::Pending => {
-                turn.yielded();
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     })
     .await
