@@ -729,7 +729,9 @@ async fn a_filter_loading_at_start_holds_up_only_its_own_tenant() {
     // Served while the other tenant's filter loads.
     let answer = post(&node, "calm", body("calm")).await.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.json());
-    let json = post(&node, "tagged", body("early")).await.unwrap().json();
+    let answer = post(&node, "tagged", body("early")).await.unwrap();
+    let json = answer.json();
+    assert_eq!(answer.status, 503, "retry later: {json}");
     assert_eq!(json["parts"][0]["code"], "filter_error", "{json}");
     assert_eq!(json["parts"][0]["retryable"], true, "{json}");
     assert!(
