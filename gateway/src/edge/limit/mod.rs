@@ -214,19 +214,19 @@ impl Refusal {
                 policy,
             } => {
                 let seconds = whole_seconds_up(*wait);
+                // Rounded up as the seconds are: a client that waits this
+                // long is not refused again for a millisecond short.
+                let millis = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
                 let mut reject = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::RateLimited,
-                    format!(
-                        "{what}: over the tenant's {bucket} rate; retry after {} ms",
-                        wait.as_millis()
-                    ),
+                    format!("{what}: over the tenant's {bucket} rate; retry after {millis} ms"),
                 )
                 .with_header("retry-after", seconds.to_string())
                 .with_header("ratelimit-policy", policy.clone())
                 .with_header("ratelimit", format!("\"{bucket}\";r=0;t={seconds}"));
                 reject.limit = Some(bucket);
-                reject.retry_after_ms = Some(wait.as_millis() as u64);
+                reject.retry_after_ms = Some(millis);
                 reject
             }
             Refusal::Never { bucket, burst } => {
@@ -585,6 +585,29 @@ mod tests {
         assert_eq!(header("ratelimit").as_deref(), Some("\"requests\";r=0;t=2"));
         assert!((1..=2000).contains(&reject.retry_after_ms.unwrap()));
         assert_eq!(reject.limit, Some("requests"));
+    }
+
+    proptest::proptest! {
+        /// Every wait a refusal names, in seconds (`Retry-After`,
+        /// `RateLimit`'s `t`) and in milliseconds (`retry_after_ms`, the
+        /// message), is the limiter's wait rounded up to its unit: never
+        /// shorter (a client that waits it is not refused again for want
+        /// of a fraction), and shorter by a whole unit never covers it.
+        #[test]
+        fn a_refusals_waits_round_up(nanos in 0u64..100_000_000_000) {
+            let wait = Duration::from_nanos(nanos);
+            let reject = Refusal::Later { bucket: "events", wait, policy: String::new() }.reject("batch");
+            let header = |n: &str| reject.headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).unwrap();
+            let seconds: u64 = header("retry-after").parse().unwrap();
+            proptest::prop_assert!(Duration::from_secs(seconds) >= wait);
+            proptest::prop_assert!(seconds == 0 || Duration::from_secs(seconds - 1) < wait);
+            proptest::prop_assert_eq!(header("ratelimit"), format!("\"events\";r=0;t={seconds}"));
+            let millis = reject.retry_after_ms.unwrap();
+            proptest::prop_assert!(Duration::from_millis(millis) >= wait);
+            proptest::prop_assert!(millis == 0 || Duration::from_millis(millis - 1) < wait);
+            let said = format!("retry after {millis} ms");
+            proptest::prop_assert!(reject.message.contains(&said), "{}", reject.message);
+        }
     }
 
     /// A reload that changes a tenant's limits keeps what did not change:
