@@ -970,11 +970,11 @@ impl Config {
         hashes: &mut std::collections::HashMap<Vec<u8>, &'a str>,
     ) -> Result<(), ConfigError> {
         let at = format!("tenants[{i}]");
-        if tenant.name.is_empty() || !tenant.name.bytes().all(is_name_byte) {
+        if !crate::model::is_valid_name(&tenant.name) {
             return Err(invalid(
                 format!("{at}.name"),
                 format!(
-                    "'{}' must be 1 to 64 characters of A-Z a-z 0-9 _ . -",
+                    "'{}' must be 1 to 64 characters of A-Z a-z 0-9 _ . -, and not . or ..",
                     tenant.name
                 ),
             ));

@@ -71,6 +71,9 @@ impl Template {
                 .iter()
                 .filter(|p| matches!(p, Piece::Text(_)))
                 .count();
+        if fields == 0 && (source == "." || source == "..") {
+            return Err(format!("'{source}' is not a topic name Kafka takes"));
+        }
         if template.text_len + 64 * fields > 249 {
             return Err(format!(
                 "'{source}' can make topic names longer than Kafka's 249 characters"
@@ -173,6 +176,37 @@ mod tests {
         assert!(Template::topic("events.{device_id}").is_err());
         assert!(Template::topic(&format!("{}{{category}}", "x".repeat(185))).is_ok());
         assert!(Template::topic(&format!("{}{{category}}", "x".repeat(186))).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever topic template the config takes, with whatever tenant
+        /// name and category it and an upload take, the topic is one
+        /// Kafka takes: 1 to 249 of `A-Z a-z 0-9 _ . -`, not `.` or `..`.
+        #[test]
+        fn every_topic_a_taken_template_renders_is_a_kafka_topic(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::string::string_regex("[a-z.{}_-]{0,70}").unwrap(),
+                    proptest::strategy::Just("{category}".to_owned()),
+                    proptest::strategy::Just("{tenant}".to_owned()),
+                    proptest::strategy::Just(".".to_owned()),
+                ],
+                1..6,
+            ),
+            tenant in "[A-Za-z0-9_.-]{1,64}",
+            category in "[A-Za-z0-9_.-]{1,64}",
+        ) {
+            let source = pieces.concat();
+            proptest::prop_assume!(crate::model::is_valid_name(&tenant));
+            proptest::prop_assume!(crate::model::is_valid_category(&category));
+            if let Ok(template) = Template::topic(&source) {
+                let values = Values { tenant: &tenant, category: &category, device_id: None, app: None };
+                let topic = template.render(&values).unwrap();
+                proptest::prop_assert!((1..=249).contains(&topic.len()), "{source} → {topic}");
+                proptest::prop_assert!(topic.bytes().all(is_name_byte), "{source} → {topic}");
+                proptest::prop_assert!(topic != "." && topic != "..", "{source} → {topic}");
+            }
+        }
     }
 
     #[test]

@@ -52,9 +52,16 @@ pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
 }
 
-/// Whether `category` is a safe topic-name part: `^[A-Za-z0-9_.-]{1,64}$`.
+/// Whether `name` (a category, a tenant's name) is a safe topic-name
+/// part: `^[A-Za-z0-9_.-]{1,64}$`, but not `.` or `..`, which Kafka refuses
+/// as topic names (a topic template may be just `{category}`).
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(is_name_byte) && name != "." && name != ".."
+}
+
+/// Whether `category` is a safe topic-name part (see [`is_valid_name`]).
 pub fn is_valid_category(category: &str) -> bool {
-    (1..=64).contains(&category.len()) && category.bytes().all(is_name_byte)
+    is_valid_name(category)
 }
 
 #[cfg(test)]
@@ -67,6 +74,10 @@ mod tests {
         assert!(is_valid_category("a.b-c_9"));
         assert!(!is_valid_category(""));
         assert!(!is_valid_category("a/b"));
+        assert!(!is_valid_category("."));
+        assert!(!is_valid_category(".."));
+        assert!(is_valid_category("..."));
+        assert!(!is_valid_category(&"a".repeat(65)));
         assert!(!is_valid_category("é"));
         assert!(!is_valid_category(&"x".repeat(65)));
         assert!(is_valid_category(&"x".repeat(64)));
