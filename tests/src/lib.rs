@@ -450,7 +450,12 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// The value, parsed; `Null` for a strict JSON value with a number
+    /// serde_json cannot hold (`1e999`: JSON's grammar has no range, and
+    /// the node takes such events from clients as they are).
     pub value: serde_json::Value,
+    /// The value's bytes.
+    pub raw: Vec<u8>,
 }
 
 /// Reads exactly `count` records of `topic` from the beginning (waits up to
@@ -535,11 +540,23 @@ fn read(
                         .collect()
                 })
                 .unwrap_or_default(),
-            value: serde_json::from_slice(message.payload().unwrap_or_default())
+            value: json_value(message.payload().unwrap_or_default())
                 .context("record value is JSON")?,
+            raw: message.payload().unwrap_or_default().to_vec(),
         });
     }
     Ok(records)
+}
+
+/// `bytes` as a JSON value: an error unless they are strict JSON (by
+/// serde_json's grammar), `Null` for JSON whose numbers serde_json cannot
+/// hold (its `IgnoredAny` checks the grammar without converting them).
+fn json_value(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_slice(bytes).or_else(|e| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map(|_| serde_json::Value::Null)
+            .map_err(|_| e)
+    })
 }
 
 /// Each part's code and message (empty when it has none) of a batch's answer.
@@ -775,6 +792,11 @@ impl Node {
             let _ = reader.join();
         }
         Ok(status)
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
