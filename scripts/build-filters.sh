@@ -5,8 +5,9 @@
 #
 # Then the Python filters (filters/python/*, tests/fixtures/hostile-python)
 # with componentize-py (var/py, from scripts/setup.sh --tests), and the
-# JavaScript ones (filters/js/*) bundled with the SDK by rolldown and built
-# by jco componentize (var/js), as their authors build them:
+# JavaScript and TypeScript ones (filters/js/*; app.ts type-checked by tsc)
+# bundled with the SDK by rolldown and built by jco componentize (var/js),
+# as their authors build them:
 # target/wasm-py/<name>.wasm and target/wasm-js/<name>.wasm, each rebuilt
 # when a source is newer.
 #
@@ -42,17 +43,23 @@ build_python() {
   done
 }
 
-# JavaScript filters: one component per app directory (its app.js).
+# JavaScript and TypeScript filters: one component per app directory (its
+# app.js, or app.ts type-checked by tsc first: rolldown strips TypeScript's
+# types without checking them).
 build_js() {
   local bin=var/js/node_modules/.bin
-  [ -x "$bin/jco" ] && [ -x "$bin/rolldown" ] || { say "jco or rolldown missing: run scripts/setup.sh --tests"; exit 1; }
+  [ -x "$bin/jco" ] && [ -x "$bin/rolldown" ] && [ -x "$bin/tsc" ] || { say "jco, rolldown or tsc missing: run scripts/setup.sh --tests"; exit 1; }
   mkdir -p target/wasm-js
   for app in filters/js/*/ tests/fixtures/hostile-js/; do
-    local name out
+    local name out entry="${app}app.js"
     name="$(basename "$app" | tr - _)"
     out="target/wasm-js/$name.wasm"
     current "$out" "$app" guest-sdk/js proto/wit && continue
-    "$bin/rolldown" "$app/app.js" --format esm --file "target/wasm-js/$name.js" --external 'weir:filter/host@0.1.0' >/dev/null
+    if [ -f "${app}app.ts" ]; then
+      entry="${app}app.ts"
+      "$bin/tsc" --noEmit -p "$app" || { say "$entry: type errors"; exit 1; }
+    fi
+    "$bin/rolldown" "$entry" --format esm --file "target/wasm-js/$name.js" --external 'weir:filter/host@0.1.0' >/dev/null
     "$bin/jco" componentize "target/wasm-js/$name.js" --wit proto/wit --world-name filter -o "$out.partial" >/dev/null
     mv "$out.partial" "$out"
   done

@@ -62,23 +62,27 @@ if want --tests && ! { [ -x var/py/bin/componentize-py ] && var/py/bin/pip show 
   var/py/bin/pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY"
 fi
 
-# jco (npm, pinned: 1.35.0's componentize cannot read a WIT folder) and
+# jco (npm, pinned: 1.35.0's componentize cannot read a WIT folder),
 # rolldown (bundles a filter with the SDK into the one file ComponentizeJS
-# takes) in var/js: builds the JavaScript filters as their authors do.
+# takes) and TypeScript (type-checks the TypeScript filters; rolldown only
+# strips the types) in var/js: builds the JavaScript and TypeScript filters
+# as their authors do.
 JCO=1.34.0
 ROLLDOWN=1.3.4
+TYPESCRIPT=5.9.3
 if want --tests && ! { [ -f var/js/node_modules/@bytecodealliance/jco/package.json ] \
     && grep -q "\"version\": \"$JCO\"" var/js/node_modules/@bytecodealliance/jco/package.json \
-    && grep -q "\"version\": \"$ROLLDOWN\"" var/js/node_modules/rolldown/package.json 2>/dev/null; }; then
+    && grep -q "\"version\": \"$ROLLDOWN\"" var/js/node_modules/rolldown/package.json 2>/dev/null \
+    && grep -q "\"version\": \"$TYPESCRIPT\"" var/js/node_modules/typescript/package.json 2>/dev/null; }; then
   command -v npm >/dev/null || {
     say "installing nodejs and npm"
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
     else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; fi
   }
-  say "installing jco $JCO and rolldown $ROLLDOWN into var/js"
+  say "installing jco $JCO, rolldown $ROLLDOWN and typescript $TYPESCRIPT into var/js"
   mkdir -p var/js
   [ -f var/js/package.json ] || echo '{"private": true}' >var/js/package.json
-  (cd var/js && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO" "rolldown@$ROLLDOWN")
+  (cd var/js && npm install --silent --no-audit --no-fund "@bytecodealliance/jco@$JCO" "rolldown@$ROLLDOWN" "typescript@$TYPESCRIPT")
 fi
 
 # promtool, to check the alert rules: taken out of Debian's prometheus

@@ -102,6 +102,7 @@ fn filters(c: &mut Criterion) {
         ("pass_through_js", "js/pass_through", ""),
         // Every string value scanned.
         ("redact_pii", "redact_pii", "{}"),
+        ("redact_pii_ts", "js/redact_pii", "{}"),
         // Two named fields, both with something to mask in every event:
         // each is rewritten where it is with `edit_field`.
         (
