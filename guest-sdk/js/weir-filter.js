@@ -66,11 +66,18 @@ export function configJson(config, allowed) {
   return value;
 }
 
+/** Sets `object[key]` as an own data property: plain assignment to
+ * `__proto__` would change the object's prototype instead of its JSON. */
+function setOwn(object, key, value) {
+  Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
 /** The value at a dotted `path` (`props.email`) of a parsed body, or undefined. */
 export function field(body, path) {
   let value = body;
   for (const part of path.split(".")) {
-    if (value === null || typeof value !== "object" || Array.isArray(value) || !(part in value)) {
+    // Own keys only: `in` also finds `constructor`, `toString`… on every object.
+    if (value === null || typeof value !== "object" || Array.isArray(value) || !Object.hasOwn(value, part)) {
       return undefined;
     }
     value = value[part];
@@ -120,10 +127,11 @@ export class Event {
     const parts = path.split(".");
     let target = body;
     for (const part of parts.slice(0, -1)) {
-      if (target[part] === null || typeof target[part] !== "object") target[part] = {};
+      const own = Object.hasOwn(target, part) ? target[part] : undefined;
+      if (own === null || typeof own !== "object") setOwn(target, part, {});
       target = target[part];
     }
-    target[parts[parts.length - 1]] = value;
+    setOwn(target, parts[parts.length - 1], value);
     return replace(body);
   }
 

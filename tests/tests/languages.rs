@@ -175,7 +175,9 @@ async fn hostile_python_guests_are_contained_and_their_prints_are_log_lines() {
 #[tokio::test(flavor = "multi_thread")]
 async fn javascript_require_fields_gives_the_rust_filters_verdicts() {
     let (rust_category, js_category) = (category("jsrs", 1).await, category("jsjs", 1).await);
-    let config = r#"{"fields": ["user", "props.session"]}"#;
+    // `constructor` is a name every JavaScript object inherits: only an own
+    // key counts as present.
+    let config = r#"{"fields": ["user", "props.session", "props.constructor"]}"#;
     let rust = filter_wasm("require_fields").display().to_string();
     let js = js_filter("require_fields").display().to_string();
     let node = start(&format!(
@@ -184,11 +186,12 @@ async fn javascript_require_fields_gives_the_rust_filters_verdicts() {
         tenant("js", &js, config, "fail-closed")
     ));
     let events = json!([
-        {"id": "full", "user": "u1", "props": {"session": "s1"}},
-        {"id": "null-user", "user": null, "props": {"session": "s1"}},
-        {"id": "no-session", "user": "u2", "props": {}},
+        {"id": "full", "user": "u1", "props": {"session": "s1", "constructor": "c"}},
+        {"id": "null-user", "user": null, "props": {"session": "s1", "constructor": "c"}},
+        {"id": "no-session", "user": "u2", "props": {"constructor": "c"}},
         {"id": "props-not-object", "user": "u3", "props": [1]},
-        {"id": "falsy-but-present", "user": 0, "props": {"session": false}}
+        {"id": "falsy-but-present", "user": 0, "props": {"session": false, "constructor": 0}},
+        {"id": "inherited-name-only", "user": "u4", "props": {"session": "s1"}}
     ]);
     let mut answers = Vec::new();
     for (key, category) in [("rust", &rust_category), ("js", &js_category)] {
