@@ -488,39 +488,17 @@ async fn a_guest_reaching_wasi_files_sockets_lookups_environment_and_http_is_den
 }
 
 /// Each record's client id and its `data` text exactly as the node wrote
-/// it to `events.{category}` (the harness parses records, which would hide
-/// a change of number spelling, key order or a repeated key).
+/// it to `events.{category}` (the parsed value would hide a change of
+/// number spelling, key order or a repeated key).
 fn data_texts(category: &str, count: usize) -> BTreeMap<String, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let topic = format!("events.{category}");
-    // Exactly `count` records: the harness waits for them and for extras.
-    consume(kafka(), &topic, count).unwrap();
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", "weir-e2e-texts")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut texts = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while texts.len() < count && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.unwrap();
-        let payload = message.payload().unwrap_or_default();
-        // `data` is the event's text as it is.
-        let data = sonic_rs::get(payload, &["data"]).unwrap();
-        texts.insert(id_of(payload), data.as_raw_str().to_owned());
-    }
-    assert_eq!(texts.len(), count, "records of {topic}");
-    texts
+    consume(kafka(), &format!("events.{category}"), count)
+        .unwrap()
+        .iter()
+        .map(|record| {
+            let data = sonic_rs::get(record.raw.as_slice(), &["data"]).unwrap();
+            (id_of(&record.raw), data.as_raw_str().to_owned())
+        })
+        .collect()
 }
 
 /// The `id` of a JSON object.
