@@ -50,6 +50,16 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// This node's share of the rate among `nodes` live nodes (at least one
+    /// cell of burst).
+    fn share(self, nodes: u32) -> Rate {
+        let nodes = nodes.max(1);
+        Rate {
+            per_second: self.per_second / f64::from(nodes),
+            burst: self.burst.div_ceil(nodes).max(1),
+        }
+    }
+
     fn quota(self) -> Option<Quota> {
         if self.per_second <= 0.0 {
             return None; // 0 means no limit
@@ -157,13 +167,11 @@ impl Bucket {
         match &*share {
             Some((made_for, limiter)) if *made_for == nodes => limiter.clone(),
             _ => {
-                let rate = Rate {
-                    per_second: self.rate.per_second / f64::from(nodes),
-                    burst: self.rate.burst.div_ceil(nodes).max(1),
-                };
                 // A rate that has a quota has one when divided.
                 let limiter = Arc::new(limiter(
-                    rate.quota()
+                    self.rate
+                        .share(nodes)
+                        .quota()
                         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)),
                 ));
                 *share = Some((nodes, limiter.clone()));
@@ -588,6 +596,35 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any rate the config takes, shared among any number of live nodes
+        /// (a count Redis reports), is a limiter that works: it has a quota
+        /// (not the 1/s fallback), its burst times its period does not
+        /// overflow governor's arithmetic, the shares' bursts add up to at
+        /// least the tenant's, and their rates to the tenant's.
+        #[test]
+        fn every_share_of_a_valid_rate_is_a_working_limiter(
+            per_second in 1e-6f64..=1e9,
+            burst in 1u32..=u32::MAX,
+            nodes in proptest::prop_oneof![1u32..=64, 1u32..=u32::MAX],
+        ) {
+            // What config::check_rate takes.
+            proptest::prop_assume!(f64::from(burst) * 1e9 / per_second < 9e18);
+            let share = Rate { per_second, burst }.share(nodes);
+            let quota = share.quota();
+            proptest::prop_assert!(quota.is_some(), "{share:?}");
+            let limiter = limiter(quota.unwrap());
+            // Its burst passes at once, and (where a cell takes more than a
+            // millisecond to come back) the next one waits.
+            let burst_n = NonZeroU32::new(share.burst).unwrap();
+            proptest::prop_assert!(matches!(limiter.check_n(burst_n), Ok(Ok(_))), "{share:?}");
+            if share.per_second < 1e3 {
+                proptest::prop_assert!(matches!(limiter.check_n(NonZeroU32::MIN), Ok(Err(_))), "{share:?}");
+            }
+            proptest::prop_assert!(u64::from(share.burst) * u64::from(nodes) >= u64::from(burst));
+            let whole = share.per_second * f64::from(nodes);
+            proptest::prop_assert!((whole - per_second).abs() <= per_second * 1e-9, "{whole} vs {per_second}");
+        }
+
         /// Every wait a refusal names, in seconds (`Retry-After`,
         /// `RateLimit`'s `t`) and in milliseconds (`retry_after_ms`, the
         /// message), is the limiter's wait rounded up to its unit: never
