@@ -158,4 +158,87 @@ mod tests {
         assert!(a.backend_id < b.backend_id, "UUIDv7 ids are time-ordered");
         assert!(batch.events[2].enrichment.is_none());
     }
+
+    use proptest::strategy::Strategy as _;
+
+    /// Records sort by arrival across the node, not only within a batch:
+    /// an id made after another one (here, on another thread that was
+    /// handed the first) is greater, however close in time the two are
+    /// (UUIDv7 from one process-wide context: a counter within a
+    /// millisecond, not random bits).
+    #[test]
+    fn backend_ids_made_one_after_another_on_any_thread_sort_in_that_order() {
+        let (to_b, at_b) = std::sync::mpsc::channel::<uuid::Uuid>();
+        let (to_a, at_a) = std::sync::mpsc::channel::<uuid::Uuid>();
+        let b = std::thread::spawn(move || {
+            for previous in at_b {
+                let id = uuid::Uuid::now_v7();
+                assert!(id > previous, "{id} made after {previous}");
+                if to_a.send(id).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut previous = uuid::Uuid::now_v7();
+        for _ in 0..20_000 {
+            to_b.send(previous).unwrap();
+            let theirs = at_a.recv().unwrap();
+            let id = uuid::Uuid::now_v7();
+            assert!(id > theirs, "{id} made after {theirs}");
+            previous = id;
+        }
+        drop(to_b);
+        b.join().unwrap();
+    }
+
+    proptest::proptest! {
+        /// Whatever `X-Forwarded-For` says (in one header or two, with
+        /// garbage among the addresses), the client is the peer or one of
+        /// the addresses it lists, and an untrusted peer is always the
+        /// client: a header never makes up an address, and only a trusted
+        /// proxy's is believed.
+        #[test]
+        fn the_client_is_the_peer_or_a_forwarded_address(
+            peer_trusted in proptest::bool::ANY,
+            hops in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (0u8..4).prop_map(|i| format!("10.0.0.{i}")),
+                    (0u8..4).prop_map(|i| format!("203.0.113.{i}")),
+                    proptest::strategy::Just("2001:db8::1".to_owned()),
+                    proptest::strategy::Just("::ffff:10.0.0.1".to_owned()),
+                    "[ -~]{0,12}",
+                ],
+                0..6,
+            ),
+            split in 0usize..6,
+        ) {
+            use proptest::{prop_assert, prop_assert_eq};
+            let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+            let peer: SocketAddr = match peer_trusted {
+                true => "10.9.9.9:443".parse().unwrap(),
+                false => "198.51.100.7:443".parse().unwrap(),
+            };
+            // The hops in one header or two.
+            let split = split.min(hops.len());
+            let mut headers = HeaderMap::new();
+            for part in [&hops[..split], &hops[split..]] {
+                if let Ok(value) = part.join(", ").parse() {
+                    headers.append("x-forwarded-for", value);
+                }
+            }
+            let client = client_ip(peer, &headers, &trusted);
+            let listed: Vec<IpAddr> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .map(canonical)
+                .collect();
+            prop_assert!(client == canonical(peer.ip()) || listed.contains(&client), "{client} from {hops:?}");
+            if !peer_trusted {
+                prop_assert_eq!(client, canonical(peer.ip()));
+            }
+        }
+    }
 }
