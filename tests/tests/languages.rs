@@ -47,6 +47,24 @@ async fn post_hostile(node: &Node, category: &str, mode: &str) -> weir_e2e::Answ
     post(node, "hostile", body.to_string()).await.unwrap()
 }
 
+/// Posts `events` as each of two tenants (key, category): both are answered
+/// 200 with the same part for every event; returns those parts.
+async fn equal_answers(
+    node: &Node,
+    events: &Value,
+    tenants: [(&str, &str); 2],
+) -> Vec<(String, String)> {
+    let mut answers = Vec::new();
+    for (key, category) in tenants {
+        let body = json!({"meta": {"category": category}, "data": events});
+        let answer = post(node, key, body.to_string()).await.unwrap();
+        assert_eq!(answer.status, 200, "{key}: {}", answer.json());
+        answers.push(outcomes(&answer.json()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    answers.swap_remove(1)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_tag_bots_gives_the_rust_filters_verdicts() {
     let (rust_category, python_category) = (category("pyrs", 1).await, category("pypy", 1).await);
@@ -66,14 +84,12 @@ async fn python_tag_bots_gives_the_rust_filters_verdicts() {
         {"id": "agent-not-text", "ua": 42},
         {"id": "unicode", "ua": "Spïder-Crawler ✓", "note": "héllo"}
     ]);
-    let mut answers = Vec::new();
-    for (key, category) in [("rust", &rust_category), ("python", &python_category)] {
-        let body = json!({"meta": {"category": category}, "data": events});
-        let answer = post(&node, key, body.to_string()).await.unwrap();
-        assert_eq!(answer.status, 200, "{key}: {}", answer.json());
-        answers.push(outcomes(&answer.json()));
-    }
-    assert_eq!(answers[0], answers[1]);
+    equal_answers(
+        &node,
+        &events,
+        [("rust", &rust_category), ("python", &python_category)],
+    )
+    .await;
     // The records: the same bodies (as JSON values; the text may differ).
     let records = |category: &str| -> BTreeMap<String, Value> {
         consume(kafka(), &format!("events.{category}"), 6)
@@ -193,19 +209,16 @@ async fn javascript_require_fields_gives_the_rust_filters_verdicts() {
         {"id": "falsy-but-present", "user": 0, "props": {"session": false, "constructor": 0}},
         {"id": "inherited-name-only", "user": "u4", "props": {"session": "s1"}}
     ]);
-    let mut answers = Vec::new();
-    for (key, category) in [("rust", &rust_category), ("js", &js_category)] {
-        let body = json!({"meta": {"category": category}, "data": events});
-        let answer = post(&node, key, body.to_string()).await.unwrap();
-        assert_eq!(answer.status, 200, "{key}: {}", answer.json());
-        answers.push(outcomes(&answer.json()));
-    }
-    assert_eq!(answers[0], answers[1]);
+    let answers = equal_answers(
+        &node,
+        &events,
+        [("rust", &rust_category), ("js", &js_category)],
+    )
+    .await;
     assert_eq!(
-        answers[1].iter().filter(|(code, _)| code == "ok").count(),
+        answers.iter().filter(|(code, _)| code == "ok").count(),
         2,
-        "{:?}",
-        answers[1]
+        "{answers:?}"
     );
 }
 

@@ -152,9 +152,10 @@ impl Tenants {
                         Arc::clone(slot)
                     }
                     (Some(slot), None) => Arc::clone(slot),
-                    (None, Some(engine)) => match match defer {
-                        true => FilterSlot::load_or_defer(engine, settings),
-                        false => FilterSlot::load(engine, settings),
+                    (None, Some(engine)) => match if defer {
+                        FilterSlot::load_or_defer(engine, settings)
+                    } else {
+                        FilterSlot::load(engine, settings)
                     } {
                         Ok(slot) => slot,
                         // A remote component that cannot be had keeps the

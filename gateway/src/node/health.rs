@@ -97,29 +97,23 @@ pub async fn readyz(gateway: &Gateway, request_id: &str, detailed: bool) -> Resp
         (Some(_), false) => "loaded",
     };
     let tenants = gateway.tenants.load();
-    let filter_errors = match detailed {
-        true => tenants
-            .filter_slots()
-            .iter()
-            .filter_map(|slot| slot.error().map(|e| format!("{}: {e}", slot.source())))
-            .collect(),
-        false => Vec::new(),
-    };
-    let filters_loading = match detailed {
-        true => tenants
-            .filter_slots()
-            .iter()
-            .filter_map(|slot| {
-                let taken = slot.loading()?;
-                Some(format!(
+    // Each filter's trouble, if any: why it does not load, or since when
+    // its first version is loading.
+    let (mut filter_errors, mut filters_loading) = (Vec::new(), Vec::new());
+    if detailed {
+        for slot in tenants.filter_slots() {
+            if let Some(e) = slot.error() {
+                filter_errors.push(format!("{}: {e}", slot.source()));
+            }
+            if let Some(taken) = slot.loading() {
+                filters_loading.push(format!(
                     "{}: loading for {} s",
                     slot.source(),
                     taken.as_secs()
-                ))
-            })
-            .collect(),
-        false => Vec::new(),
-    };
+                ));
+            }
+        }
+    }
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         kafka,

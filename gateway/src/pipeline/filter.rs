@@ -107,15 +107,21 @@ impl FilterSlot {
         engine: &Arc<FilterEngine>,
         settings: &FilterConfig,
     ) -> Result<Arc<FilterSlot>, String> {
+        let failed = |e: &dyn std::fmt::Display| format!("filter {}: {e}", source_name(settings));
         let kept = source::kept_file(settings, engine.cache_dir());
-        if let Some(file) = &kept {
-            let bytes = read(file).map_err(|e| format!("filter {}: {e}", source_name(settings)))?;
+        let slot = FilterSlot::empty(
+            settings,
+            kept.clone().unwrap_or_else(|| settings.path.clone()),
+        );
+        // Compiled from the bytes read here: the file is read once.
+        if let Some(file) = kept {
+            let bytes = read(&file).map_err(|e| failed(&e))?;
             if engine.is_cached(&bytes, &settings.config) {
-                return Self::load(engine, settings);
+                let compiled = compile_bytes(engine, settings, &bytes).map_err(|e| failed(&e))?;
+                slot.current.store(Some(Arc::new(compiled)));
+                return Ok(Arc::new(slot));
             }
         }
-        let file = kept.unwrap_or_else(|| settings.path.clone());
-        let slot = FilterSlot::empty(settings, file);
         *lock(&slot.loading) = Some(Instant::now());
         Ok(Arc::new(slot))
     }
