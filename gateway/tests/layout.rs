@@ -1,6 +1,8 @@
-//! The gateway's layout, checked: its modules depend on each other without
-//! a cycle, the layers of `lib.rs` only on the layers before them, and no
-//! function is longer than a reader can hold (150 lines).
+//! The layout of the gateway and of `weir-core`, checked: each crate's
+//! modules depend on each other without a cycle, the layers of each
+//! `lib.rs` only on the layers before them, and no function is longer than
+//! a reader can hold (150 lines). (The gateway uses `weir-core`, never the
+//! other way round: cargo holds that one.)
 //!
 //! It reads the sources as text: every `crate::…` and `super::…` path
 //! (in `use` lines and in code; tests and comments left out) names the
@@ -10,29 +12,39 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The layers of `lib.rs`, lowest first: a module may use its own layer's
-/// modules and those of the layers before it, never a later layer's.
-const LAYERS: &[&[&str]] = &[
-    &["model", "respond"],
+/// The layers of the gateway's `lib.rs`, lowest first: a module may use its
+/// own layer's modules and those of the layers before it, never a later
+/// layer's. (`model` and `config` are `weir-core`'s, re-exported.)
+const LAYERS: &[&[&str]] = &[&["respond"], &["ops"], &["pipeline"], &["edge"], &["node"]];
+
+/// The layers of `weir-core`: the types, the configuration, then the
+/// parsers of outside data and the record, which use both.
+const CORE_LAYERS: &[&[&str]] = &[
+    &["model"],
     &["config"],
-    &["ops"],
-    &["pipeline"],
-    &["edge"],
-    &["node"],
+    &["decode", "encoding", "headers", "record"],
 ];
+
+/// The source folders of the two crates.
+fn gateway_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn core_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src")
+}
 
 /// The longest function allowed, in lines from `fn` to its closing brace.
 const MAX_FUNCTION_LINES: usize = 150;
 
 /// Every module of the library: its path (`edge::auth`) and its source,
 /// test modules cut off.
-fn modules() -> BTreeMap<String, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+fn modules(src: &Path) -> BTreeMap<String, String> {
     let mut files = Vec::new();
-    walk(&src, &mut files);
+    walk(src, &mut files);
     let mut modules = BTreeMap::new();
     for file in files {
-        let relative = file.strip_prefix(&src).expect("under src");
+        let relative = file.strip_prefix(src).expect("under src");
         let mut path: Vec<String> = relative
             .with_extension("")
             .components()
@@ -171,8 +183,8 @@ fn related(a: &str, b: &str) -> bool {
 }
 
 /// Module → the modules it uses (its own submodules and parents aside).
-fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
-    let modules = modules();
+fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let modules = modules(src);
     let mut graph = BTreeMap::new();
     for (module, code) in &modules {
         let mut uses = BTreeSet::new();
@@ -227,81 +239,90 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 
 #[test]
 fn no_module_depends_on_itself_through_others() {
-    let graph = dependencies();
-    assert!(graph.len() > 20, "read the sources: {:?}", graph.keys());
-    if let Some(found) = cycle(&graph) {
-        panic!("import cycle: {}", found.join(" -> "));
+    for (src, at_least) in [(gateway_src(), 20), (core_src(), 6)] {
+        let graph = dependencies(&src);
+        assert!(
+            graph.len() >= at_least,
+            "read the sources: {:?}",
+            graph.keys()
+        );
+        if let Some(found) = cycle(&graph) {
+            panic!("import cycle: {}", found.join(" -> "));
+        }
     }
 }
 
 #[test]
 fn a_layer_uses_only_the_layers_before_it() {
-    let layer_of = |module: &str| {
-        let top = module.split("::").next().unwrap_or(module);
-        LAYERS
-            .iter()
-            .position(|layer| layer.contains(&top))
-            .unwrap_or_else(|| panic!("module {module} is in no layer of LAYERS"))
-    };
-    let mut wrong = Vec::new();
-    for (module, uses) in dependencies() {
-        for used in uses {
-            if layer_of(&used) > layer_of(&module) {
-                wrong.push(format!("{module} -> {used}"));
+    for (src, layers) in [(gateway_src(), LAYERS), (core_src(), CORE_LAYERS)] {
+        let layer_of = |module: &str| {
+            let top = module.split("::").next().unwrap_or(module);
+            layers
+                .iter()
+                .position(|layer| layer.contains(&top))
+                .unwrap_or_else(|| panic!("module {module} is in no layer of {layers:?}"))
+        };
+        let mut wrong = Vec::new();
+        for (module, uses) in dependencies(&src) {
+            for used in uses {
+                if layer_of(&used) > layer_of(&module) {
+                    wrong.push(format!("{module} -> {used}"));
+                }
             }
         }
+        assert!(wrong.is_empty(), "uses of a later layer: {wrong:#?}");
     }
-    assert!(wrong.is_empty(), "uses of a later layer: {wrong:#?}");
 }
 
 #[test]
 fn no_function_is_longer_than_a_screenful_or_two() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    walk(&src, &mut files);
     let mut long = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("a readable source file");
-        let lines: Vec<&str> = text.lines().collect();
-        for (start, line) in lines.iter().enumerate() {
-            let trimmed = line.trim_start();
-            let is_fn = [
-                "fn ",
-                "pub fn ",
-                "pub(crate) fn ",
-                "pub(super) fn ",
-                "async fn ",
-            ]
-            .iter()
-            .chain(&[
-                "pub async fn ",
-                "pub(crate) async fn ",
-                "pub(super) async fn ",
-            ])
-            .any(|p| trimmed.starts_with(p));
-            if !is_fn {
-                continue;
-            }
-            // A declaration without a body (in a trait) ends with `;`.
-            let signature_end = lines[start..]
+    for src in [gateway_src(), core_src()] {
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a readable source file");
+            let lines: Vec<&str> = text.lines().collect();
+            for (start, line) in lines.iter().enumerate() {
+                let trimmed = line.trim_start();
+                let is_fn = [
+                    "fn ",
+                    "pub fn ",
+                    "pub(crate) fn ",
+                    "pub(super) fn ",
+                    "async fn ",
+                ]
                 .iter()
-                .find(|l| l.ends_with('{') || l.ends_with(';') || l.ends_with('}'));
-            if signature_end.is_some_and(|l| l.ends_with(';')) {
-                continue;
-            }
-            // rustfmt closes a body at the indentation of its `fn`.
-            let indent = &line[..line.len() - trimmed.len()];
-            let close = format!("{indent}}}");
-            let Some(end) = lines[start..].iter().position(|l| *l == close) else {
-                continue;
-            };
-            if end + 1 > MAX_FUNCTION_LINES {
-                long.push(format!(
-                    "{}:{} {} lines",
-                    file.strip_prefix(&src).unwrap_or(&file).display(),
-                    start + 1,
-                    end + 1
-                ));
+                .chain(&[
+                    "pub async fn ",
+                    "pub(crate) async fn ",
+                    "pub(super) async fn ",
+                ])
+                .any(|p| trimmed.starts_with(p));
+                if !is_fn {
+                    continue;
+                }
+                // A declaration without a body (in a trait) ends with `;`.
+                let signature_end = lines[start..]
+                    .iter()
+                    .find(|l| l.ends_with('{') || l.ends_with(';') || l.ends_with('}'));
+                if signature_end.is_some_and(|l| l.ends_with(';')) {
+                    continue;
+                }
+                // rustfmt closes a body at the indentation of its `fn`.
+                let indent = &line[..line.len() - trimmed.len()];
+                let close = format!("{indent}}}");
+                let Some(end) = lines[start..].iter().position(|l| *l == close) else {
+                    continue;
+                };
+                if end + 1 > MAX_FUNCTION_LINES {
+                    long.push(format!(
+                        "{}:{} {} lines",
+                        file.strip_prefix(&src).unwrap_or(&file).display(),
+                        start + 1,
+                        end + 1
+                    ));
+                }
             }
         }
     }

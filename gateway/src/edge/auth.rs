@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -21,6 +20,7 @@ use crate::model::{ErrorCode, Reject};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::filter::host::FilterEngine;
 use crate::pipeline::filter::FilterSlot;
+use weir_core::headers::{api_key, unauthorized};
 
 /// A tenant as the request path sees it, resolved from its API key.
 pub struct Tenant {
@@ -79,8 +79,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
-/// The header that may carry the key instead of `Authorization: Bearer`.
-pub const KEY_HEADER: &str = "x-weir-key";
+pub use weir_core::headers::KEY_HEADER;
 
 /// Every tenant of the node, by the hash of each of its keys.
 #[derive(Debug, Default)]
@@ -232,7 +231,7 @@ impl Tenants {
 
     /// Finds the tenant of the request's key: 401 when the key is missing or unknown.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, Reject> {
-        let key = key_of(headers)?;
+        let key = api_key(headers)?;
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         match self.by_key_hash.get_key_value(&hash) {
             Some((stored, tenant)) if bool::from(stored.ct_eq(&hash)) => Ok(tenant.clone()),
@@ -300,38 +299,6 @@ pub fn authorize(tenant: &Tenant, category: &str) -> Result<(), Reject> {
             ),
         ))
     }
-}
-
-fn key_of(headers: &HeaderMap) -> Result<&str, Reject> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized("Authorization: not a valid header value"))?;
-        return match value.split_once(' ') {
-            Some((scheme, key))
-                if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() =>
-            {
-                Ok(key.trim())
-            }
-            _ => Err(unauthorized("Authorization: expected `Bearer <API key>`")),
-        };
-    }
-    match headers.get(KEY_HEADER) {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| unauthorized("X-Weir-Key: empty or not a valid header value")),
-        None => Err(unauthorized(
-            "missing API key: send `Authorization: Bearer <key>` or `X-Weir-Key: <key>`",
-        )),
-    }
-}
-
-fn unauthorized(message: &str) -> Reject {
-    Reject::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
-        .with_header("www-authenticate", "Bearer realm=\"weir\"")
 }
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (span, traced, metrics) = (&trace.span, trace.traced, &gateway.metrics);
-    let client_ip = enrich::client_ip(peer.addr, request.headers(), &gateway.trusted_proxies);
+    let client_ip =
+        weir_core::headers::client_ip(peer.addr, request.headers(), &gateway.trusted_proxies);
     let tenant = admit_tenant(gateway, &request, peer, client_ip).await?;
     span.record("tenant", &*tenant.name);
     outcome.tenant = Some(tenant.name.clone());
@@ -314,8 +315,8 @@ async fn produce(
     // its children. (Unsampled: the request's own ids, flagged not
     // sampled; with tracing off: the client's own context, when it sent one.)
     let trace_headers = match span.context() {
-        cx if cx.span().span_context().is_valid() => trace::inject(&cx),
-        _ => trace::inject(&trace.context),
+        cx if cx.span().span_context().is_valid() => trace::trace_headers(&cx),
+        _ => trace::trace_headers(&trace.context),
     };
     let sending = gateway.producer.produce(
         batch,

@@ -18,13 +18,11 @@
 //! pay for span bookkeeping that would be thrown away.
 
 use http::HeaderMap;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
     Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, SdkTracerProvider,
     ShouldSample,
@@ -37,6 +35,7 @@ use tracing_subscriber::Layer;
 use crate::config::{LogConfig, TelemetryConfig};
 use crate::ops::otlp;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+pub use weir_core::headers::{trace_context, trace_headers, TraceHeaders};
 
 /// The tracer provider of the node: by default parent-based sampling (a
 /// client's decision is followed; `sample_ratio` of new traces are
@@ -269,7 +268,7 @@ impl RequestSpan {
                 )
             };
         }
-        let (span, context, traced) = match sampler.decide(&extract(headers)) {
+        let (span, context, traced) = match sampler.decide(&trace_context(headers)) {
             RequestTrace::Record(parent) => {
                 let span = request_span!("weir");
                 let _ = span.set_parent(parent);
@@ -320,47 +319,6 @@ macro_rules! stage_span {
     };
 }
 
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// The trace context a request carries (empty when it carries none or a malformed one).
-pub fn extract(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
-}
-
-/// The `traceparent` (and `tracestate`, when there is one) for `cx`.
-#[derive(Debug, Default, Clone)]
-pub struct TraceHeaders {
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-}
-
-impl Injector for TraceHeaders {
-    fn set(&mut self, key: &str, value: String) {
-        match key {
-            "traceparent" => self.traceparent = Some(value),
-            "tracestate" if !value.is_empty() => self.tracestate = Some(value),
-            _ => {}
-        }
-    }
-}
-
-/// The W3C headers naming the span of `cx` as parent.
-pub fn inject(cx: &Context) -> TraceHeaders {
-    let mut headers = TraceHeaders::default();
-    TraceContextPropagator::new().inject_context(cx, &mut headers);
-    headers
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,7 +334,7 @@ mod tests {
                 .unwrap(),
         );
         h.insert("tracestate", "vendor=abc".parse().unwrap());
-        let cx = extract(&h);
+        let cx = trace_context(&h);
         let span = cx.span();
         let sc = span.span_context();
         assert_eq!(
@@ -384,7 +342,7 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert!(sc.is_remote());
-        let out = inject(&cx);
+        let out = trace_headers(&cx);
         assert_eq!(
             out.traceparent.as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -405,7 +363,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let traceparent = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
         h.insert("traceparent", traceparent.parse().unwrap());
-        extract(&h)
+        trace_context(&h)
     }
 
     #[test]
@@ -447,7 +405,7 @@ mod tests {
             "our own span id"
         );
         assert_eq!(
-            inject(&Context::new().with_remote_span_context(own.clone())).traceparent,
+            trace_headers(&Context::new().with_remote_span_context(own.clone())).traceparent,
             Some(format!(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00",
                 own.span_id()
@@ -482,7 +440,7 @@ mod tests {
                 panic!("tracing off records nothing")
             };
             assert_eq!(
-                inject(&cx).traceparent,
+                trace_headers(&cx).traceparent,
                 Some(format!(
                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"
                 ))
@@ -519,7 +477,7 @@ mod tests {
     fn a_malformed_traceparent_is_ignored() {
         let mut h = HeaderMap::new();
         h.insert("traceparent", "00-zz-00f067aa0ba902b7-01".parse().unwrap());
-        assert!(!extract(&h).span().span_context().is_valid());
-        assert!(inject(&Context::new()).traceparent.is_none());
+        assert!(!trace_context(&h).span().span_context().is_valid());
+        assert!(trace_headers(&Context::new()).traceparent.is_none());
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use weir_core::headers::canonical;
 
 use maxminddb::Reader;
 use serde::Deserialize;
@@ -143,14 +144,6 @@ fn supported_layout(database_type: &str) -> bool {
     ["City", "Country", "Enterprise"]
         .iter()
         .any(|kind| database_type.contains(kind))
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as the IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! (one record per event, awaiting acknowledgement). The answer is written by
 //! [`crate::respond`].
 
-pub mod decode;
 pub mod enrich;
 pub mod filter;
 pub mod geoip;
 pub mod kafka;
 pub mod spool;
+
+pub use weir_core::decode;

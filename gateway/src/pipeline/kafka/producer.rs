@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer as _};
 
 use super::acks::{failure, AckSlot, Acks, Delivery};
 use super::client::{supervise, Clients};
-use super::record::{self, record_headers, write_value, Origin, RecordFields};
+use super::record::{self, record_headers, Origin};
 use super::spooler::{key_hash, now_ms, spoolable, Spooler, ToSpool};
 use super::topics::{TopicProblem, Topics};
 use crate::config::template::{Template, Values};
@@ -23,6 +23,7 @@ use crate::model::{Batch, Enrichment, Event, Part, PartCode};
 use crate::ops::metrics::KafkaStats;
 use crate::ops::trace::TraceHeaders;
 use crate::pipeline::spool::SpoolRecord;
+use weir_core::record::{write_value, RecordFields};
 
 /// Why the producer could not be created.
 #[derive(Debug, thiserror::Error)]

@@ -481,6 +481,68 @@ fn hex4(text: &[u8], at: usize) -> Option<u16> {
     })
 }
 
+/// What a replacement body must fit: the limits of an event in an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    pub max_bytes: usize,
+    /// Nesting of the event object itself (which counts as one level).
+    pub max_depth: usize,
+}
+
+impl EventLimits {
+    pub fn of(limits: &Limits) -> EventLimits {
+        EventLimits {
+            max_bytes: limits.max_event_bytes,
+            // An event sits two levels down in its upload: `{"data": [ {…} ]}`.
+            max_depth: limits.max_depth.saturating_sub(2),
+        }
+    }
+}
+
+/// A replacement body: a JSON object within the event's size and depth
+/// limits. The depth is checked before parsing, in one linear pass: a guest
+/// could otherwise send nesting deep enough to overflow the parser's stack,
+/// and with it the node.
+pub fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String, String> {
+    if bytes.len() > limits.max_bytes {
+        return Err(format!(
+            "{} bytes, more than the event limit of {}",
+            bytes.len(),
+            limits.max_bytes
+        ));
+    }
+    let end = match check_depth(&bytes, limits.max_depth) {
+        Err(Unreadable::TooDeep(_)) => {
+            return Err(format!(
+                "JSON nested deeper than the event limit of {} levels",
+                limits.max_depth
+            ))
+        }
+        Err(Unreadable::BadEscape(at)) => {
+            return Err(format!(
+                "text that is not JSON (a string escape at byte {at})"
+            ))
+        }
+        Ok(end) => end,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_owned())?;
+    if !text.trim_start().starts_with('{') {
+        return Err(match sonic_rs::from_str::<sonic_rs::Value>(&text) {
+            Ok(_) => "JSON that is not an object".into(),
+            Err(_) => "text that is not JSON".into(),
+        });
+    }
+    // Checked as an upload's events are, for syntax only (a number past
+    // f64's range, `1e999`, is JSON the node takes from clients, and a
+    // filter that tags such an event must not lose it).
+    let valid = sonic_rs::to_object_iter(&text).all(|entry| entry.is_ok())
+        && text.get(end..).is_some_and(|rest| rest.trim().is_empty());
+    match valid {
+        true => Ok(text),
+        false => Err("text that is not JSON".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,6 +777,75 @@ mod tests {
                 .as_ref()
                 .and_then(|p| p.message.as_deref()),
             Some("data[1].id: 'a\\\"b' is a duplicate of data[0].id")
+        );
+    }
+
+    #[test]
+    fn a_replacement_must_be_a_json_object_within_the_limits() {
+        let limits = |max_bytes| EventLimits {
+            max_bytes,
+            max_depth: 3,
+        };
+        assert_eq!(
+            replacement(br#"{"a":1}"#.to_vec(), limits(100)),
+            Ok(r#"{"a":1}"#.to_owned())
+        );
+        assert_eq!(
+            replacement(b"[1]".to_vec(), limits(100)),
+            Err("JSON that is not an object".to_owned())
+        );
+        assert_eq!(
+            replacement(b"nope".to_vec(), limits(100)),
+            Err("text that is not JSON".to_owned())
+        );
+        // Syntax only, as the node reads an upload: a number past f64's
+        // range is JSON a client may send, and a filter may keep.
+        assert_eq!(
+            replacement(br#"{"n":1e999,"t":true}"#.to_vec(), limits(100)),
+            Ok(r#"{"n":1e999,"t":true}"#.to_owned())
+        );
+        for broken in [
+            &br#"{"a":1"#[..],
+            br#"{"a":1} x"#,
+            br#"{"a":tru}"#,
+            br#"{"a" 1}"#,
+        ] {
+            assert_eq!(
+                replacement(broken.to_vec(), limits(100)),
+                Err("text that is not JSON".to_owned()),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+        assert_eq!(
+            replacement(vec![0xff], limits(100)),
+            Err("text that is not UTF-8".to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":"long"}"#.to_vec(), limits(5)),
+            Err("12 bytes, more than the event limit of 5".to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":[{"b":1}]}"#.to_vec(), limits(100)),
+            Ok(r#"{"a":[{"b":1}]}"#.to_owned())
+        );
+        assert_eq!(
+            replacement(br#"{"a":[{"b":[]}]}"#.to_vec(), limits(100)),
+            Err("JSON nested deeper than the event limit of 3 levels".to_owned())
+        );
+        // Nesting that would overflow a recursive parser's stack is refused
+        // before any parsing, on a thread with tokio's worker stack.
+        let n = 32_000;
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || replacement(deep.into_bytes(), EventLimits::of(&Limits::default())))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            refused,
+            Err("JSON nested deeper than the event limit of 62 levels".to_owned())
         );
     }
 }
