@@ -90,21 +90,132 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-struct HeaderExtractor<'a>(&'a HeaderMap);
+/// The trace context a request carries: its `traceparent` when W3C Trace
+/// Context says it is valid (else none: the request starts a new trace),
+/// with its `tracestate` when that is valid too.
+///
+/// OpenTelemetry's propagator alone takes more than the spec allows
+/// (`cf-<32>-<16>-009`, `00-1-1-01`: any width, any version, a longer flags
+/// field), and the node would pass such a parent on to every record as if
+/// the client had sent it; found by fuzz/fuzz_targets/headers.rs.
+pub fn trace_context(headers: &HeaderMap) -> Context {
+    let Some(traceparent) = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches([' ', '\t']))
+        .filter(|v| is_traceparent(v))
+    else {
+        return Context::new();
+    };
+    let tracestate = tracestate(headers);
+    TraceContextPropagator::new().extract(&Checked {
+        traceparent,
+        tracestate: tracestate.as_deref(),
+    })
+}
 
-impl Extractor for HeaderExtractor<'_> {
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// Whether `value` is a `traceparent` by W3C Trace Context (level 1,
+/// §3.2): `version-traceid-parentid-flags` in lowercase hex of 2, 32, 16
+/// and 2 digits; version `ff` is invalid, and so are all-zero ids; version
+/// 00 ends after the flags, a later version may go on after a `-`.
+fn is_traceparent(value: &str) -> bool {
+    let b = value.as_bytes();
+    let hex = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|s| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+    };
+    let not_zero = |range: std::ops::Range<usize>| b[range].iter().any(|&c| c != b'0');
+    b.len() >= 55
+        && hex(0..2)
+        && &b[0..2] != b"ff"
+        && (b[2], b[35], b[52]) == (b'-', b'-', b'-')
+        && hex(3..35)
+        && hex(36..52)
+        && hex(53..55)
+        && not_zero(3..35)
+        && not_zero(36..52)
+        && match &b[0..2] {
+            b"00" => b.len() == 55,
+            _ => b.len() == 55 || b[55] == b'-',
+        }
+}
+
+/// The request's `tracestate` (its header lines joined, as HTTP lists
+/// are) when every list member is well formed by W3C Trace Context and
+/// there are at most 32 of them; else none (the spec lets a vendor drop a
+/// `tracestate` it cannot read, and a partial one could misattribute).
+fn tracestate(headers: &HeaderMap) -> Option<String> {
+    let mut joined = String::new();
+    for line in headers.get_all(TRACESTATE) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(line.to_str().ok()?);
+    }
+    let members = joined
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty());
+    let mut count = 0;
+    for member in members {
+        count += 1;
+        if count > 32 || !is_list_member(member) {
+            return None;
+        }
+    }
+    (count > 0).then_some(joined)
+}
+
+/// A `tracestate` list member: `key=value`, the key of up to 256 of
+/// `a-z 0-9 _ - * /` starting with a letter or digit, or `tenant@system`
+/// (up to 241 and 14, the system starting with a letter); the value 1 to
+/// 256 printable ASCII characters but `,` and `=`, not ending in a space.
+fn is_list_member(member: &str) -> bool {
+    let Some((key, value)) = member.split_once('=') else {
+        return false;
+    };
+    let part = |key: &str, max: usize, first: fn(&u8) -> bool| {
+        let allowed = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c);
+        (1..=max).contains(&key.len())
+            && key.as_bytes().first().is_some_and(first)
+            && key.as_bytes().iter().all(allowed)
+    };
+    let letter_or_digit: fn(&u8) -> bool = |c| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let key_ok = match key.split_once('@') {
+        Some((tenant, system)) => {
+            part(tenant, 241, letter_or_digit) && part(system, 14, u8::is_ascii_lowercase)
+        }
+        None => part(key, 256, letter_or_digit),
+    };
+    key_ok
+        && (1..=256).contains(&value.len())
+        && value
+            .bytes()
+            .all(|c| (b' '..=b'~').contains(&c) && c != b',' && c != b'=')
+        && !value.ends_with(' ')
+}
+
+/// The checked trace headers, for the propagator.
+struct Checked<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Checked<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        match key {
+            TRACEPARENT => Some(self.traceparent),
+            TRACESTATE => self.tracestate,
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        vec![TRACEPARENT, TRACESTATE]
     }
-}
-
-/// The trace context a request carries (empty when it carries none or a malformed one).
-pub fn trace_context(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
 /// The `traceparent` (and `tracestate`, when there is one) for `cx`.
@@ -228,5 +339,123 @@ mod tests {
                 prop_assert_eq!(client, canonical(peer.ip()));
             }
         }
+    }
+
+    use opentelemetry::trace::TraceContextExt;
+
+    #[test]
+    fn extracts_and_injects_w3c_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("tracestate", "vendor=abc".parse().unwrap());
+        let cx = trace_context(&h);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(sc.is_remote());
+        let out = trace_headers(&cx);
+        assert_eq!(
+            out.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(out.tracestate.as_deref(), Some("vendor=abc"));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", "00-zz-00f067aa0ba902b7-01".parse().unwrap());
+        assert!(!trace_context(&h).span().span_context().is_valid());
+        assert!(trace_headers(&Context::new()).traceparent.is_none());
+    }
+
+    fn trace_headers_for(pairs: &[(&'static str, &str)]) -> TraceHeaders {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, value.parse().unwrap());
+        }
+        trace_headers(&trace_context(&h))
+    }
+
+    /// Only a `traceparent` W3C Trace Context calls valid is continued;
+    /// OpenTelemetry's propagator alone took every one of the invalid ones
+    /// below but the all-zero ids (the first was found by
+    /// fuzz/fuzz_targets/headers.rs).
+    #[test]
+    fn only_a_w3c_traceparent_is_continued() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let parent = "00f067aa0ba902b7";
+        for invalid in [
+            "cf-36306630303d6f326a6f72302c206730-0000000030616137-009",
+            "00-1-1-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            assert_eq!(
+                trace_headers_for(&[("traceparent", invalid)]).traceparent,
+                None,
+                "{invalid}"
+            );
+        }
+        // A later version may carry more after the flags; it goes on as 00,
+        // with only the sampled flag; white space around the value is HTTP's.
+        for (sent, flags) in [
+            (format!("01-{trace}-{parent}-03-more-fields"), "01"),
+            (format!(" 00-{trace}-{parent}-00\t"), "00"),
+            (format!("cc-{trace}-{parent}-ff"), "01"),
+        ] {
+            assert_eq!(
+                trace_headers_for(&[("traceparent", &sent)]).traceparent,
+                Some(format!("00-{trace}-{parent}-{flags}")),
+                "{sent}"
+            );
+        }
+    }
+
+    /// `tracestate` goes on when all of it is well formed (its lines joined,
+    /// at most 32 members), and not at all otherwise.
+    #[test]
+    fn a_tracestate_goes_on_whole_or_not_at_all() {
+        let parent = (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        let state = |lines: &[&'static str]| {
+            let mut pairs = vec![parent];
+            pairs.extend(lines.iter().map(|l| ("tracestate", *l)));
+            trace_headers_for(&pairs).tracestate
+        };
+        assert_eq!(
+            state(&["rojo=00f067aa0ba902b7"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7")
+        );
+        assert_eq!(
+            state(&["a=1, tenant@vendor=x y", "b=2"]).as_deref(),
+            Some("a=1,tenant@vendor=x y,b=2")
+        );
+        for broken in [
+            "a=", "A=1", "a=1,b", "a=x\ty", "a=1 =", "a=b=c", "@v=1", "t@9=1",
+        ] {
+            assert_eq!(state(&["ok=1", broken]), None, "{broken}");
+        }
+        let many: String = (0..33).map(|i| format!("k{i}=v,")).collect();
+        let many: &'static str = Box::leak(many.into_boxed_str());
+        assert_eq!(state(&[many]), None);
+        assert_eq!(state(&[]), None);
     }
 }
