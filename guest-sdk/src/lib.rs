@@ -49,6 +49,7 @@ pub mod bindings {
 }
 
 pub use bindings::weir::filter::types::{Geo, Verdict};
+pub use lookup::lookup;
 pub use patch::{edit_field, edit_field_text, set_field};
 pub use serde_json;
 

@@ -20,7 +20,11 @@ pub fn lookup<T: DeserializeOwned>(
     body: &[u8],
     path: &str,
 ) -> Result<Option<T>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // UTF-8 first: serde_json checks it in the strings it reads, not in
+    // those it skips (found by fuzz/fuzz_targets/sdk_json.rs).
+    let text = std::str::from_utf8(body)
+        .map_err(|e| serde::de::Error::custom(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let found = Walk {
         whole: Some(path),
         rest: path,
@@ -155,6 +159,16 @@ mod tests {
     use super::lookup;
     use serde_json::value::RawValue;
     use serde_json::{json, Value};
+
+    /// A body that is not UTF-8 is not JSON, in a field skipped too.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        let body = b"{\"prail\":\"\x99\",\"zk\":0}";
+        assert!(lookup::<Value>(body, "zk").is_err());
+        assert!(lookup::<Value>(body, "other").is_err());
+        assert!(crate::set_field(body, "zk", &json!(1)).is_err());
+        assert!(crate::edit_field(body, "zk", |_| true).is_err());
+    }
 
     /// As text, any value is found as written: `1e999`, which is JSON but
     /// no `Value`, too.
