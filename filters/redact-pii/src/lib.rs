@@ -14,7 +14,10 @@ use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
+use steps::step;
 use weir_guest_sdk::{config_json, edit_field_text, export_filter, Event, Filter, Verdict};
+
+pub mod steps;
 
 struct RedactPii {
     fields: Option<Vec<String>>,
@@ -53,18 +56,30 @@ impl Filter for RedactPii {
         events
             .iter()
             .map(|e| {
-                let redacted = match &self.fields {
-                    // Named fields: only they are read and, where needed, rewritten.
-                    Some(fields) => redact_fields(e.body(), fields, &self.mask),
-                    None => redact_strings(e.body(), &self.mask),
-                };
-                let Some((body, masked)) = redacted else {
+                let Some((body, masked)) =
+                    redact_event(e.body(), self.fields.as_deref(), &self.mask)
+                else {
                     return Verdict::Keep;
                 };
                 weir_guest_sdk::count("masked", masked as u64);
                 Verdict::Replace(body)
             })
             .collect()
+    }
+}
+
+/// An event's body with PII masked, in the named `fields` or, without
+/// them, in every string value; and the number of masks. `None` when there
+/// was nothing to mask.
+pub fn redact_event(
+    body: &[u8],
+    fields: Option<&[String]>,
+    mask: &str,
+) -> Option<(Vec<u8>, usize)> {
+    match fields {
+        // Named fields: only they are read and, where needed, rewritten.
+        Some(fields) => redact_fields(body, fields, mask),
+        None => redact_strings(body, mask),
     }
 }
 
@@ -107,13 +122,13 @@ fn redact_strings(body: &[u8], mask: &str) -> Option<(Vec<u8>, usize)> {
     let mut copied = 0;
     let mut masked = 0;
     let mut i = 0;
-    while let Some(open) = body[i..].iter().position(|&b| b == b'"') {
+    while let Some(open) = steps::find(&body[i..], |b| b == b'"') {
         let start = i + open;
         // The closing quote: skip escaped characters.
         let mut end = start + 1;
         loop {
             let rest = body.get(end..).unwrap_or_default();
-            match rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            match steps::find(rest, |b| b == b'"' || b == b'\\') {
                 Some(n) if body[end + n] == b'\\' => end += n + 2,
                 Some(n) => {
                     end += n;
@@ -129,9 +144,11 @@ fn redact_strings(body: &[u8], mask: &str) -> Option<(Vec<u8>, usize)> {
         if end >= body.len() {
             break;
         }
-        let after = body[end + 1..].iter().find(|b| !b.is_ascii_whitespace());
+        let after =
+            steps::find(&body[end + 1..], |b| !b.is_ascii_whitespace()).map(|n| &body[end + 1 + n]);
         if after != Some(&b':') {
             let raw = &body[start..=end];
+            step(raw.len());
             let replacement = match serde_json::from_slice::<String>(raw) {
                 Ok(text) => match redact(&text, mask) {
                     (redacted, n) if n > 0 => Some((json_string(&redacted), n)),
@@ -166,6 +183,7 @@ fn json_string(text: &str) -> String {
 /// a dotted version) in `text`.
 pub fn redact<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
     // Each of them has an `@` or digits: most strings have neither.
+    step(text.len());
     if !text.bytes().any(|b| b == b'@' || b.is_ascii_digit()) {
         return (Cow::Borrowed(text), 0);
     }
@@ -187,6 +205,7 @@ fn mask_spans(text: &str, mask: &str, find: FindSpan) -> (String, usize) {
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut count) = (0, 0);
     while let Some((start, end)) = find(bytes, copied) {
+        step(end - copied);
         out.push_str(&text[copied..start]);
         out.push_str(mask);
         copied = end;
@@ -206,9 +225,10 @@ fn email_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
     let domain = |b: u8| b >= 0x80 || b.is_ascii_alphanumeric() || b".-".contains(&b);
     let mut at = from;
     loop {
-        at += text[at..].iter().position(|&b| b == b'@')?;
+        at += steps::find(&text[at..], |b| b == b'@')?;
         let mut start = at;
         while start > from && local(text[start - 1]) {
+            step(1);
             start -= 1;
         }
         while start < at && text[start] == b'.' {
@@ -216,6 +236,7 @@ fn email_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
         }
         let mut end = at + 1;
         while end < text.len() && domain(text[end]) {
+            step(1);
             end += 1;
         }
         while end > at + 1 && b".-".contains(&text[end - 1]) {
@@ -235,9 +256,10 @@ fn ipv4_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
     let part = |b: u8| b.is_ascii_digit() || b == b'.';
     let mut start = from;
     loop {
-        start += text[start..].iter().position(u8::is_ascii_digit)?;
+        start += steps::find(&text[start..], |b| b.is_ascii_digit())?;
         let mut end = start;
         while end < text.len() && part(text[end]) {
+            step(1);
             end += 1;
         }
         let run = end;
@@ -268,7 +290,9 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
             || (chars.get(k).is_some_and(|c| "-_".contains(*c))
                 && chars.get(k + 1).is_some_and(|c| c.is_alphanumeric()))
     };
+    step(text.len());
     while i < chars.len() {
+        step(1);
         let alone = i == 0 || !(chars[i - 1].is_alphanumeric() || "-_".contains(chars[i - 1]));
         // An ISO date (2024-01-15) has eight digits but is no phone number.
         if alone && is_iso_date(&chars[i..]) {
@@ -281,6 +305,7 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
         if starts && alone {
             let mut j = i + 1;
             while j < chars.len() && (chars[j].is_ascii_digit() || " -.()".contains(chars[j])) {
+                step(1);
                 j += 1;
             }
             // Do not swallow trailing separators.
