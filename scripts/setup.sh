@@ -6,6 +6,7 @@
 #                              promtool (checks deploy/observability/alerts.yml),
 #                              redis-server (region-wide quotas)
 #   scripts/setup.sh --geoip   a GeoIP database for the local node (DB-IP City Lite)
+#   scripts/setup.sh --fuzz    cargo-fuzz and a nightly toolchain (scripts/fuzz.sh)
 #
 # With neither flag, only the build prerequisites are checked.
 #
@@ -97,6 +98,17 @@ if want --tests && ! [ -x var/bin/promtool ]; then
     say "could not fetch Debian's prometheus package: alert rules are checked with the PromQL parser only"
   fi
   rm -rf "$tmp"
+fi
+
+# cargo-fuzz (crates.io, pinned) and the nightly toolchain it needs (libFuzzer's
+# coverage instrumentation): scripts/fuzz.sh runs fuzz/'s targets with them.
+CARGO_FUZZ=0.13.2
+if want --fuzz; then
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+  if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ"; then
+    say "installing cargo-fuzz $CARGO_FUZZ"
+    cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ"
+  fi
 fi
 
 # A GeoIP database for the local node: DB-IP City Lite (CC BY 4.0,
