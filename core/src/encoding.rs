@@ -288,7 +288,10 @@ mod tests {
     fn the_cap_is_exact() {
         for size in [0, 1, 4095, 4096, 4097, 100_000] {
             let data = vec![b'x'; size];
-            assert_eq!(decompress(gzip(&data), Encoding::Gzip, size).unwrap().len(), size);
+            assert_eq!(
+                decompress(gzip(&data), Encoding::Gzip, size).unwrap().len(),
+                size
+            );
             if size > 0 {
                 let r = decompress(gzip(&data), Encoding::Gzip, size - 1).unwrap_err();
                 assert_eq!(r.status.as_u16(), 413, "{size}");
