@@ -19,6 +19,13 @@ pub fn is_json(text: &[u8]) -> bool {
         && strings(text.as_bytes()).all(|s| serde_json::from_slice::<String>(s).is_ok())
 }
 
+/// Whether `text` is JSON by the grammar alone (RFC 8259): UTF-8 and the
+/// syntax, with any `\u` escape, a lone surrogate too (which [`is_json`]
+/// refuses, as serde_json does when it decodes the string).
+pub fn is_json_grammar(text: &[u8]) -> bool {
+    std::str::from_utf8(text).is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok())
+}
+
 /// The string literals of a text serde_json has read, quotes included.
 fn strings(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut at = 0;
