@@ -9,6 +9,9 @@
 #                                  # on core 1), limits at about twice what the node takes,
 #                                  # so budget is leased and nothing is refused; prints the
 #                                  # Redis commands/s the node caused
+#   benches/compare.sh connections # 64 vs. 1,000 connections, 27 KB bodies (50 events of
+#                                  # ~550 bytes), every request admitted: CPU per event and
+#                                  # peak RSS as the connections grow
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
 #                                  # (exported over OTLP/HTTP to a discarding sink on core 1);
 #                                  # records carry a traceparent in every variant (the
@@ -100,7 +103,9 @@ fi
 filter() { printf '[[tenants.filters]]\npath = "%s"\nconfig = %s\n' "$PWD/$wasm/$1.wasm" "$2"; }
 
 # One variant: name, then extra TOML for the config, then env assignments
-# (LOAD_ARGS: extra arguments of the load generator; BIN: the node binary).
+# (LOAD_ARGS: extra arguments of the load generator; CONNS and EVENT_BYTES:
+# its connections and event size, 64 and 400 unless set; SERVER_EXTRA:
+# lines for the config's [server]; BIN: the node binary).
 run() {
   local name="$1" extra="$2"; shift 2
   local bin="${BIN:-$work/weir}"
@@ -109,6 +114,7 @@ run() {
 listen = "127.0.0.1:18080"
 tls_listen = ""
 admin_listen = "127.0.0.1:19090"
+${SERVER_EXTRA:-}
 [kafka]
 brokers = "127.0.0.1:$port"
 [geoip]
@@ -127,8 +133,8 @@ EOF
   # The load generator reads the node's CPU time at the ends of its
   # measured window (not its warm-up second or its tail).
   local line
-  line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency 64 \
-    --batch 50 --event-bytes 400 --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
+  line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency "${CONNS:-64}" \
+    --batch 50 --event-bytes "${EVENT_BYTES:-400}" --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
   line="${line%\}},\"clk_tck\":$(getconf CLK_TCK)}"
   kill "$node"; wait "$node" 2>/dev/null || true
   name="$name${run_suffix:-}"
@@ -164,6 +170,16 @@ $(filter sample "'{\"rate\": 1.0}'")"
       v_js() { run "js pass" "$(filter_at target/wasm-js/pass_through.wasm "''")" WEIR_FILTER_CACHE="$cache"; }
       order+=(v_py v_js)
     fi
+    ;;
+  connections)
+    # Caps that admit all of 1,000 connections from one address and their
+    # requests (the defaults would close some and answer others 429/503:
+    # this measures the cost of connections, not the caps).
+    wide=$'max_connections_per_address = 0\nmax_inflight = 4096'
+    admit=$'[defaults]\nmax_inflight = 4096'
+    v_64() { CONNS=64 EVENT_BYTES=550 SERVER_EXTRA="$wide" run "64 connections" "$admit"; }
+    v_1000() { CONNS=1000 EVENT_BYTES=550 SERVER_EXTRA="$wide" run "1000 connections" "$admit"; }
+    order=(v_64 v_1000)
     ;;
   telemetry)
     otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
@@ -208,7 +224,7 @@ $(filter sample "'{\"rate\": 1.0}'")"
     }
     order=(v_node v_region)
     ;;
-  *) echo "usage: $0 filters|telemetry|spool|quotas" >&2; exit 2 ;;
+  *) echo "usage: $0 filters|connections|telemetry|spool|quotas" >&2; exit 2 ;;
 esac
 if [ -n "${BASE:-}" ]; then
   # Each variant on the base commit's node too, in the same rounds.
@@ -236,14 +252,15 @@ names = list(dict.fromkeys(name for name, _ in rows))
 runs = {name: [r for n, r in rows if n == name] for name in names}
 base = runs[names[0]]
 cpu = lambda r: r["node_cpu_ticks"] / r["clk_tck"] * 1e6 / max(r["ok_requests"], 1)
-print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'failed':>7} {'node CPU µs/req':>16} {'ratio':>6}  (medians of {len(base)} rounds; ratios per round, to the first variant)")
+rss = lambda r: r.get("node_peak_rss_kib", 0) / 1024
+print(f"{'variant':<16} {'events/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'failed':>7} {'node CPU µs/req':>16} {'ratio':>6} {'peak RSS MB':>12}  (medians of {len(base)} rounds; ratios per round, to the first variant)")
 for name in names:
     rs = runs[name]
     med = lambda key: statistics.median(r[key] for r in rs)
     ratio = statistics.median(r["events_per_s"] / b["events_per_s"] for r, b in zip(rs, base))
     cpu_ratio = statistics.median(cpu(b) / cpu(r) for r, b in zip(rs, base))
     failed = sum(r["non_2xx"] + r["errors"] for r in rs)
-    print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f}")
+    print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f} {statistics.median(rss(r) for r in rs):>12.1f}")
 pairs = [(n, n + " (base)") for n in names if n + " (base)" in runs]
 if pairs:
     print(f"\n{'this tree vs base':<16} {'events/s':>10} {'node CPU':>9}  (medians of per-round ratios; 1 = same, lower = worse)")

@@ -86,7 +86,10 @@ struct Args {
     unsampled_traceparent: bool,
     /// The node's process id: its CPU time (user + system, all threads) is
     /// read from /proc at the start and the end of the measured window and
-    /// reported as `node_cpu_ticks` (clock ticks), next to `ok_requests`.
+    /// reported as `node_cpu_ticks` (clock ticks), next to `ok_requests`;
+    /// and its memory: the peak RSS since it started (`VmHWM`), and its RSS
+    /// at the start and the end of the window and every 10 s in between
+    /// (a soak's growth).
     #[arg(long)]
     node_pid: Option<u32>,
 }
@@ -94,6 +97,16 @@ struct Args {
 /// A process's CPU time so far, in clock ticks (utime + stime of
 /// /proc/<pid>/stat; its fields 14 and 15, counted after the command name,
 /// which may hold spaces, in parentheses).
+/// A size in KiB from /proc/<pid>/status (`VmHWM`, `VmRSS`).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
@@ -256,10 +269,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cpu_before = args.node_pid.map(cpu_ticks).transpose()?;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    // The node's RSS at the start of the window and every 10 s after.
+    let mut rss_kib = Vec::new();
+    loop {
+        if let Some(pid) = args.node_pid {
+            rss_kib.push(status_kib(pid, "VmRSS")?);
+        }
+        let left = Duration::from_secs(args.duration).saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(10))).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = args.node_pid.map(cpu_ticks).transpose()?;
+    let peak_rss_kib = args
+        .node_pid
+        .map(|pid| status_kib(pid, "VmHWM"))
+        .transpose()?;
     let node_cpu_ticks = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
 
     let mut total = Tally::default();
@@ -303,6 +331,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "answers by status {:?}, non-2xx {non_2xx}, connection errors {}",
         total.by_status, total.errors
     );
+    if let (Some(peak), Some(first), Some(last)) = (peak_rss_kib, rss_kib.first(), rss_kib.last()) {
+        let mb = |kib: u64| kib as f64 / 1024.0;
+        let samples: Vec<String> = rss_kib.iter().map(|&k| format!("{:.0}", mb(k))).collect();
+        println!(
+            "node memory: peak RSS {:.1} MB (since it started), RSS {:.1} → {:.1} MB over the window (every 10 s: {})",
+            mb(peak),
+            mb(*first),
+            mb(*last),
+            samples.join(" ")
+        );
+    }
     if let Some(quiet) = quiet {
         let mut q = quiet.await?;
         q.latencies_us.sort_unstable();
@@ -318,9 +357,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        let node_cpu = node_cpu_ticks
+        let mut node_cpu = node_cpu_ticks
             .map(|ticks| format!(",\"node_cpu_ticks\":{ticks}"))
             .unwrap_or_default();
+        if let (Some(peak), Some(first), Some(last)) =
+            (peak_rss_kib, rss_kib.first(), rss_kib.last())
+        {
+            node_cpu.push_str(&format!(
+                ",\"node_peak_rss_kib\":{peak},\"node_rss_start_kib\":{first},\"node_rss_end_kib\":{last}"
+            ));
+        }
         println!(
             "{{\"requests_per_s\":{:.1},\"events_per_s\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"non_2xx\":{non_2xx},\"errors\":{},\"ok_requests\":{}{node_cpu}}}",
             requests / elapsed,
