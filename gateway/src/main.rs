@@ -25,10 +25,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for the node. mimalloc asks for them
 /// on its arenas (`madvise`), and then a 2 MiB page is resident as soon as
-/// one byte of it is touched: at 64 connections a third of the node's
-/// anonymous memory was huge pages, 32 of 66 MB (peak RSS 89–105 MB; with
-/// them off 52–65 MB, for the same CPU per event within the noise:
-/// benches/compare.sh connections). Applies to every mapping from here on.
+/// one byte of it is touched: at 64 connections 32 of the node's 66 MB of
+/// anonymous memory were huge pages. Measured with 27 KB bodies, same run:
+/// peak RSS 87–104 → 61–64 MB at 64 connections, 254–267 → 209–217 MB at
+/// 1,000; node CPU per event +5% (4.26–4.50 → 4.63–4.68 µs: fewer TLB
+/// hits). Memory is what a node's limit is set by. Applies to every
+/// mapping from here on.
 fn no_huge_pages() {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and
     // touches no memory of ours; on a kernel without it, it fails, harmlessly.
