@@ -21,7 +21,7 @@ seconds="${1:-60}"
 shift || true
 scripts/setup.sh --fuzz
 cd fuzz
-cargo +nightly fuzz build -O --sanitizer "${SANITIZER:-address}" "$@"
+cargo +nightly fuzz build -O --sanitizer "${SANITIZER:-address}"
 bin=target/x86_64-unknown-linux-gnu/release
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
