@@ -61,6 +61,16 @@ fuzz_target!(|input: Input| {
         assert!(is_json_grammar(out), "wrote {text}");
         assert!(!strict || is_json(out), "wrote {text}");
     }
+    // serde_json (with `raw_value`, as the SDK has it) reads an object whose
+    // only key is this token as a RawValue, so no `Value` holds one: a field
+    // set under that name has no `Value` to compare with (found by this
+    // target; the text-level helpers are not affected).
+    if path
+        .split('.')
+        .any(|key| key == "$serde_json::private::RawValue")
+    {
+        return;
+    }
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return;
     };

@@ -353,4 +353,21 @@ mod tests {
         assert_eq!(edited(r#"{"a": 1}"#, "a.b"), None);
         assert!(edit_field(b"[]", "a", mask).is_err());
     }
+
+    /// serde_json with `raw_value` (as this crate has it) reads an object
+    /// whose only key is its RawValue token as a RawValue, so no `Value`
+    /// holds one; the text-level helpers read and edit around it. (Found by
+    /// fuzz/fuzz_targets/sdk_json.rs; a filter that parses bodies into
+    /// `Value`s gets an error for such an event, and its policy decides.)
+    #[test]
+    fn the_raw_value_token_is_text_to_the_helpers() {
+        let body = br#"{"a":{"$serde_json::private::RawValue":1}}"#;
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        let raw = crate::lookup::<Box<RawValue>>(body, "a").unwrap().unwrap();
+        assert_eq!(raw.get(), r#"{"$serde_json::private::RawValue":1}"#);
+        assert_eq!(
+            set(std::str::from_utf8(body).unwrap(), "a.b", json!(2)),
+            r#"{"a":{"$serde_json::private::RawValue":1,"b":2}}"#
+        );
+    }
 }
