@@ -411,8 +411,14 @@ async fn quiet_worker(
         let Some(s) = sender.as_mut() else { continue };
         n += 1;
         let started = Instant::now();
-        match post(s, &key, bodies[n % bodies.len()].clone(), None).await {
-            Ok(status) if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) => {
+        let result = post(s, &key, bodies[n % bodies.len()].clone(), None).await;
+        if matches!(result, Ok((_, true)) | Err(_)) {
+            sender = None;
+        }
+        match result {
+            Ok((status, _))
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) =>
+            {
                 tally
                     .latencies_us
                     .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -420,8 +426,7 @@ async fn quiet_worker(
                 // 202: every event accepted, some spooled by the node.
                 tally.ok += u64::from(status == 200 || status == 202);
             }
-            Ok(_) => {}
-            Err(_) => sender = None,
+            Ok(_) | Err(_) => {}
         }
     }
     tally
@@ -432,7 +437,7 @@ async fn post(
     key: &str,
     body: Bytes,
     traceparent: Option<String>,
-) -> anyhow::Result<u16> {
+) -> anyhow::Result<(u16, bool)> {
     let mut request = http::Request::post("/v1/batch")
         .header("host", "localhost")
         .header("content-type", "application/json")
@@ -444,8 +449,15 @@ async fn post(
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
+    // The node's last answer on a connection it closes (its age, a drain)
+    // says so: the next request goes on a new connection, not counted as
+    // a connection error.
+    let closing = response
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     response.into_body().collect().await?;
-    Ok(status)
+    Ok((status, closing))
 }
 
 /// A few distinct bodies per worker set: different devices, same shape.
@@ -551,8 +563,11 @@ async fn worker(
         )
         .await;
         let elapsed = started.elapsed();
+        if let Ok((_, true)) = result {
+            sender = None;
+        }
         match result {
-            Ok(status) => {
+            Ok((status, _)) => {
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     tally
                         .latencies_us
