@@ -79,8 +79,6 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
-pub use weir_core::headers::KEY_HEADER;
-
 /// Every tenant of the node, by the hash of each of its keys.
 #[derive(Debug, Default)]
 pub struct Tenants {
