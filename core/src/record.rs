@@ -35,7 +35,7 @@ pub fn write_value(out: &mut Vec<u8>, fields: &RecordFields<'_>, meta: &str, dat
     out.extend_from_slice(b"{\"backend_id\":");
     write_str(out, fields.backend_id);
     out.extend_from_slice(b",\"id\":");
-    write_opt_str(out, fields.id);
+    write_or_null(out, fields.id, write_str);
     out.extend_from_slice(b",\"tenant\":");
     write_str(out, fields.tenant);
     out.extend_from_slice(b",\"category\":");
@@ -43,30 +43,13 @@ pub fn write_value(out: &mut Vec<u8>, fields: &RecordFields<'_>, meta: &str, dat
     out.extend_from_slice(b",\"received_at\":");
     write_int(out, fields.received_at);
     out.extend_from_slice(b",\"ts\":");
-    match fields.ts {
-        Some(ts) => write_int(out, ts),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_or_null(out, fields.ts, write_int);
     out.extend_from_slice(b",\"request_id\":");
     write_str(out, fields.request_id);
     out.extend_from_slice(b",\"client_ip\":");
-    match fields.client_ip {
-        Some(ip) => write_ip(out, ip),
-        None => out.extend_from_slice(b"null"),
-    }
+    write_or_null(out, fields.client_ip, write_ip);
     out.extend_from_slice(b",\"geo\":");
-    match fields.geo {
-        Some(geo) => {
-            out.extend_from_slice(b"{\"country\":");
-            write_opt_str(out, geo.country.as_deref());
-            out.extend_from_slice(b",\"region\":");
-            write_opt_str(out, geo.region.as_deref());
-            out.extend_from_slice(b",\"city\":");
-            write_opt_str(out, geo.city.as_deref());
-            out.push(b'}');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    write_or_null(out, fields.geo, write_geo);
     out.extend_from_slice(b",\"meta\":");
     out.extend_from_slice(meta.as_bytes());
     out.extend_from_slice(b",\"data\":");
@@ -115,11 +98,22 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
 }
 
-fn write_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => write_str(out, text),
+/// `value` by `write`, or `null`.
+fn write_or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: fn(&mut Vec<u8>, T)) {
+    match value {
+        Some(value) => write(out, value),
         None => out.extend_from_slice(b"null"),
     }
+}
+
+fn write_geo(out: &mut Vec<u8>, geo: &Geo) {
+    out.extend_from_slice(b"{\"country\":");
+    write_or_null(out, geo.country.as_deref(), write_str);
+    out.extend_from_slice(b",\"region\":");
+    write_or_null(out, geo.region.as_deref(), write_str);
+    out.extend_from_slice(b",\"city\":");
+    write_or_null(out, geo.city.as_deref(), write_str);
+    out.push(b'}');
 }
 
 /// The bytes a JSON string cannot hold as they are: `"`, `\\` and the
