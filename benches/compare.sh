@@ -12,6 +12,10 @@
 #   benches/compare.sh connections # 64 vs. 1,000 connections, 27 KB bodies (50 events of
 #                                  # ~550 bytes), every request admitted: CPU per event and
 #                                  # peak RSS as the connections grow
+#   benches/compare.sh soak        # one node for DURATION seconds (default 600 here), CONNS
+#                                  # connections (64), 27 KB bodies: its RSS every 10 s and
+#                                  # the growth from the lowest sample after the first minute
+#                                  # (warm-up: buffers and pools filling) to the last
 #   benches/compare.sh telemetry   # telemetry off vs. metrics only vs. traces sampled 100% / 1%
 #                                  # (exported over OTLP/HTTP to a discarding sink on core 1);
 #                                  # records carry a traceparent in every variant (the
@@ -52,6 +56,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-filters}"
 duration="${DURATION:-10}"
 rounds="${ROUNDS:-3}"
+if [ "$mode" = soak ]; then duration="${DURATION:-600}"; rounds=1; fi
 port=19092
 work="$(mktemp -d)"
 pids=()
@@ -181,6 +186,12 @@ $(filter sample "'{\"rate\": 1.0}'")"
     v_1000() { CONNS=1000 EVENT_BYTES=550 SERVER_EXTRA="$wide" run "1000 connections" "$admit"; }
     order=(v_64 v_1000)
     ;;
+  soak)
+    wide=$'max_connections_per_address = 0\nmax_inflight = 4096'
+    admit=$'[defaults]\nmax_inflight = 4096'
+    v_soak() { CONNS="${CONNS:-64}" EVENT_BYTES=550 SERVER_EXTRA="$wide" run "soak" "$admit"; }
+    order=(v_soak)
+    ;;
   telemetry)
     otlp=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
     v_off() { run "telemetry off" "" WEIR_TELEMETRY_TRACES=off WEIR_TELEMETRY_METRICS=off; }
@@ -224,7 +235,7 @@ $(filter sample "'{\"rate\": 1.0}'")"
     }
     order=(v_node v_region)
     ;;
-  *) echo "usage: $0 filters|connections|telemetry|spool|quotas" >&2; exit 2 ;;
+  *) echo "usage: $0 filters|connections|soak|telemetry|spool|quotas" >&2; exit 2 ;;
 esac
 if [ -n "${BASE:-}" ]; then
   # Each variant on the base commit's node too, in the same rounds.
@@ -269,6 +280,18 @@ if pairs:
         cp = statistics.median(cpu(b) / cpu(r) for r, b in zip(runs[name], runs[base_name]))
         print(f"{name:<16} {ev:>10.3f} {cp:>9.3f}")
 EOF
+if [ "$mode" = soak ]; then
+  python3 - "$work/results" <<'PY'
+import json, sys
+run = json.loads(open(sys.argv[1]).readline().split("\t", 1)[1])
+samples = [kib / 1024 for kib in run["node_rss_kib_every_10s"]]
+start = 6 if len(samples) > 7 else 0  # after the first minute, when there is one
+settled = min(samples[start:])
+print(f"\nRSS every 10 s (MB): {' '.join(f'{s:.0f}' for s in samples)}")
+print(f"RSS {settled:.0f} MB at its lowest from {start * 10} s, {samples[-1]:.0f} MB at the end: "
+      f"growth {samples[-1] - settled:.0f} MB over {(len(samples) - 1 - start) * 10} s")
+PY
+fi
 if [ -s "$work/redis_ops" ]; then
   # Per second of the node's whole run: its start, weir-load's warm-up
   # second, the measured window and the tail (about DURATION + 2 s).

@@ -363,8 +363,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let (Some(peak), Some(first), Some(last)) =
             (peak_rss_kib, rss_kib.first(), rss_kib.last())
         {
+            let samples: Vec<String> = rss_kib.iter().map(u64::to_string).collect();
             node_cpu.push_str(&format!(
-                ",\"node_peak_rss_kib\":{peak},\"node_rss_start_kib\":{first},\"node_rss_end_kib\":{last}"
+                ",\"node_peak_rss_kib\":{peak},\"node_rss_start_kib\":{first},\"node_rss_end_kib\":{last},\"node_rss_kib_every_10s\":[{}]",
+                samples.join(",")
             ));
         }
         println!(
