@@ -417,27 +417,41 @@ fn wait_for_close(mut stream: std::net::TcpStream, started: Instant) -> (String,
     )
 }
 
-/// A keep-alive connection past its age is closed once idle, so that
-/// clients reconnect (and spread over nodes), long before the keep-alive
-/// timeout would close it.
+/// A keep-alive connection past its age is closed with the answer to its
+/// next request (`Connection: close`), so that clients reconnect and spread
+/// over nodes, and not while idle: a close then would race the client's
+/// next request, which would be lost on the wire.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_connection_past_its_age_is_closed() {
+async fn a_connection_past_its_age_closes_with_an_answer() {
     let config = format!(
         "[server]\nmax_connection_age_ms = 500\n{}",
         tenant("acme", KEY, "")
     );
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
     let address = node.http.clone();
-    let (answer, elapsed) = tokio::task::spawn_blocking(move || {
-        let (stream, started) = say(
-            &address,
-            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        );
-        wait_for_close(stream, started)
+    let (answers, rest, elapsed) = tokio::task::spawn_blocking(move || {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let (mut stream, started) = say(&address, request);
+        let first = read_answer(&mut stream).unwrap();
+        // Idle past the age (500 ms + 10% at most): the client's think time,
+        // which is what the node must not close the connection in.
+        std::thread::sleep(Duration::from_millis(1000));
+        stream.write_all(request).unwrap();
+        let second = read_answer(&mut stream).unwrap();
+        let (rest, elapsed) = wait_for_close(stream, started);
+        ([first, second], rest, elapsed)
     })
     .await
     .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let [first, second] = answers;
+    assert_eq!((first.status, first.close), (200, false), "{}", first.head);
+    assert_eq!(
+        (second.status, second.close),
+        (200, true),
+        "{}",
+        second.head
+    );
+    assert_eq!(rest, "", "nothing after the closing answer");
     assert!(
         elapsed < Duration::from_secs(5),
         "the connection stayed open {elapsed:?} (the keep-alive timeout is 10 s)"
@@ -772,6 +786,40 @@ async fn an_h2_connection_is_closed_when_idle_not_while_a_request_waits() {
         .expect("the idle connection is closed")
         .unwrap()
         .unwrap();
+}
+
+/// An HTTP/2 connection past its age is closed by GOAWAY (which names the
+/// last stream taken, so no request races it), long before the idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_connection_past_its_age_gets_goaway() {
+    let config = format!(
+        "[server]\nmax_connection_age_ms = 500\n{}",
+        tenant("acme", KEY, "")
+    );
+    let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(&node.http).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let health = http::Request::get("http://localhost/healthz")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(health).await.unwrap().status(), 200);
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("closed at its age, not after the 10 s idle timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// One address holds at most `max_connections_per_address` of a

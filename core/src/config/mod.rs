@@ -107,10 +107,11 @@ pub struct ServerConfig {
     pub unauthenticated_burst: u32,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout_ms: u64,
-    /// A connection older than this (±10%) is closed gracefully after its
-    /// requests in flight (HTTP/2: GOAWAY), so that clients reconnect and
-    /// spread over the nodes behind a load balancer, and an idle HTTP/2
-    /// connection does not hold its place forever. 0: no limit.
+    /// A connection older than this (±10%) is closed with the answer to a
+    /// request (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY), so that
+    /// clients reconnect and spread over the nodes behind a load balancer;
+    /// never while idle, which would race the client's next request (an
+    /// idle one closes by the idle timeout). 0: no limit.
     pub max_connection_age_ms: u64,
 }
 

@@ -4,6 +4,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -11,10 +12,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-/// One connection's requests in flight, and when the latest one ended.
+/// One connection's requests in flight, when the latest one ended, and
+/// whether it has reached its age.
 pub(super) struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     since: std::sync::Mutex<tokio::time::Instant>,
+    /// Past its age: its next HTTP/1 answer closes it.
+    aged: AtomicBool,
+    /// It has carried an HTTP/2 request.
+    http2: AtomicBool,
+    /// Told when an HTTP/2 request starts (a permit is kept if no one waits).
+    http2_started: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -22,11 +30,26 @@ impl Activity {
         Activity {
             in_flight: Default::default(),
             since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            aged: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            http2_started: tokio::sync::Notify::new(),
         }
     }
 
     fn since(&self) -> tokio::time::Instant {
         *self.since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection has reached its age.
+    pub(super) fn aged(&self) -> bool {
+        self.aged.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the connection has carried an HTTP/2 request.
+    async fn http2(&self) {
+        while !self.http2.load(Ordering::Relaxed) {
+            self.http2_started.notified().await;
+        }
     }
 }
 
@@ -35,10 +58,11 @@ impl Activity {
 pub(super) struct Busy(Arc<Activity>);
 
 impl Busy {
-    pub(super) fn new(activity: &Arc<Activity>) -> Busy {
-        activity
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub(super) fn new(activity: &Arc<Activity>, version: http::Version) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 && !activity.http2.swap(true, Ordering::Relaxed) {
+            activity.http2_started.notify_one();
+        }
         Busy(activity.clone())
     }
 }
@@ -46,9 +70,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         *self.0.since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -59,11 +81,7 @@ impl Drop for Busy {
 pub(super) async fn idle(activity: &Activity, timeout: Duration) {
     loop {
         tokio::time::sleep_until(activity.since() + timeout).await;
-        if activity
-            .in_flight
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
+        if activity.in_flight.load(Ordering::Relaxed) > 0 {
             // Busy: look again a timeout after the request ends.
             tokio::time::sleep(timeout).await;
             continue;
@@ -74,11 +92,22 @@ pub(super) async fn idle(activity: &Activity, timeout: Duration) {
     }
 }
 
-/// Returns when a connection is to be closed: when the node stops, or when
-/// it reaches its age (±10%, so that the clients of a node started at once
-/// do not all reconnect at once).
-pub(super) async fn closing(mut stop: watch::Receiver<bool>, max_age: Option<Duration>) {
-    let age = async {
+/// Returns when a connection is to be closed gracefully: when the node
+/// stops, or when it has reached its age (±10%, so that the clients of a
+/// node started at once do not all reconnect at once) if it speaks HTTP/2.
+///
+/// Past its age an HTTP/1 connection is closed by the `Connection: close`
+/// of its next answer (the listener adds it when [`Activity::aged`]), never
+/// while idle: an idle HTTP/1 connection closed by the server races the
+/// client's next request, which is then lost on the wire (and a POST is not
+/// retried). HTTP/2 has no such race (GOAWAY names the last stream taken).
+/// A connection that stays idle closes by the idle timeout.
+pub(super) async fn closing(
+    mut stop: watch::Receiver<bool>,
+    max_age: Option<Duration>,
+    activity: &Activity,
+) {
+    let aged = async {
         let Some(age) = max_age else {
             return std::future::pending().await;
         };
@@ -87,11 +116,13 @@ pub(super) async fn closing(mut stop: watch::Receiver<bool>, max_age: Option<Dur
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        tokio::time::sleep(age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))).await
+        tokio::time::sleep(age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))).await;
+        activity.aged.store(true, Ordering::Relaxed);
+        activity.http2().await
     };
     tokio::select! {
         _ = stop.wait_for(|stop| *stop) => {}
-        () = age => {}
+        () = aged => {}
     }
 }
 

@@ -314,10 +314,20 @@ impl<S: Service> Connection<S> {
         let activity = Arc::new(Activity::new());
         let requests = {
             let activity = activity.clone();
-            service_fn(move |request| {
-                let (service, busy) = (service.clone(), Busy::new(&activity));
+            service_fn(move |request: Request<Incoming>| {
+                let version = request.version();
+                let (service, busy) = (service.clone(), Busy::new(&activity, version));
+                let activity = activity.clone();
                 async move {
-                    let response = service.call(request, peer, role).await;
+                    let mut response = service.call(request, peer, role).await;
+                    // Past its age an HTTP/1 connection closes after an
+                    // answer (see `closing`); hyper honours the header.
+                    if version < http::Version::HTTP_2 && activity.aged() {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     drop(busy);
                     Ok::<_, Infallible>(response)
                 }
@@ -327,7 +337,7 @@ impl<S: Service> Connection<S> {
         let connection = builder.serve_connection(TokioIo::new(stream), requests);
         let mut connection = std::pin::pin!(connection);
         let (closing, idle) = (
-            closing(stop, limits.max_age),
+            closing(stop, limits.max_age, &activity),
             idle(&activity, limits.header_timeout),
         );
         let mut close = std::pin::pin!(async {

@@ -10,8 +10,8 @@
 //! without response"). So a handler only borrows the body ([`Lent`]); what it
 //! left unread is discarded while it is small and quick, and otherwise the
 //! answer says `Connection: close` (which hyper honours by closing after it).
-//! Draining and a connection's age already put `Connection: close` on the
-//! answers in flight (hyper's graceful shutdown), and GOAWAY on HTTP/2.
+//! Draining (hyper's graceful shutdown) and a connection's age (the
+//! listener) already put `Connection: close` on answers, and GOAWAY on HTTP/2.
 
 use std::pin::Pin;
 use std::task::Poll;
