@@ -692,6 +692,58 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
 /// its in-flight place: the records count until they are answered, so
 /// retries cannot pile more copies into the producer's queue than
 /// max_inflight allows. They are still written (at least once).
+/// Past the processing limit a request waits its turn (with its body read)
+/// and is answered like any other; when what requests wait for is Kafka (a
+/// slow one here) and not the node's CPU, the limit rises.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_past_the_processing_limit_wait_and_a_slow_kafka_raises_it() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events.turns", 1, 1).unwrap();
+    let node = Node::start(
+        &("[server]\nprocessing_min = 2\n".to_owned()
+            + &tenant("acme", KEY, "categories = [\"turns\"]")),
+        &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
+    )
+    .unwrap();
+    // The topic is known before Kafka slows down.
+    let answer = post(&node, KEY, batch("turns", ["first".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(1000))
+        .unwrap();
+    let admin = node.admin.clone().unwrap();
+    let node = Arc::new(node);
+    let posts: Vec<_> = (0..40)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move { post(&node, KEY, batch("turns", [format!("e{i}")])).await })
+        })
+        .collect();
+    // All 40 admitted, as many processed as the limit (2, or a few more
+    // after the quick first request), the others waiting their turn (the
+    // first answers are a second away).
+    eventually(Duration::from_secs(5), "40 requests in flight", || async {
+        sum(&metrics(&admin).await, "weir_inflight_requests", &[]) >= 40.0
+    })
+    .await;
+    let samples = metrics(&admin).await;
+    let limit = sum(&samples, "weir_processing_limit", &[]);
+    assert!((2.0..40.0).contains(&limit), "{limit}");
+    assert_eq!(sum(&samples, "weir_processing_requests", &[]), limit);
+    for answer in futures::future::join_all(posts).await {
+        let answer = answer.unwrap().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.json());
+    }
+    let samples = metrics(&admin).await;
+    assert!(
+        sum(&samples, "weir_processing_limit", &[]) > limit,
+        "the waits were Kafka's, not a queue: the limit rose"
+    );
+    assert_eq!(sum(&samples, "weir_processing_requests", &[]), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
     let cluster = MockCluster::new(1).unwrap();

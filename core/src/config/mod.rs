@@ -97,6 +97,12 @@ pub struct ServerConfig {
     /// Requests in flight on the node at most; past 3/4 of it the tenants
     /// above their fair share are shed first (503).
     pub max_inflight: usize,
+    /// The fewest requests processed at once (from their body read to
+    /// Kafka's answer; the others wait their turn with their bodies read).
+    /// The node raises the number while requests wait on Kafka rather than
+    /// on its CPU (a far Kafka), up to `max_inflight`, and lowers it back
+    /// when they queue.
+    pub processing_min: usize,
     /// Request headers: total bytes and count; more gets 431.
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -127,6 +133,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_connections_per_address: 256,
             max_inflight: 1024,
+            processing_min: 64,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             h2_max_concurrent_streams: 256,
@@ -833,6 +840,7 @@ impl Config {
             ("kafka.delivery_timeout_ms", self.kafka.delivery_timeout_ms),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.max_inflight", self.server.max_inflight as u64),
+            ("server.processing_min", self.server.processing_min as u64),
             ("server.max_headers", self.server.max_headers as u64),
             (
                 "server.h2_max_concurrent_streams",

@@ -11,6 +11,7 @@ use super::reload::StartOnly;
 use super::NodeError;
 use crate::config::Config;
 use crate::edge::auth::Tenants;
+use crate::edge::limit::processing::Processing;
 use crate::edge::limit::region::Region;
 use crate::edge::limit::{Admission, Rate, Unauthenticated};
 use crate::ops::metrics::{Metrics, QuotaGauge, Saturation, SpoolGauge};
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     pub body_timeout: Duration,
     pub admission: Arc<Admission>,
+    /// Turns among the requests being processed (adaptive).
+    pub processing: Arc<Processing>,
     pub unauthenticated: Option<Unauthenticated>,
     /// The link to the region's shared budgets (`[quotas]`), if any.
     pub region: Option<Arc<Region>>,
@@ -71,13 +74,17 @@ impl Gateway {
             filters.cache_in(dir.clone());
         }
         let admission = Admission::new(config.server.max_inflight);
+        let processing = Processing::new(config.server.processing_min, config.server.max_inflight);
         let metrics = {
             let admission = admission.clone();
+            let (taken, limit) = (processing.clone(), processing.clone());
             Metrics::new(
                 telemetry,
                 Saturation {
                     inflight: Arc::new(move || admission.inflight() as u64),
                     inflight_max: config.server.max_inflight as u64,
+                    processing: Arc::new(move || taken.taken() as u64),
+                    processing_limit: Arc::new(move || limit.limit() as u64),
                     kafka_queue: Arc::new(producer.queued()),
                     kafka: producer.stats(),
                     filter_instances: Arc::new(filters.instances()),
@@ -116,6 +123,7 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             body_timeout: Duration::from_millis(config.server.body_timeout_ms),
             admission,
+            processing,
             region,
             metrics,
             unauthenticated: Unauthenticated::new(Rate {

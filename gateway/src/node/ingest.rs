@@ -1,8 +1,9 @@
 //! `POST /v1/batch`: the path of one upload, stage by stage, in order.
 //!
-//! authenticate → request rate → in-flight admission → read body → decode →
-//! authorize category → validate and split → event rate → enrich → filter →
-//! produce → answer. Each stage is a function in its own module, run here
+//! authenticate → request rate → in-flight admission → read body → turn to
+//! be processed → decode → authorize category → validate and split → event
+//! rate → enrich → filter → produce → answer (the turn ends with Kafka's
+//! answer). Each stage is a function in its own module, run here
 //! inside its span and timer ([`StageRun`]); a stage that refuses the whole
 //! request returns a [`Reject`], which becomes the answer.
 
@@ -124,6 +125,9 @@ where
         .check_bytes(bytes.len())
         .await
         .map_err(|r| r.reject("body"))?;
+    // Its turn among the requests processed at once, given back with the
+    // records' answers like `admitted` (measured: see `edge::limit::processing`).
+    let turn = gateway.processing.take().await;
     let decode =
         stage_span!(traced, "decode", bytes = bytes.len() as i64, error.type = field::Empty);
     let upload = StageRun::timed(decode, metrics, Stage::Decode)
@@ -157,7 +161,15 @@ where
                 .run_async(chain)
                 .await;
         }
-        produce(gateway, &tenant, &mut batch, request_id, trace, admitted).await;
+        produce(
+            gateway,
+            &tenant,
+            &mut batch,
+            request_id,
+            trace,
+            (admitted, turn.measured()),
+        )
+        .await;
     }
     metrics.batch(&tenant.name, &batch);
     let answer = respond::answer(&batch, request_id, limited.as_ref());

@@ -164,6 +164,10 @@ pub struct Saturation {
     pub inflight: Gauge,
     /// The node's cap on requests in flight (`server.max_inflight`).
     pub inflight_max: u64,
+    /// Requests in processing (from their body read to Kafka's answer).
+    pub processing: Gauge,
+    /// How many may be at once now (adaptive).
+    pub processing_limit: Gauge,
     /// Records in the producer not yet acknowledged.
     pub kafka_queue: Gauge,
     /// librdkafka's latest statistics.
@@ -573,6 +577,8 @@ fn saturation_gauges(meter: &Meter, saturation: Saturation) -> Arc<Connections> 
     let Saturation {
         inflight,
         inflight_max,
+        processing,
+        processing_limit,
         kafka_queue,
         kafka,
         filter_instances,
@@ -597,6 +603,18 @@ fn saturation_gauges(meter: &Meter, saturation: Saturation) -> Arc<Connections> 
         "weir.inflight.requests.max",
         "The node's cap on requests in flight (server.max_inflight); past 3/4 of it, tenants over their share are shed",
         move || inflight_max,
+    );
+    gauge(
+        meter,
+        "weir.processing.requests",
+        "Requests being processed, from their body read to Kafka's answer; the others admitted wait their turn (saturation)",
+        move || processing(),
+    );
+    gauge(
+        meter,
+        "weir.processing.limit",
+        "How many requests may be processed at once: adaptive, from server.processing_min up to server.max_inflight",
+        move || processing_limit(),
     );
     let connections = Arc::new(Connections::default());
     let open = connections.clone();
@@ -862,6 +880,8 @@ mod tests {
             Saturation {
                 inflight: gauge.clone(),
                 inflight_max: 0,
+                processing: gauge.clone(),
+                processing_limit: gauge.clone(),
                 kafka_queue: gauge.clone(),
                 kafka: Arc::default(),
                 filter_instances: gauge,

@@ -33,6 +33,7 @@ use http::StatusCode;
 use crate::config::Limits;
 use crate::model::{ErrorCode, Reject};
 
+pub mod processing;
 pub mod region;
 
 use region::{Region, Shared, Taken};

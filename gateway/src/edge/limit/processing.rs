@@ -1,0 +1,358 @@
+//! How many requests are processed at once: from their body read to
+//! Kafka's answer. Past that many, a request waits its turn with its body
+//! read (first come, first served) instead of joining the work half done.
+//!
+//! Why: a node's CPU is its limit. With every connection's request taken
+//! at once (a thousand connections), each is decoded and handed to
+//! librdkafka as soon as it arrives, and then they all wait together:
+//! librdkafka's thread, sharing the saturated cores, drains its queue ever
+//! later, and every request holds its events and its records meanwhile.
+//! Measured (27 KB bodies, one core): 1,000 connections kept ~11,000
+//! records queued and 214 ms of wait for Kafka per request, peak RSS 221
+//! MB; with 64 taken at a time, 349 records and 16 ms, 128 MB, and more
+//! events/s.
+//!
+//! A fixed number would not do: a Kafka far away needs more requests
+//! waiting on it at once (its round trip times the request rate: 4,000
+//! requests/s at 150 ms need 600) or the node idles. So the limit adapts,
+//! as TCP Vegas does (and Netflix's concurrency-limits after it): from
+//! each request's time in processing against the shortest lately seen, it
+//! estimates how many requests queue rather than work; a small queue raises
+//! the limit, a large one lowers it. Waiting for a far Kafka is not
+//! queueing (every request's time is the round trip, so it is also the
+//! shortest), so the limit rises until the node is busy; a node at its CPU
+//! sees each request's time grow with the limit, and comes back to its
+//! floor. The floor (`server.processing_min`) is kept because requests
+//! differ in size, which looks like queueing to the estimate.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The adaptive limit and the places it gives.
+pub struct Processing {
+    places: Arc<Semaphore>,
+    state: Mutex<State>,
+}
+
+struct State {
+    vegas: Vegas,
+    /// Places given out (in processing).
+    taken: usize,
+    /// Places to withdraw as they come back (the limit went down).
+    owed: usize,
+}
+
+/// One request's place, given back when dropped (with its time as a
+/// sample once [`Turn::measured`]).
+pub struct Turn {
+    processing: Arc<Processing>,
+    permit: Option<OwnedSemaphorePermit>,
+    since: Instant,
+    measured: bool,
+}
+
+impl Processing {
+    /// `min`: the floor (and the start); `max`: the ceiling.
+    pub fn new(min: usize, max: usize) -> Arc<Processing> {
+        let vegas = Vegas::new(min, max.max(min), Instant::now());
+        Arc::new(Processing {
+            places: Arc::new(Semaphore::new(vegas.limit())),
+            state: Mutex::new(State {
+                vegas,
+                taken: 0,
+                owed: 0,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The figures stay usable if a holder panicked: take them as they are.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a place (first come, first served).
+    pub async fn take(self: &Arc<Self>) -> Turn {
+        // The semaphore is never closed.
+        let permit = self.places.clone().acquire_owned().await.ok();
+        self.state().taken += 1;
+        Turn {
+            processing: self.clone(),
+            permit,
+            since: Instant::now(),
+            measured: false,
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.state().vegas.limit()
+    }
+
+    /// Requests in processing now.
+    pub fn taken(&self) -> usize {
+        self.state().taken
+    }
+
+    fn give_back(&self, permit: Option<OwnedSemaphorePermit>, sample: Option<Instant>) {
+        let mut state = self.state();
+        state.taken -= 1;
+        let before = state.vegas.limit();
+        if let Some(started) = sample {
+            let taken = state.taken + 1;
+            state.vegas.sample(started, Instant::now(), taken);
+        }
+        let after = state.vegas.limit();
+        if after > before {
+            // Grown: places owed are cancelled first, then new ones made.
+            let grown = after - before;
+            let cancelled = grown.min(state.owed);
+            state.owed -= cancelled;
+            self.places.add_permits(grown - cancelled);
+        } else {
+            state.owed += before - after;
+        }
+        if state.owed > 0 {
+            if let Some(permit) = permit {
+                permit.forget();
+                state.owed -= 1;
+            }
+        }
+    }
+}
+
+impl Turn {
+    /// Counts this request's time in processing as a sample for the limit
+    /// (a request refused before Kafka says nothing about it).
+    pub fn measured(mut self) -> Turn {
+        self.measured = true;
+        self
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let sample = self.measured.then_some(self.since);
+        self.processing.give_back(self.permit.take(), sample);
+    }
+}
+
+/// How often the shortest time is measured again (see [`Probe`]).
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// How soon after the last probe another may start, when the shortest time
+/// looks stale.
+const PROBE_SOONEST: Duration = Duration::from_secs(1);
+
+/// TCP Vegas' estimate applied to a concurrency limit: `queue = limit × (1 −
+/// shortest / rtt)` requests waiting rather than working; below `threshold`
+/// the limit grows fast (`beta`), below `alpha` slowly, above `beta` it
+/// shrinks; the thresholds grow with log10 of the limit.
+#[derive(Debug, Clone)]
+struct Vegas {
+    limit: f64,
+    min: f64,
+    max: f64,
+    /// The shortest time seen since the last probe.
+    shortest: Option<Duration>,
+    /// The recent samples' average (exponentially weighted), in seconds.
+    average: f64,
+    probe: Probe,
+}
+
+/// The shortest time must be measured with little queueing, and a node at
+/// its CPU never sees that at its limit (each request waits for the others).
+/// So every [`PROBE_EVERY`] the limit drops to the floor until as many
+/// requests as the floor, all started since, have been measured: their
+/// shortest time is the new one, and the limit goes back to where it was
+/// (BBR's ProbeRTT does the same for a TCP window). That also follows a
+/// Kafka that got slower, or forgets a spuriously short sample; when the
+/// average runs at more than twice the shortest, the probe comes sooner.
+#[derive(Debug, Clone)]
+enum Probe {
+    At(Instant),
+    Running {
+        since: Instant,
+        resume: f64,
+        seen: usize,
+        shortest: Option<Duration>,
+    },
+}
+
+impl Vegas {
+    fn new(min: usize, max: usize, now: Instant) -> Vegas {
+        Vegas {
+            limit: min as f64,
+            min: min as f64,
+            max: max as f64,
+            shortest: None,
+            average: 0.0,
+            probe: Probe::At(now + PROBE_EVERY),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// Requests take more than twice the shortest time on average.
+    fn stale(&self) -> bool {
+        self.shortest
+            .is_some_and(|shortest| self.average > 2.0 * shortest.as_secs_f64())
+    }
+
+    /// One request's time in processing (started at `started`, ended at
+    /// `now`), with `taken` places in use when it ended (itself included).
+    fn sample(&mut self, started: Instant, now: Instant, taken: usize) {
+        let rtt = now
+            .saturating_duration_since(started)
+            .max(Duration::from_micros(1));
+        self.average += (rtt.as_secs_f64() - self.average) / 20.0;
+        let stale = self.stale();
+        match &mut self.probe {
+            // Due; or sooner when requests take more than twice the
+            // shortest time on average: the shortest may be stale (Kafka
+            // got slower), and the estimate would call it all queueing.
+            Probe::At(at) if now >= *at || (stale && now + PROBE_EVERY >= *at + PROBE_SOONEST) => {
+                self.probe = Probe::Running {
+                    since: now,
+                    resume: self.limit,
+                    seen: 0,
+                    shortest: None,
+                };
+                self.limit = self.min;
+                return;
+            }
+            Probe::At(_) => {}
+            Probe::Running {
+                since,
+                resume,
+                seen,
+                shortest,
+            } => {
+                if started >= *since {
+                    *seen += 1;
+                    *shortest = Some(shortest.map_or(rtt, |s| s.min(rtt)));
+                }
+                if *seen >= self.min as usize {
+                    self.shortest = *shortest;
+                    self.average = shortest.map_or(0.0, |s| s.as_secs_f64());
+                    self.limit = *resume;
+                    self.probe = Probe::At(now + PROBE_EVERY);
+                }
+                return;
+            }
+        }
+        let shortest = self.shortest.map_or(rtt, |s| s.min(rtt));
+        self.shortest = Some(shortest);
+        let queue = self.limit * (1.0 - shortest.as_secs_f64() / rtt.as_secs_f64());
+        let log = self.limit.log10().max(1.0);
+        let (threshold, alpha, beta) = (log, 3.0 * log, 6.0 * log);
+        // A limit far above what is used says nothing: it is not raised.
+        let used = taken as f64 * 2.0 >= self.limit;
+        let next = if queue <= threshold && used {
+            self.limit + beta
+        } else if queue < alpha && used {
+            self.limit + log
+        } else if queue > beta {
+            self.limit - log
+        } else {
+            self.limit
+        };
+        self.limit = next.clamp(self.min, self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `seconds` of a saturated node whose requests take `rtt(limit,
+    /// elapsed)`: as many requests in processing as the limit, finishing
+    /// one after another.
+    fn run(vegas: &mut Vegas, seconds: u64, rtt: impl Fn(usize, Duration) -> Duration) {
+        let start = Instant::now();
+        let mut now = start;
+        while now < start + Duration::from_secs(seconds) {
+            let limit = vegas.limit();
+            let took = rtt(limit, now - start);
+            now += took / limit as u32;
+            vegas.sample(now - took, now, limit);
+        }
+    }
+
+    /// A Kafka far away: every request takes the round trip and nothing
+    /// queues, so the limit rises to what the load uses.
+    #[test]
+    fn waiting_on_a_far_kafka_raises_the_limit() {
+        let mut vegas = Vegas::new(64, 4096, Instant::now());
+        run(&mut vegas, 60, |_, _| Duration::from_millis(150));
+        assert_eq!(vegas.limit(), 4096);
+    }
+
+    /// A node at its CPU: each request's time grows with the requests
+    /// processed at once (they share the cores), so the limit comes down
+    /// near its floor and stays there.
+    #[test]
+    fn queueing_on_the_cpu_brings_the_limit_down() {
+        let mut vegas = Vegas::new(64, 4096, Instant::now());
+        vegas.limit = 1_000.0;
+        // Alone, a request takes 5 ms (Kafka's answer), plus 0.25 ms of CPU
+        // for each request processed at once.
+        let rtt = |limit: usize, _| Duration::from_micros(5_000 + 250 * limit as u64);
+        run(&mut vegas, 60, rtt);
+        assert!(vegas.limit() < 100, "{}", vegas.limit());
+    }
+
+    /// A limit far above the requests in processing is not raised further.
+    #[test]
+    fn a_limit_not_used_is_not_raised() {
+        let mut vegas = Vegas::new(64, 4096, Instant::now());
+        let start = Instant::now();
+        for i in 0..2_000 {
+            let now = start + Duration::from_millis(i);
+            vegas.sample(now - Duration::from_millis(150), now, 10);
+        }
+        assert_eq!(vegas.limit(), 64);
+    }
+
+    /// A Kafka that moves farther away: its longer round trip first looks
+    /// like queueing, until a probe measures it again: soon, since the
+    /// average runs far above the shortest (3 s here, not the 10 s between
+    /// regular probes).
+    #[test]
+    fn a_probe_follows_a_kafka_that_moved() {
+        let mut vegas = Vegas::new(64, 4096, Instant::now());
+        let rtt = |_, elapsed: Duration| match elapsed < Duration::from_secs(5) {
+            true => Duration::from_millis(5),
+            false => Duration::from_millis(150),
+        };
+        run(&mut vegas, 8, rtt);
+        assert_eq!(vegas.shortest, Some(Duration::from_millis(150)));
+        assert_eq!(vegas.limit(), 4096);
+    }
+
+    #[tokio::test]
+    async fn places_follow_the_limit() {
+        let processing = Processing::new(2, 8);
+        let first = processing.take().await;
+        let second = processing.take().await;
+        assert_eq!(processing.taken(), 2);
+        // At the limit: a third waits until one is given back.
+        let third = tokio::spawn({
+            let processing = processing.clone();
+            async move { processing.take().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished());
+        // Samples of no queueing with every place in use raise the limit.
+        drop(first.measured());
+        let third = third.await.unwrap();
+        assert!(processing.limit() > 2, "{}", processing.limit());
+        let more: Vec<Turn> =
+            futures::future::join_all((0..processing.limit() - 2).map(|_| processing.take())).await;
+        assert_eq!(processing.taken(), processing.limit());
+        drop((second, third, more));
+        assert_eq!(processing.taken(), 0);
+    }
+}
