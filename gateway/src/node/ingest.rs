@@ -20,7 +20,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::{AnsweredFor, Gateway};
 use crate::config::Limits;
 use crate::edge::auth::Tenant;
-use crate::edge::limit::Refusal;
+use crate::edge::limit::processing::Turn;
+use crate::edge::limit::{Admitted, Refusal};
 use crate::edge::listener::Peer;
 use crate::edge::{auth, body};
 use crate::model::{Batch, Part, PartCode, Reject};
@@ -108,7 +109,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (span, traced, metrics) = (&trace.span, trace.traced, &gateway.metrics);
+    let (span, traced) = (&trace.span, trace.traced);
     let client_ip =
         weir_core::headers::client_ip(peer.addr, request.headers(), &gateway.trusted_proxies);
     let tenant = admit_tenant(gateway, &request, peer, client_ip).await?;
@@ -128,14 +129,37 @@ where
     // Its turn among the requests processed at once, given back with the
     // records' answers like `admitted` (measured: see `edge::limit::processing`).
     let turn = gateway.processing.take().await;
+    // Boxed, and made only now: the rest of the pipeline's future is ~8 KB,
+    // and a request waiting its turn (hundreds, with a thousand
+    // connections) holds only what came before.
+    let held = (admitted, turn);
+    let rest = process(gateway, &tenant, &bytes, client_ip, request_id, trace, held);
+    let (answer, failure) = Box::pin(rest).await?;
+    outcome.failure = failure;
+    Ok(answer)
+}
+
+/// From the body to the answer: decode, split, the event rate, enrich,
+/// filter and produce; with what failed, for a 5xx answer.
+async fn process(
+    gateway: &Gateway,
+    tenant: &Tenant,
+    bytes: &Bytes,
+    client_ip: IpAddr,
+    request_id: &str,
+    trace: &RequestSpan,
+    (admitted, turn): (Admitted, Turn),
+) -> Result<(Response<Body>, Option<PartCode>), Reject> {
+    let (span, traced, metrics) = (&trace.span, trace.traced, &gateway.metrics);
+    let limits = tenant.limits();
     let decode =
         stage_span!(traced, "decode", bytes = bytes.len() as i64, error.type = field::Empty);
     let upload = StageRun::timed(decode, metrics, Stage::Decode)
-        .try_run(|| decode::decode(&bytes, limits))?;
+        .try_run(|| decode::decode(bytes, limits))?;
     span.record("category", upload.meta.category.as_str());
-    auth::authorize(&tenant, &upload.meta.category)?;
+    auth::authorize(tenant, &upload.meta.category)?;
     let mut batch = validate(upload, limits, trace, metrics)?;
-    let limited = limit_events(&tenant, &mut batch).await?;
+    let limited = limit_events(tenant, &mut batch).await?;
 
     let valid = batch.pending().count();
     if limited.is_none() && valid > 0 {
@@ -163,7 +187,7 @@ where
         }
         produce(
             gateway,
-            &tenant,
+            tenant,
             &mut batch,
             request_id,
             trace,
@@ -173,10 +197,8 @@ where
     }
     metrics.batch(&tenant.name, &batch);
     let answer = respond::answer(&batch, request_id, limited.as_ref());
-    if answer.status().is_server_error() {
-        outcome.failure = Some(failure(&batch));
-    }
-    Ok(answer)
+    let failure = answer.status().is_server_error().then(|| failure(&batch));
+    Ok((answer, failure))
 }
 
 /// Authenticates the tenant (an address that keeps failing is refused
