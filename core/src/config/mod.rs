@@ -852,6 +852,15 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if self.server.processing_min > self.server.max_inflight {
+            return Err(invalid(
+                "server.processing_min",
+                format!(
+                    "must be at most server.max_inflight ({}): no more requests than that are taken",
+                    self.server.max_inflight
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -1454,6 +1463,14 @@ mod tests {
         assert_eq!(
             problem("[defaults]\nbytes_burst = 1000\n", &[]),
             "defaults.bytes_burst: must be at least max_decompressed_bytes (10485760), or the largest body could never pass"
+        );
+        assert_eq!(
+            problem("[server]\nmax_inflight = 10\nprocessing_min = 11\n", &[]),
+            "server.processing_min: must be at most server.max_inflight (10): no more requests than that are taken"
+        );
+        assert_eq!(
+            problem("[server]\nprocessing_min = 0\n", &[]),
+            "server.processing_min: must be greater than 0"
         );
         assert_eq!(
             problem("[server]\nunauthenticated_burst = 0\n", &[]),
