@@ -101,7 +101,7 @@ pub struct ServerConfig {
     /// Kafka's answer; the others wait their turn with their bodies read).
     /// The node raises the number while requests wait on Kafka rather than
     /// on its CPU (a far Kafka), up to `max_inflight`, and lowers it back
-    /// when they queue.
+    /// when they queue. Above `max_inflight`, it is `max_inflight`.
     pub processing_min: usize,
     /// Request headers: total bytes and count; more gets 431.
     pub max_header_bytes: usize,
@@ -852,15 +852,6 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        if self.server.processing_min > self.server.max_inflight {
-            return Err(invalid(
-                "server.processing_min",
-                format!(
-                    "must be at most server.max_inflight ({}): no more requests than that are taken",
-                    self.server.max_inflight
-                ),
-            ));
-        }
         Ok(())
     }
 
@@ -1463,10 +1454,6 @@ mod tests {
         assert_eq!(
             problem("[defaults]\nbytes_burst = 1000\n", &[]),
             "defaults.bytes_burst: must be at least max_decompressed_bytes (10485760), or the largest body could never pass"
-        );
-        assert_eq!(
-            problem("[server]\nmax_inflight = 10\nprocessing_min = 11\n", &[]),
-            "server.processing_min: must be at most server.max_inflight (10): no more requests than that are taken"
         );
         assert_eq!(
             problem("[server]\nprocessing_min = 0\n", &[]),

@@ -54,9 +54,10 @@ pub struct Turn {
 }
 
 impl Processing {
-    /// `min`: the floor (and the start); `max`: the ceiling.
+    /// `min`: the floor (and the start); `max`: the ceiling (and the floor
+    /// when lower: no more requests than the admission's cap come in).
     pub fn new(min: usize, max: usize) -> Arc<Processing> {
-        let vegas = Vegas::new(min, max.max(min), Instant::now());
+        let vegas = Vegas::new(min.min(max), max, Instant::now());
         Arc::new(Processing {
             places: Arc::new(Semaphore::new(vegas.limit())),
             state: Mutex::new(State {
