@@ -98,7 +98,8 @@ pub struct ServerConfig {
     /// above their fair share are shed first (503).
     pub max_inflight: usize,
     /// The fewest requests processed at once (from their body read to
-    /// Kafka's answer; the others wait their turn with their bodies read).
+    /// Kafka's answer; the others wait their turn with their bodies read,
+    /// the tenants waiting served in turn).
     /// The node raises the number while requests wait on Kafka rather than
     /// on its CPU (a far Kafka), up to `max_inflight`, and lowers it back
     /// when they queue. Above `max_inflight`, it is `max_inflight`.

@@ -1,6 +1,9 @@
 //! How many requests are processed at once: from their body read to
 //! Kafka's answer. Past that many, a request waits its turn with its body
-//! read (first come, first served) instead of joining the work half done.
+//! read instead of joining the work half done: each tenant's requests in
+//! the order they came, the tenants waiting served in turn (one place each
+//! round), so a quiet tenant's request never waits behind another's
+//! backlog.
 //!
 //! Why: a node's CPU is its limit. With every connection's request taken
 //! at once (a thousand connections), each is decoded and handed to
@@ -25,32 +28,75 @@
 //! floor. The floor (`server.processing_min`) is kept because requests
 //! differ in size, which looks like queueing to the estimate.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
-/// The adaptive limit and the places it gives.
+/// The adaptive limit, and the requests waiting for a place under it.
 pub struct Processing {
-    places: Arc<Semaphore>,
     state: Mutex<State>,
 }
 
 struct State {
     vegas: Vegas,
-    /// Places given out (in processing).
+    /// Places given out (requests in processing). Below the limit, a
+    /// place is given at once; the limit can drop below it for a while.
     taken: usize,
-    /// Places to withdraw as they come back (the limit went down).
-    owed: usize,
+    /// Each tenant's requests waiting, in the order they came.
+    waiting: HashMap<Arc<str>, VecDeque<oneshot::Sender<()>>>,
+    /// The tenants with requests waiting, served in turn: one place each
+    /// round, so a tenant with a backlog does not keep a quiet one waiting
+    /// behind it.
+    rounds: VecDeque<Arc<str>>,
+}
+
+impl State {
+    /// Gives free places to the next waiters, a tenant at a time.
+    fn hand_over(&mut self) {
+        while self.taken < self.vegas.limit() {
+            let Some(tenant) = self.rounds.pop_front() else {
+                return;
+            };
+            let Some(queue) = self.waiting.get_mut(&tenant) else {
+                continue;
+            };
+            let next = queue.pop_front();
+            match queue.is_empty() {
+                true => drop(self.waiting.remove(&tenant)),
+                false => self.rounds.push_back(tenant),
+            }
+            // A waiter that left (its request cancelled) is skipped.
+            if next.is_some_and(|waiter| waiter.send(()).is_ok()) {
+                self.taken += 1;
+            }
+        }
+    }
 }
 
 /// One request's place, given back when dropped (with its time as a
 /// sample once [`Turn::measured`]).
 pub struct Turn {
     processing: Arc<Processing>,
-    permit: Option<OwnedSemaphorePermit>,
     since: Instant,
     measured: bool,
+}
+
+/// A request waiting for its place; if it is dropped (the request was
+/// cancelled) after the place was handed to it, the place goes back.
+struct Waiting {
+    processing: Arc<Processing>,
+    place: oneshot::Receiver<()>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.place.close();
+        if self.place.try_recv().is_ok() {
+            self.processing.give_back(None);
+        }
+    }
 }
 
 impl Processing {
@@ -59,11 +105,11 @@ impl Processing {
     pub fn new(min: usize, max: usize) -> Arc<Processing> {
         let vegas = Vegas::new(min.min(max), max, Instant::now());
         Arc::new(Processing {
-            places: Arc::new(Semaphore::new(vegas.limit())),
             state: Mutex::new(State {
                 vegas,
                 taken: 0,
-                owed: 0,
+                waiting: HashMap::new(),
+                rounds: VecDeque::new(),
             }),
         })
     }
@@ -73,14 +119,37 @@ impl Processing {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a place (first come, first served).
-    pub async fn take(self: &Arc<Self>) -> Turn {
-        // The semaphore is never closed.
-        let permit = self.places.clone().acquire_owned().await.ok();
-        self.state().taken += 1;
+    /// Waits for a place: at once below the limit, else in the tenant's
+    /// line (first come, first served within a tenant; the tenants in turn).
+    pub async fn take(self: &Arc<Self>, tenant: &Arc<str>) -> Turn {
+        let place = {
+            let mut state = self.state();
+            if state.rounds.is_empty() && state.taken < state.vegas.limit() {
+                state.taken += 1;
+                None
+            } else {
+                let (waiter, place) = oneshot::channel();
+                let state = &mut *state;
+                let queue = state.waiting.entry(tenant.clone()).or_default();
+                if queue.is_empty() {
+                    state.rounds.push_back(tenant.clone());
+                }
+                queue.push_back(waiter);
+                Some(place)
+            }
+        };
+        if let Some(place) = place {
+            let mut waiting = Waiting {
+                processing: self.clone(),
+                place,
+            };
+            // The sender is dropped unsent only with `Processing`, which
+            // this holds: never an error. Once received, the guard's drop
+            // finds nothing to give back: the place is this turn's.
+            let _ = (&mut waiting.place).await;
+        }
         Turn {
             processing: self.clone(),
-            permit,
             since: Instant::now(),
             measured: false,
         }
@@ -96,30 +165,15 @@ impl Processing {
         self.state().taken
     }
 
-    fn give_back(&self, permit: Option<OwnedSemaphorePermit>, sample: Option<Instant>) {
+    /// A place back, with its request's start time as a sample.
+    fn give_back(&self, sample: Option<Instant>) {
         let mut state = self.state();
         state.taken -= 1;
-        let before = state.vegas.limit();
         if let Some(started) = sample {
             let taken = state.taken + 1;
             state.vegas.sample(started, Instant::now(), taken);
         }
-        let after = state.vegas.limit();
-        if after > before {
-            // Grown: places owed are cancelled first, then new ones made.
-            let grown = after - before;
-            let cancelled = grown.min(state.owed);
-            state.owed -= cancelled;
-            self.places.add_permits(grown - cancelled);
-        } else {
-            state.owed += before - after;
-        }
-        if state.owed > 0 {
-            if let Some(permit) = permit {
-                permit.forget();
-                state.owed -= 1;
-            }
-        }
+        state.hand_over();
     }
 }
 
@@ -135,7 +189,7 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let sample = self.measured.then_some(self.since);
-        self.processing.give_back(self.permit.take(), sample);
+        self.processing.give_back(sample);
     }
 }
 
@@ -336,13 +390,14 @@ mod tests {
     #[tokio::test]
     async fn places_follow_the_limit() {
         let processing = Processing::new(2, 8);
-        let first = processing.take().await;
-        let second = processing.take().await;
+        let tenant: Arc<str> = "acme".into();
+        let first = processing.take(&tenant).await;
+        let second = processing.take(&tenant).await;
         assert_eq!(processing.taken(), 2);
         // At the limit: a third waits until one is given back.
         let third = tokio::spawn({
-            let processing = processing.clone();
-            async move { processing.take().await }
+            let (processing, tenant) = (processing.clone(), tenant.clone());
+            async move { processing.take(&tenant).await }
         });
         tokio::task::yield_now().await;
         assert!(!third.is_finished());
@@ -350,10 +405,72 @@ mod tests {
         drop(first.measured());
         let third = third.await.unwrap();
         assert!(processing.limit() > 2, "{}", processing.limit());
-        let more: Vec<Turn> =
-            futures::future::join_all((0..processing.limit() - 2).map(|_| processing.take())).await;
+        let more: Vec<Turn> = futures::future::join_all(
+            (0..processing.limit() - 2).map(|_| processing.take(&tenant)),
+        )
+        .await;
         assert_eq!(processing.taken(), processing.limit());
         drop((second, third, more));
         assert_eq!(processing.taken(), 0);
+    }
+
+    /// The tenants waiting are served in turn: a quiet tenant's request
+    /// does not wait behind another tenant's backlog.
+    #[tokio::test]
+    async fn tenants_waiting_take_places_in_turn() {
+        let processing = Processing::new(1, 1);
+        let (noisy, quiet): (Arc<str>, Arc<str>) = ("noisy".into(), "quiet".into());
+        let held = processing.take(&noisy).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        let lines = [
+            (&noisy, "noisy 1"),
+            (&noisy, "noisy 2"),
+            (&noisy, "noisy 3"),
+            (&quiet, "quiet"),
+        ];
+        for (tenant, name) in lines {
+            let (processing, tenant, order) = (processing.clone(), tenant.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let turn = processing.take(&tenant).await;
+                order.lock().unwrap().push(name);
+                tokio::task::yield_now().await;
+                drop(turn);
+            }));
+            // In line before the next one comes (one thread: it runs now).
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, ["noisy 1", "quiet", "noisy 2", "noisy 3"]);
+    }
+
+    /// A request cancelled while it waits, or just after its place was
+    /// handed to it, leaves no place taken.
+    #[tokio::test]
+    async fn a_cancelled_waiter_keeps_no_place() {
+        let processing = Processing::new(1, 1);
+        let tenant: Arc<str> = "acme".into();
+        let held = processing.take(&tenant).await;
+        let mut waiting = Box::pin(processing.take(&tenant));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        // The place is handed to the waiter, which is dropped before it
+        // looks.
+        drop(held);
+        assert_eq!(processing.taken(), 1);
+        drop(waiting);
+        assert_eq!(processing.taken(), 0);
+        // A waiter dropped before any place came is skipped.
+        let held = processing.take(&tenant).await;
+        let mut gone = Box::pin(processing.take(&tenant));
+        assert!(futures::poll!(gone.as_mut()).is_pending());
+        drop(gone);
+        drop(held);
+        assert_eq!(processing.taken(), 0);
+        let _again = processing.take(&tenant).await;
+        assert_eq!(processing.taken(), 1);
     }
 }
