@@ -11,7 +11,8 @@
 #                                  # Redis commands/s the node caused
 #   benches/compare.sh connections # 64 vs. 1,000 connections, 27 KB bodies (50 events of
 #                                  # ~550 bytes), every request admitted: CPU per event and
-#                                  # peak RSS as the connections grow
+#                                  # peak RSS as the connections grow; and 1,000 beside a
+#                                  # quiet tenant at 20 requests/s: its latency
 #   benches/compare.sh soak        # one node for DURATION seconds (default 600 here), CONNS
 #                                  # connections (64), 27 KB bodies: its RSS every 10 s and
 #                                  # the growth from the lowest sample after the first minute
@@ -184,7 +185,15 @@ $(filter sample "'{\"rate\": 1.0}'")"
     admit=$'[defaults]\nmax_inflight = 4096'
     v_64() { CONNS=64 EVENT_BYTES=550 SERVER_EXTRA="$wide" run "64 connections" "$admit"; }
     v_1000() { CONNS=1000 EVENT_BYTES=550 SERVER_EXTRA="$wide" run "1000 connections" "$admit"; }
-    order=(v_64 v_1000)
+    # The same flood, and a second tenant posting 20 requests/s on its own
+    # connection: its latency (the quiet columns) is what a neighbour of
+    # a flooding tenant gets.
+    v_quiet() {
+      tenant="$(target/release/weir-load --print-tenants --key load --quiet-key quiet)" \
+        CONNS=1000 EVENT_BYTES=550 SERVER_EXTRA="$wide" LOAD_ARGS="--quiet-key quiet --quiet-rate 20" \
+        run "1000 + quiet tenant" "$admit"
+    }
+    order=(v_64 v_1000 v_quiet)
     ;;
   soak)
     wide=$'max_connections_per_address = 0\nmax_inflight = 4096'
@@ -272,6 +281,14 @@ for name in names:
     cpu_ratio = statistics.median(cpu(b) / cpu(r) for r, b in zip(rs, base))
     failed = sum(r["non_2xx"] + r["errors"] for r in rs)
     print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f} {statistics.median(rss(r) for r in rs):>12.1f}")
+quiet = [n for n in names if "quiet_p50_ms" in runs[n][0]]
+if quiet:
+    print(f"\n{'quiet tenant':<22} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} {'failed':>7}  (medians; its own connection, 20 requests/s)")
+    for name in quiet:
+        rs = runs[name]
+        med = lambda key: statistics.median(r[key] for r in rs)
+        failed = sum(r["quiet_requests"] - r["quiet_ok"] for r in rs)
+        print(f"{name:<22} {med('quiet_p50_ms'):>7.1f} {med('quiet_p99_ms'):>7.1f} {med('quiet_requests'):>9.0f} {failed:>7}")
 pairs = [(n, n + " (base)") for n in names if n + " (base)" in runs]
 if pairs:
     print(f"\n{'this tree vs base':<16} {'events/s':>10} {'node CPU':>9}  (medians of per-round ratios; 1 = same, lower = worse)")

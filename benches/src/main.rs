@@ -342,6 +342,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             samples.join(" ")
         );
     }
+    let mut quiet_json = String::new();
     if let Some(quiet) = quiet {
         let mut q = quiet.await?;
         q.latencies_us.sort_unstable();
@@ -355,11 +356,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             at(1.0),
             q.by_status
         );
+        quiet_json = format!(
+            ",\"quiet_requests\":{},\"quiet_ok\":{},\"quiet_p50_ms\":{:.3},\"quiet_p99_ms\":{:.3}",
+            q.latencies_us.len(),
+            q.ok,
+            at(0.5),
+            at(0.99)
+        );
     }
     if args.json {
         let mut node_cpu = node_cpu_ticks
             .map(|ticks| format!(",\"node_cpu_ticks\":{ticks}"))
             .unwrap_or_default();
+        node_cpu.push_str(&quiet_json);
         if let (Some(peak), Some(first), Some(last)) =
             (peak_rss_kib, rss_kib.first(), rss_kib.last())
         {
