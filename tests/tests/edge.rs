@@ -688,31 +688,47 @@ async fn sigterm_answers_the_requests_in_flight_and_flushes_their_records() {
     assert_eq!(stored, answered);
 }
 
-/// A client that gives up while its records wait for Kafka does not free
-/// its in-flight place: the records count until they are answered, so
-/// retries cannot pile more copies into the producer's queue than
-/// max_inflight allows. They are still written (at least once).
+/// A node (with `server` lines for its `[server]`) on a mock Kafka cluster
+/// whose topic for `category` it has written to once, after which every
+/// round trip to the broker takes `round_trip_ms`.
+async fn slowed_kafka(
+    category: &str,
+    server: &str,
+    round_trip_ms: u64,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Node,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster
+        .create_topic(&format!("events.{category}"), 1, 1)
+        .unwrap();
+    let config = format!(
+        "[server]\n{server}\n{}",
+        tenant("acme", KEY, &format!("categories = [\"{category}\"]"))
+    );
+    let node = Node::start(
+        &config,
+        &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
+    )
+    .unwrap();
+    // The topic is known before Kafka slows down.
+    let answer = post(&node, KEY, batch(category, ["first".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(round_trip_ms))
+        .unwrap();
+    (cluster, node)
+}
+
 /// Past the processing limit a request waits its turn (with its body read)
 /// and is answered like any other; when what requests wait for is Kafka (a
 /// slow one here) and not the node's CPU, the limit rises.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_past_the_processing_limit_wait_and_a_slow_kafka_raises_it() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events.turns", 1, 1).unwrap();
-    let node = Node::start(
-        &("[server]\nprocessing_min = 2\n".to_owned()
-            + &tenant("acme", KEY, "categories = [\"turns\"]")),
-        &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
-    )
-    .unwrap();
-    // The topic is known before Kafka slows down.
-    let answer = post(&node, KEY, batch("turns", ["first".to_owned()]))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.json());
-    cluster
-        .broker_round_trip_time(1, Duration::from_millis(1000))
-        .unwrap();
+    let (_cluster, node) = slowed_kafka("turns", "processing_min = 2", 1000).await;
     let admin = node.admin.clone().unwrap();
     let node = Arc::new(node);
     let posts: Vec<_> = (0..40)
@@ -744,6 +760,10 @@ async fn requests_past_the_processing_limit_wait_and_a_slow_kafka_raises_it() {
     assert_eq!(sum(&samples, "weir_processing_requests", &[]), 0.0);
 }
 
+/// A client that gives up while its records wait for Kafka does not free
+/// its in-flight place: the records count until they are answered, so
+/// retries cannot pile more copies into the producer's queue than
+/// max_inflight allows. They are still written (at least once).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
     let cluster = MockCluster::new(1).unwrap();
@@ -798,22 +818,7 @@ async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
 /// not while a request on it waits for Kafka.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_h2_connection_is_closed_when_idle_not_while_a_request_waits() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events.idle", 1, 1).unwrap();
-    let node = Node::start(
-        &("[server]\nheader_timeout_ms = 1000\n".to_owned()
-            + &tenant("acme", KEY, "categories = [\"idle\"]")),
-        &[("WEIR_KAFKA_BROKERS", &cluster.bootstrap_servers())],
-    )
-    .unwrap();
-    // The topic is known before acknowledgements slow down.
-    let answer = post(&node, KEY, batch("idle", ["first".to_owned()]))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.json());
-    cluster
-        .broker_round_trip_time(1, Duration::from_millis(2500))
-        .unwrap();
+    let (_cluster, node) = slowed_kafka("idle", "header_timeout_ms = 1000", 2500).await;
     // h2 with prior knowledge, over plain TCP.
     let tcp = tokio::net::TcpStream::connect(&node.http).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
