@@ -812,6 +812,28 @@ async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
     assert_eq!(stored, BTreeSet::from(["first", "left"].map(String::from)));
 }
 
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An h2 connection with prior knowledge, over plain TCP: its sender, and
+/// the task driving it, which ends when the connection closes.
+async fn h2(address: &str) -> (H2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// `GET /healthz` for an h2 sender.
+fn health() -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::get("http://localhost/healthz")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap()
+}
+
 /// An h2 client answering the node's pings could hold a connection (a
 /// slot of the listener's cap) without ever sending a request: an idle h2
 /// connection is closed after the header timeout, as HTTP/1.1's is, but
@@ -819,24 +841,13 @@ async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_h2_connection_is_closed_when_idle_not_while_a_request_waits() {
     let (_cluster, node) = slowed_kafka("idle", "header_timeout_ms = 1000", 2500).await;
-    // h2 with prior knowledge, over plain TCP.
-    let tcp = tokio::net::TcpStream::connect(&node.http).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2(&node.http).await;
     let request = batch_request(Some(KEY), batch("idle", ["slow".to_owned()]), &[]);
     let answer = sender.send_request(request).await.unwrap();
     assert_eq!(answer.status(), 200, "answered after 2.5 s in flight");
     // The connection was not idle while the request waited: it still takes
     // requests (a closing one would refuse new streams).
-    let health = http::Request::get("http://localhost/healthz")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    assert_eq!(sender.send_request(health).await.unwrap().status(), 200);
+    assert_eq!(sender.send_request(health()).await.unwrap().status(), 200);
     // Nothing more is sent: the node closes the connection.
     tokio::time::timeout(Duration::from_secs(30), connection)
         .await
@@ -854,19 +865,9 @@ async fn an_h2_connection_past_its_age_gets_goaway() {
         tenant("acme", KEY, "")
     );
     let node = Node::start(&config, &[("WEIR_KAFKA_BROKERS", kafka())]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(&node.http).await.unwrap();
     let started = std::time::Instant::now();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
-    let health = http::Request::get("http://localhost/healthz")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    assert_eq!(sender.send_request(health).await.unwrap().status(), 200);
+    let (mut sender, connection) = h2(&node.http).await;
+    assert_eq!(sender.send_request(health()).await.unwrap().status(), 200);
     tokio::time::timeout(Duration::from_secs(5), connection)
         .await
         .expect("closed at its age, not after the 10 s idle timeout")
