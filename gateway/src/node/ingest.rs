@@ -95,8 +95,9 @@ struct Outcome {
     failure: Option<PartCode>,
 }
 
-/// The pipeline of one upload: every stage in order, each in its own
-/// function below or in its own module.
+/// The pipeline of one upload, every stage in order (each in its own
+/// function below or in its own module): up to its turn here, the rest in
+/// [`process`].
 async fn stages<B>(
     gateway: &Gateway,
     request: Request<B>,
