@@ -140,6 +140,15 @@ async fn metrics_count_exactly_what_was_sent() {
         sum(
             &samples,
             "weir_stage_duration_seconds_count",
+            &[("stage", "turn")]
+        ),
+        5.0,
+        "every request decoded waited for its turn first"
+    );
+    assert_eq!(
+        sum(
+            &samples,
+            "weir_stage_duration_seconds_count",
             &[("stage", "deliver")]
         ),
         3.0,
@@ -479,6 +488,7 @@ async fn spans_of_a_posted_batch_reach_the_collector(receiver: Receiver, protoco
     let names = [
         "POST /v1/batch",
         "read_body",
+        "turn",
         "decode",
         "validate",
         "enrich",

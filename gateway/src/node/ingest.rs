@@ -129,7 +129,9 @@ where
         .map_err(|r| r.reject("body"))?;
     // Its turn among the requests processed at once, given back with the
     // records' answers like `admitted` (measured: see `edge::limit::processing`).
-    let turn = gateway.processing.take(&tenant.name).await;
+    let turn = StageRun::timed(stage_span!(traced, "turn"), &gateway.metrics, Stage::Turn)
+        .run_async(gateway.processing.take(&tenant.name))
+        .await;
     // Boxed, and made only now: the rest of the pipeline's future is ~8 KB,
     // and a request waiting its turn (hundreds, with a thousand
     // connections) holds only what came before.

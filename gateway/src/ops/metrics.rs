@@ -115,6 +115,8 @@ impl EventCounters {
 /// The pipeline stages, timed in `weir_stage_duration_seconds{stage}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Waiting for a turn among the requests processed at once.
+    Turn,
     Decode,
     Validate,
     Enrich,
@@ -126,7 +128,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    const ALL: [Stage; 7] = [
+        Stage::Turn,
         Stage::Decode,
         Stage::Validate,
         Stage::Enrich,
@@ -137,6 +140,7 @@ impl Stage {
 
     fn label(self) -> &'static str {
         match self {
+            Stage::Turn => "turn",
             Stage::Decode => "decode",
             Stage::Validate => "validate",
             Stage::Enrich => "enrich",
