@@ -434,8 +434,25 @@ async fn a_connection_past_its_age_closes_with_an_answer() {
         let (mut stream, started) = say(&address, request);
         let first = read_answer(&mut stream).unwrap();
         // Idle past the age (500 ms + 10% at most): the client's think time,
-        // which is what the node must not close the connection in.
-        std::thread::sleep(Duration::from_millis(1000));
+        // which is what the node must not close the connection in. Watched
+        // all along: a peek waits up to 50 ms for bytes, and finds the
+        // connection open with nothing to read.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while started.elapsed() < Duration::from_millis(1000) {
+            match stream.peek(&mut [0u8; 1]) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                other => panic!("the idle connection was closed or spoke: {other:?}"),
+            }
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
         stream.write_all(request).unwrap();
         let second = read_answer(&mut stream).unwrap();
         let (rest, elapsed) = wait_for_close(stream, started);
