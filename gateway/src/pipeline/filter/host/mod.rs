@@ -432,6 +432,10 @@ impl Runtime {
             // Guests are not debugged here: no backtrace capture on every trap.
             .wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // For filter authors: perf names the guests' functions (guest-sdk/README.md).
+        if std::env::var_os("WEIR_FILTER_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         add_host_imports(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
