@@ -52,8 +52,7 @@ impl Filter for TagBots {
                     .flatten()
                     .as_ref()
                     .and_then(|ua| ua.as_str())
-                    .map(|ua| ua.to_ascii_lowercase())
-                    .is_some_and(|ua| BOT_MARKERS.iter().any(|m| ua.contains(m)));
+                    .is_some_and(is_bot_agent);
                 if !is_bot {
                     return Verdict::Keep;
                 }
@@ -72,4 +71,66 @@ impl Filter for TagBots {
     }
 }
 
+/// Whether `agent` contains one of [`BOT_MARKERS`], ASCII case ignored.
+///
+/// One pass over the agent, trying at each byte only the markers that start
+/// with it. Lowercasing the agent and calling `str::contains` per marker
+/// costs more in a guest than the rest of the filter (perf of a node with
+/// `WEIR_FILTER_PERFMAP`: a substring searcher set up nine times an event;
+/// Wasm has none of the SIMD search `contains` uses natively).
+fn is_bot_agent(agent: &str) -> bool {
+    let agent = agent.as_bytes();
+    (0..agent.len()).any(|at| {
+        let first = agent[at].to_ascii_lowercase();
+        BOT_MARKERS.iter().any(|marker| {
+            let marker = marker.as_bytes();
+            marker.first() == Some(&first)
+                && agent
+                    .get(at..at + marker.len())
+                    .is_some_and(|found| found.eq_ignore_ascii_case(marker))
+        })
+    })
+}
+
 export_filter!(TagBots);
+
+#[cfg(test)]
+mod tests {
+    use super::{is_bot_agent, BOT_MARKERS};
+
+    /// The same answer as lowercasing the agent and looking for each marker.
+    #[test]
+    fn finds_a_marker_anywhere_in_any_case() {
+        let agents = [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15",
+            "curl/8.5.0",
+            "CURL/8",
+            "curl",
+            "Wget/1.21",
+            "python-requests/2.31",
+            "Python-Requests",
+            "python-request",
+            "Mozilla/5.0 HeadlessChrome/120.0",
+            "PhantomJS/2.1.1",
+            "Yahoo! Slurp",
+            "Baiduspider",
+            "ROBOT",
+            "b",
+            "",
+            "crawle",
+            "Ünïcödé bot ☃",
+            "☃spider",
+            "spide☃r",
+        ];
+        for agent in agents {
+            let lowered = agent.to_ascii_lowercase();
+            let expected = BOT_MARKERS.iter().any(|m| lowered.contains(m));
+            assert_eq!(is_bot_agent(agent), expected, "{agent:?}");
+        }
+        assert!(is_bot_agent("x Crawler"));
+        assert!(!is_bot_agent(
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
+        ));
+    }
+}
