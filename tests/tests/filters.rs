@@ -800,6 +800,46 @@ fn filter_test(filter: &str, events: &std::path::Path, args: &[&str]) -> std::pr
         .unwrap()
 }
 
+/// `WEIR_FILTER_PERFMAP=1`: wasmtime writes the guests' functions to perf's
+/// map for the process (guest-sdk/README.md), and only then.
+#[test]
+fn the_perfmap_variable_names_a_filters_functions_for_perf() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.json");
+    std::fs::write(&events, r#"[{"id": "a", "user_agent": "curl/8"}]"#).unwrap();
+    let run = |perfmap: bool| {
+        let started = std::time::SystemTime::now();
+        let mut command = std::process::Command::new(weir_bin());
+        command
+            .args(["filter", "test"])
+            .arg(filter_wasm("tag_bots"))
+            .arg("--events")
+            .arg(&events)
+            .stdout(std::process::Stdio::null());
+        if perfmap {
+            command.env("WEIR_FILTER_PERFMAP", "1");
+        } else {
+            command.env_remove("WEIR_FILTER_PERFMAP");
+        }
+        let mut child = command.spawn().unwrap();
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        assert!(child.wait().unwrap().success());
+        // (A map left by an earlier process with the same pid is older.)
+        let written = std::fs::metadata(&map)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at >= started);
+        let text = std::fs::read_to_string(&map).unwrap_or_default();
+        if written {
+            let _ = std::fs::remove_file(&map);
+        }
+        (written, text)
+    };
+    let (written, text) = run(true);
+    assert!(written, "no perf map written");
+    assert!(text.lines().any(|line| line.contains("wasm[")), "{text}");
+    assert!(!run(false).0, "a perf map written without the variable");
+}
+
 #[test]
 fn weir_filter_test_repeats_and_keeps_a_calls_counters_bounded() {
     let dir = tempfile::tempdir().unwrap();
