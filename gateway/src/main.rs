@@ -24,9 +24,11 @@ use weir::pipeline::kafka::tail;
 // mimalloc 2 (the `v2` feature), not 3: at 64 connections with 27 KB bodies
 // 3 kept 58–78 MB resident against 45–46 MB for 2 (twelve runs), with the
 // same instructions per request (callgrind: 1,694k vs 1,693k; it is how
-// freed pages are kept, not work done); events/s 0.955 of 3's (median of
-// seven same-run pairs, 0.82–1.08). 3's purge delay does not get it there:
-// at 10 ms 42–44 MB for −14% events/s, at 50 ms 45–50 MB.
+// freed pages are kept, not work done). `BASE_BIN=<3's build> ROUNDS=5
+// benches/compare.sh connections`: peak RSS 45.6 vs 60.9 MB at 64
+// connections, 107.7 vs 121.2 MB at 1,000; events/s 0.98 of 3's at 64, 0.93
+// at 1,000. 3's purge delay does not get there: at 10 ms 42–44 MB for −14%
+// events/s, at 50 ms 45–50 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
