@@ -22,6 +22,8 @@ use crate::config::Limits;
 use crate::model::{is_valid_category, Batch, Event, Meta, Part, PartCode};
 use crate::model::{ErrorCode, Reject};
 
+mod entries;
+
 /// Longest event `id` accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 
@@ -295,21 +297,29 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
     }
     // The id is read even for an oversized event, so the client can tell which one it was.
     let (mut id, mut ts, mut ip) = (None, None, None);
-    // SAFETY: `raw` is an element of an `Upload`'s `data`: valid JSON.
-    for entry in unsafe { sonic_rs::to_object_iter_unchecked(raw) } {
-        let Ok((key, value)) = entry else {
-            return Err(invalid(None, format!("data[{index}]: malformed object")));
+    let malformed = || invalid(None, format!("data[{index}]: malformed object"));
+    // `raw` is an element of an `Upload`'s `data`: JSON decode has read.
+    for entry in entries::entries(raw) {
+        let (key, value) = entry.ok_or_else(malformed)?;
+        let slot = match key {
+            "id" => &mut id,
+            "ts" => &mut ts,
+            "ip" => &mut ip,
+            // A key is read with its escapes (`"i\u0064"` is `id`).
+            _ if key.contains('\\') => match sonic_rs::from_str::<String>(&format!("\"{key}\"")) {
+                Ok(key) if key == "id" => &mut id,
+                Ok(key) if key == "ts" => &mut ts,
+                Ok(key) if key == "ip" => &mut ip,
+                _ => continue,
+            },
+            _ => continue,
         };
-        match key.as_ref() {
-            "id" => id = Some(value),
-            "ts" => ts = Some(value),
-            "ip" => ip = Some(value),
-            _ => {}
-        }
+        // (A later copy of a key wins, as it did with sonic-rs's iterator.)
+        *slot = Some(value);
     }
-    let id = match &id {
+    let id = match id {
         None => return Err(invalid(None, format!("data[{index}].id: missing"))),
-        Some(v) => match string_of(v) {
+        Some(text) => match string_of(text) {
             None => return Err(invalid(None, format!("data[{index}].id: must be a string"))),
             Some(s) if s.is_empty() => {
                 return Err(invalid(None, format!("data[{index}].id: empty")))
@@ -337,9 +347,8 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
         ));
     }
     let ts = match ts {
-        None => None,
-        Some(v) if v.is_null() => None,
-        Some(v) => match v.as_i64().filter(|t| *t >= 0) {
+        None | Some("null") => None,
+        Some(text) => match integer_of(text).filter(|t| *t >= 0) {
             Some(t) => Some(t),
             None => {
                 return Err(invalid(
@@ -350,16 +359,15 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
         },
     };
     let ip = match ip {
-        None => None,
-        Some(v) if v.is_null() => None,
-        Some(v) => match v.as_str().map(|s| s.parse::<IpAddr>()) {
+        None | Some("null") => None,
+        Some(text) => match string_of(text).map(|s| s.parse::<IpAddr>()) {
             Some(Ok(ip)) => Some(ip),
             _ => {
                 return Err(invalid(
                     owned_id(),
                     format!(
                         "data[{index}].ip: {} is not an IP address",
-                        v.as_raw_str().chars().take(64).collect::<String>()
+                        text.chars().take(64).collect::<String>()
                     ),
                 ))
             }
@@ -368,18 +376,25 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
     Ok(Head { id, ts, ip })
 }
 
-/// A JSON string's contents, borrowed from the body when it has no escapes
-/// (ids almost never do), so split allocates nothing to check duplicates.
-fn string_of<'a>(value: &LazyValue<'a>) -> Option<Cow<'a, str>> {
-    if value.get_type() != JsonType::String {
-        return None;
+/// The contents of a JSON value's text if it is a string, borrowed from the
+/// body when it has no escapes (ids almost never do), so split allocates
+/// nothing to check duplicates.
+fn string_of(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    match inner.contains('\\') {
+        false => Some(Cow::Borrowed(inner)),
+        true => sonic_rs::from_str::<String>(text).ok().map(Cow::Owned),
     }
-    match value.as_raw_cow() {
-        Cow::Borrowed(text) if !text.contains('\\') => {
-            text.get(1..text.len() - 1).map(Cow::Borrowed)
-        }
-        _ => value.as_str().map(|s| Cow::Owned(s.to_owned())),
+}
+
+/// A JSON value's text as an i64 if it is an integer that fits, as
+/// sonic-rs's `as_i64` reads it (plain digits without sonic-rs: most
+/// timestamps).
+fn integer_of(text: &str) -> Option<i64> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
     }
+    sonic_rs::from_str::<LazyValue>(text).ok()?.as_i64()
 }
 
 fn invalid(id: Option<String>, message: String) -> Part {
@@ -605,6 +620,28 @@ mod tests {
         let null_device = r#"{"meta":{"category":"c","device_id":null},"data":[{"id":"a"}]}"#;
         let batch = decode_and_split(null_device.as_bytes(), &limits(), 0).unwrap();
         assert_eq!(batch.meta.device_id, None);
+    }
+
+    /// Keys are read as JSON reads them, escapes and all, and a later copy
+    /// of a key is the one that counts; the rest is skipped where it lies.
+    #[test]
+    fn an_events_fields_are_found_whatever_surrounds_them() {
+        let body = r#"{"meta":{"category":"c"},"data":[
+            {"s":"}\"{","n":{"id":"inner","l":[1,"]"]},"i\u0064":"a","ts":1,"ip":"10.0.0.1","\u0069p":"10.0.0.2"},
+            {"id":"b","id":"c","ts":null,"x":[{"ts":5}]}]}"#;
+        let batch = decode_and_split(body.as_bytes(), &limits(), 0).unwrap();
+        let found: Vec<_> = batch
+            .events
+            .iter()
+            .map(|e| (e.id.as_deref(), e.ts, e.ip, e.part.is_none()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some("a"), Some(1), Some("10.0.0.2".parse().unwrap()), true),
+                (Some("c"), None, None, true),
+            ]
+        );
     }
 
     #[test]
