@@ -6,7 +6,8 @@
 //! accepted upload has exactly the events its `data` array holds, each the
 //! element's own text; a body serde_json reads as an object within the
 //! depth limit is never refused as malformed or too deep, and one nested
-//! deeper always is.
+//! deeper always is; an accepted event's id, ts and ip are the ones
+//! serde_json reads in it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -96,6 +97,26 @@ fuzz_target!(|body: &[u8]| {
                 "accepted but not JSON: {}",
                 event.raw
             );
+            // The fields the node reads are serde_json's (the last copy of
+            // a repeated key, escapes read).
+            if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(element.get()) {
+                let field = |key| fields.get(key).filter(|v| !v.is_null());
+                let text = element.get();
+                assert_eq!(
+                    event.id.as_deref(),
+                    field("id").and_then(|v| v.as_str()),
+                    "id of {text}"
+                );
+                assert_eq!(
+                    event.ts,
+                    field("ts").and_then(|v| v.as_i64()),
+                    "ts of {text}"
+                );
+                let ip = field("ip")
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok());
+                assert_eq!(event.ip, ip, "ip of {text}");
+            }
         }
     }
 });
