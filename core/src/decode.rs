@@ -301,17 +301,17 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
     // `raw` is an element of an `Upload`'s `data`: JSON decode has read.
     for entry in entries::entries(raw) {
         let (key, value) = entry.ok_or_else(malformed)?;
-        let slot = match key {
+        // A key is read with its escapes (`"i\u0064"` is `id`).
+        let key = match key.contains('\\') {
+            false => Cow::Borrowed(key),
+            true => {
+                sonic_rs::from_str(&format!("\"{key}\"")).map_or(Cow::Borrowed(key), Cow::Owned)
+            }
+        };
+        let slot = match key.as_ref() {
             "id" => &mut id,
             "ts" => &mut ts,
             "ip" => &mut ip,
-            // A key is read with its escapes (`"i\u0064"` is `id`).
-            _ if key.contains('\\') => match sonic_rs::from_str::<String>(&format!("\"{key}\"")) {
-                Ok(key) if key == "id" => &mut id,
-                Ok(key) if key == "ts" => &mut ts,
-                Ok(key) if key == "ip" => &mut ip,
-                _ => continue,
-            },
             _ => continue,
         };
         // (A later copy of a key wins, as it did with sonic-rs's iterator.)
