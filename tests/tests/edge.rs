@@ -783,21 +783,8 @@ async fn requests_past_the_processing_limit_wait_and_a_slow_kafka_raises_it() {
 /// max_inflight allows. They are still written (at least once).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_whose_client_left_keeps_its_place_until_kafka_answers() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events.gone", 1, 1).unwrap();
+    let (cluster, node) = slowed_kafka("gone", "", 3000).await;
     let brokers = cluster.bootstrap_servers();
-    let node = Node::start(
-        &tenant("acme", KEY, "categories = [\"gone\"]"),
-        &[("WEIR_KAFKA_BROKERS", &brokers)],
-    )
-    .unwrap();
-    let answer = post(&node, KEY, batch("gone", ["first".to_owned()]))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.json());
-    cluster
-        .broker_round_trip_time(1, Duration::from_millis(3000))
-        .unwrap();
     let admin = node.admin.clone().unwrap();
     let in_flight = || async { sum(&metrics(&admin).await, "weir_inflight_requests", &[]) };
     let gave_up = tokio::time::timeout(
