@@ -3,14 +3,17 @@
 //! body's text is the field `field`/`field_mut` finds, sets or edits in a
 //! serde_json `Value` of the same body, wherever a `Value` can stand for
 //! the body (no repeated key, no number past f64's range). Never a panic;
-//! what the helpers write is JSON.
+//! what the helpers write is JSON. The `trusted` helpers, which skip what
+//! the node has checked, read, set and edit as the checking ones do on
+//! JSON text, and never panic on other text.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use weir_fuzz::{is_json, is_json_grammar, repeats_a_key};
-use weir_guest_sdk::{edit_field, field, lookup, set_field};
+use serde_json::value::RawValue;
+use weir_guest_sdk::{edit_field, edit_field_text, field, lookup, set_field, trusted};
 
 #[derive(Arbitrary, Debug)]
 enum New {
@@ -44,6 +47,27 @@ fuzz_target!(|input: Input| {
         *value = masked.clone();
         true
     });
+    // The trusting helpers: on any text, no panic; on JSON, the same
+    // answers as the checking ones, byte for byte, where those have one
+    // (serde_json refuses to step into a number past f64's range, `1e999`,
+    // which is JSON, and the node takes it: the walk skips it).
+    let wrap = |text: &str| Ok(Some(format!("[{text}]").into_bytes()));
+    let trusted_read = trusted::get_text(body, path);
+    let trusted_set = trusted::set_field(body, path, &new);
+    let trusted_edited = trusted::edit_field_text(body, path, wrap);
+    if is_json(body) {
+        if let Ok(checked) = lookup::<Box<RawValue>>(body, path) {
+            let checked = checked.map(|raw| raw.get().to_owned());
+            let trusted = trusted_read.ok().map(|text| text.map(str::to_owned));
+            assert_eq!(trusted, Some(checked), "trusted read of {path:?}");
+        }
+        if let Ok(checked) = &set {
+            assert_eq!(trusted_set.ok().as_ref(), Some(checked), "trusted set of {path:?}");
+        }
+        if let Ok(checked) = edit_field_text(body, path, wrap) {
+            assert_eq!(trusted_edited.ok(), Some(checked), "trusted edit of {path:?}");
+        }
+    }
     // What a helper takes is JSON by the grammar (a lone surrogate escape in
     // a string it skips is grammar; the node never hands one to a filter),
     // and what it writes is JSON as strict as what it was given.

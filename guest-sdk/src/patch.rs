@@ -24,10 +24,28 @@ use serde_json::Value;
 /// `Err` when `body` is not a JSON object, or a value on the path is not
 /// an object.
 pub fn set_field(body: &[u8], path: &str, value: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    set_field_read(body, path, value, Read::Check)
+}
+
+/// [`set_field`] with `body` read as `read` says.
+pub(crate) fn set_field_read(
+    body: &[u8],
+    path: &str,
+    value: &Value,
+    read: Read,
+) -> Result<Vec<u8>, serde_json::Error> {
     let text = serde_json::to_vec(value)?;
     let mut out = Vec::with_capacity(body.len() + text.len() + 16);
-    let mut set = |_: &RawValue| Ok(Some(text.clone()));
-    rewrite(body, Some(path), path, &mut set, Some(value), &mut out)?;
+    let mut set = |_: &str| Ok(Some(text.clone()));
+    rewrite(
+        body,
+        read,
+        Some(path),
+        path,
+        &mut set,
+        Some(value),
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -62,16 +80,34 @@ pub fn edit_field(
 pub fn edit_field_text(
     body: &[u8],
     path: &str,
+    edit: impl FnMut(&str) -> Result<Option<Vec<u8>>, serde_json::Error>,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    edit_field_text_read(body, path, edit, Read::Check)
+}
+
+/// [`edit_field_text`] with `body` read as `read` says.
+pub(crate) fn edit_field_text_read(
+    body: &[u8],
+    path: &str,
     mut edit: impl FnMut(&str) -> Result<Option<Vec<u8>>, serde_json::Error>,
+    read: Read,
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
     let mut out = Vec::with_capacity(body.len() + 16);
-    let mut edit_copy = |raw: &RawValue| edit(raw.get());
-    let changed = rewrite(body, Some(path), path, &mut edit_copy, None, &mut out)?;
+    let changed = rewrite(body, read, Some(path), path, &mut edit, None, &mut out)?;
     Ok(changed.then_some(out))
 }
 
+/// How a body is read: checked as JSON by serde_json (text from anywhere),
+/// or walked without checking again what the node has checked
+/// (`crate::walk`).
+#[derive(Clone, Copy)]
+pub(crate) enum Read {
+    Check,
+    Trust,
+}
+
 /// New text for one copy of a field, or `None` to keep it.
-type Edit<'e> = dyn FnMut(&RawValue) -> serde_json::Result<Option<Vec<u8>>> + 'e;
+type Edit<'e> = dyn FnMut(&str) -> serde_json::Result<Option<Vec<u8>>> + 'e;
 
 /// Writes `object` into `out` with every copy of the field at `rest` passed
 /// through `edit` (`whole`, the full path, is looked for as a key at the top
@@ -79,13 +115,23 @@ type Edit<'e> = dyn FnMut(&RawValue) -> serde_json::Result<Option<Vec<u8>>> + 'e
 /// anything changed.
 fn rewrite(
     object: &[u8],
+    read: Read,
     whole: Option<&str>,
     rest: &str,
     edit: &mut Edit<'_>,
     missing: Option<&Value>,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<bool> {
-    let Entries(entries) = serde_json::from_slice(object)?;
+    let entries: Vec<crate::walk::Entry> = match read {
+        Read::Check => {
+            let Entries(entries) = serde_json::from_slice(object)?;
+            entries
+                .into_iter()
+                .map(|(key, raw)| (key, span(object, raw)))
+                .collect()
+        }
+        Read::Trust => crate::walk::entries(object).map_err(crate::walk::NotJson::error)?,
+    };
     let (head, tail) = match rest.split_once('.') {
         Some((head, tail)) => (head, Some(tail)),
         None => (rest, None),
@@ -95,13 +141,13 @@ fn rewrite(
     // mask misses neither.
     let whole_found = whole.is_some_and(|w| entries.iter().any(|(k, _)| k == w));
     let editing = missing.is_none();
-    let targets: Vec<(&RawValue, Option<&str>)> = entries
+    let targets: Vec<(Range<usize>, Option<&str>)> = entries
         .iter()
-        .filter_map(|(key, raw)| {
+        .filter_map(|(key, at)| {
             if whole_found && whole == Some(key.as_ref()) {
-                Some((*raw, None))
+                Some((at.clone(), None))
             } else if key == head && (editing || !whole_found) {
-                Some((*raw, tail))
+                Some((at.clone(), tail))
             } else {
                 None
             }
@@ -129,24 +175,27 @@ fn rewrite(
     }
     let mut changed = false;
     let mut written = 0;
-    for (raw, tail) in targets {
-        let at = span(object, raw);
+    for (at, tail) in targets {
+        let raw = &object[at.clone()];
         out.extend_from_slice(&object[written..at.start]);
         written = at.end;
         match tail {
-            None => match edit(raw)? {
-                Some(text) => {
-                    out.extend_from_slice(&text);
-                    changed = true;
+            None => {
+                let text = std::str::from_utf8(raw).map_err(serde_json::Error::custom)?;
+                match edit(text)? {
+                    Some(text) => {
+                        out.extend_from_slice(&text);
+                        changed = true;
+                    }
+                    None => out.extend_from_slice(raw),
                 }
-                None => out.extend_from_slice(raw.get().as_bytes()),
-            },
-            Some(tail) if raw.get().starts_with('{') => {
-                changed |= rewrite(raw.get().as_bytes(), None, tail, edit, missing, out)?;
+            }
+            Some(tail) if raw.starts_with(b"{") => {
+                changed |= rewrite(raw, read, None, tail, edit, missing, out)?;
             }
             // Not an object: it has no field to edit, and none can be set.
             Some(tail) => match missing {
-                None => out.extend_from_slice(raw.get().as_bytes()),
+                None => out.extend_from_slice(raw),
                 Some(_) => {
                     return Err(serde_json::Error::custom(format!(
                         "`{head}` is not an object, so it has no field `{tail}`"
@@ -308,6 +357,50 @@ mod tests {
         assert!(set_field(br#"{"a":1} x"#, "a", &json!(1)).is_err());
         let err = set_field(br#"{"a":"s"}"#, "a.b", &json!(1)).unwrap_err();
         assert!(err.to_string().contains("`a` is not an object"), "{err}");
+    }
+
+    /// On JSON, the walk that trusts the node's check sets and edits
+    /// fields as the checking parse does, byte for byte.
+    #[test]
+    fn the_trusting_walk_rewrites_as_the_checking_parse() {
+        let bodies = [
+            r#"{"id":"a","props":{"email":"ann@example.com","deep":{"er":null}},"props.email":"top"}"#,
+            r#" { "a" : 1 , "a" : { "b" : "x\"}]{[" } , "p" : [ "}" ] , "k\u00e9y": {} } "#,
+            r#"{"p":{"e":1},"p":"no object","p":{"e":{"f":[1,2]}}}"#,
+            "{}",
+        ];
+        let paths = [
+            "id",
+            "props.email",
+            "props.deep.er",
+            "a",
+            "a.b",
+            "p.e",
+            "p.e.f",
+            "kéy",
+            "kéy.x",
+            "new.field",
+        ];
+        let value = json!({"n": [1, "x"]});
+        for body in bodies {
+            for path in paths {
+                let body = body.as_bytes();
+                assert_eq!(
+                    set_field_read(body, path, &value, Read::Trust).ok(),
+                    set_field(body, path, &value).ok(),
+                    "{path}"
+                );
+                let wrap = |text: &str| Ok(Some(format!("[{text}]").into_bytes()));
+                assert_eq!(
+                    edit_field_text_read(body, path, wrap, Read::Trust).ok(),
+                    edit_field_text(body, path, wrap).ok(),
+                    "{path}"
+                );
+            }
+        }
+        // What it notices of text that is not JSON is an error too.
+        assert!(set_field_read(br#"{"a":"\uZZZZ"}"#, "a", &value, Read::Trust).is_err());
+        assert!(set_field_read(b"[1]", "a", &value, Read::Trust).is_err());
     }
 
     /// A masking filter must reach every copy: readers disagree on which

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 use steps::step;
-use weir_guest_sdk::{config_json, edit_field_text, export_filter, Event, Filter, Verdict};
+use weir_guest_sdk::{config_json, export_filter, trusted, Event, Filter, Verdict};
 
 pub mod steps;
 
@@ -86,8 +86,9 @@ pub fn redact_event(
 /// `body` with PII masked in `fields`, and the number of masks; `None` when
 /// there was nothing to mask. Each field is read where it is and rewritten
 /// in place (every copy of a repeated key); the rest of the body is neither
-/// parsed nor rewritten. A body the field reader cannot read (an escape or
-/// number serde_json refuses) has every string value scanned instead: PII
+/// parsed nor rewritten. The body is walked as the node checked it
+/// (`weir_guest_sdk::trusted`); one the walk finds is not JSON (its
+/// structure, a bad escape) has every string value scanned instead: PII
 /// never passes because its event was odd.
 fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>, usize)> {
     let mut patched = Cow::Borrowed(body);
@@ -102,7 +103,7 @@ fn redact_fields(body: &[u8], fields: &[String], mask: &str) -> Option<(Vec<u8>,
                 text
             }))
         };
-        match edit_field_text(&patched, field, edit) {
+        match trusted::edit_field_text(&patched, field, edit) {
             Ok(Some(edited)) => patched = Cow::Owned(edited),
             Ok(None) => {}
             Err(_) => return redact_strings(body, mask),
