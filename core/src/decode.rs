@@ -564,7 +564,7 @@ pub fn replacement(bytes: Vec<u8>, limits: EventLimits) -> Result<String, String
     // Checked as an upload's events are, for syntax only (a number past
     // f64's range, `1e999`, is JSON the node takes from clients, and a
     // filter that tags such an event must not lose it).
-    let valid = sonic_rs::to_object_iter(&text).all(|entry| entry.is_ok())
+    let valid = sonic_rs::from_str::<LazyValue>(&text).is_ok()
         && text
             .get(end..)
             .is_some_and(|rest| rest.chars().all(is_json_space));
