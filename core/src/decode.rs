@@ -225,12 +225,15 @@ fn raw_text<'a>(value: &LazyValue<'a>) -> Result<&'a str, Reject> {
 fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Reject> {
     let mut events = Vec::new();
     let mut ids: HashMap<Cow<'a, str>, usize> = HashMap::new();
-    // Read once, checked, by `decode` (sonic-rs validates what it skips):
-    // walked here without validating it a second and a third time (the
-    // array, then each event), the longest stage of a request.
-    // SAFETY: `data` is an `Upload`'s, valid JSON (see `Upload::data`).
-    for (index, item) in unsafe { sonic_rs::to_array_iter_unchecked(data) }.enumerate() {
-        let item = item.map_err(malformed)?;
+    // Read once, checked, by `decode` (sonic-rs checks what it skips):
+    // walked here where it lies, each event once (`entries`: the walk that
+    // reads its id, ts and ip finds where it ends), the longest stage of a
+    // request. The walk ends early only where the text is not JSON, which
+    // decode has ruled out.
+    let layout = || bad_request(ErrorCode::MalformedJson, "body: unexpected JSON layout");
+    let mut array = entries::Elements::new(data);
+    let mut index = 0;
+    while let Some(start) = array.next_start().map_err(|()| layout())? {
         if index >= limits.max_events_per_batch {
             return Err(Reject::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -241,7 +244,10 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
                 ),
             ));
         }
-        let raw = raw_text(&item)?;
+        let text = data.get(start..).unwrap_or_default();
+        let (len, checked) = walk_event(index, text, limits).ok_or_else(layout)?;
+        array.ended_at(start + len);
+        let raw = &text[..len];
         let mut event = Event {
             id: None,
             raw: Cow::Borrowed(raw),
@@ -250,7 +256,7 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
             enrichment: None,
             part: None,
         };
-        match check_event(index, raw, limits) {
+        match checked {
             Ok(head) => {
                 event.id = Some(head.id.to_string());
                 if let Some(&first) = ids.get(&head.id) {
@@ -272,6 +278,7 @@ fn split_events<'a>(data: &'a str, limits: &Limits) -> Result<Vec<Event<'a>>, Re
             Err(failure) => event.part = Some(failure),
         }
         events.push(event);
+        index += 1;
     }
     if events.is_empty() {
         return Err(bad_request(
@@ -290,17 +297,27 @@ struct Head<'a> {
     ip: Option<IpAddr>,
 }
 
-/// Validates one event; a failure is the event's part.
-fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'a>, Part> {
-    if !raw.starts_with('{') {
-        return Err(invalid(None, format!("data[{index}]: must be an object")));
+/// Walks the event at the start of `text` (the rest of the upload's
+/// `data`): its length, and what split reads of it or, if it is no event
+/// the node takes, its failure (the event's part). `None` where the walk
+/// found text that is not JSON.
+fn walk_event<'a>(
+    index: usize,
+    text: &'a str,
+    limits: &Limits,
+) -> Option<(usize, Result<Head<'a>, Part>)> {
+    if !text.starts_with('{') {
+        let len = entries::value_end_in(text, 0)?;
+        return Some((
+            len,
+            Err(invalid(None, format!("data[{index}]: must be an object"))),
+        ));
     }
     // The id is read even for an oversized event, so the client can tell which one it was.
     let (mut id, mut ts, mut ip) = (None, None, None);
-    let malformed = || invalid(None, format!("data[{index}]: malformed object"));
-    // `raw` is an element of an `Upload`'s `data`: JSON decode has read.
-    for entry in entries::entries(raw) {
-        let (key, value) = entry.ok_or_else(malformed)?;
+    let mut walk = entries::entries(text);
+    for entry in walk.by_ref() {
+        let (key, value) = entry?;
         // A key is read with its escapes (`"i\u0064"` is `id`).
         let key = match key.contains('\\') {
             false => Cow::Borrowed(key),
@@ -317,6 +334,19 @@ fn check_event<'a>(index: usize, raw: &'a str, limits: &Limits) -> Result<Head<'
         // (A later copy of a key wins, as it did with sonic-rs's iterator.)
         *slot = Some(value);
     }
+    let len = walk.end()?;
+    Some((len, check_event(index, &text[..len], id, ts, ip, limits)))
+}
+
+/// Checks what split read of one event (`raw`); a failure is the event's part.
+fn check_event<'a>(
+    index: usize,
+    raw: &str,
+    id: Option<&'a str>,
+    ts: Option<&str>,
+    ip: Option<&str>,
+    limits: &Limits,
+) -> Result<Head<'a>, Part> {
     let id = match id {
         None => return Err(invalid(None, format!("data[{index}].id: missing"))),
         Some(text) => match string_of(text) {
