@@ -57,24 +57,11 @@ pub fn write_value(out: &mut Vec<u8>, fields: &RecordFields<'_>, meta: &str, dat
     out.push(b'}');
 }
 
-/// `n` in decimal (what `write!` does, without the formatting machinery,
-/// which cost more than the rest of the record).
+/// `n` in decimal, two digits at a time (itoa, as serde_json writes it):
+/// `write!`'s formatting machinery cost more than the rest of the record,
+/// and a digit at a time was still 1.8% of a request's instructions.
 fn write_int(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// An address as a JSON string (its text has nothing to escape).
