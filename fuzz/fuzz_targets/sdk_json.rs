@@ -10,9 +10,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use weir_fuzz::{is_json, is_json_grammar, repeats_a_key};
-use serde_json::value::RawValue;
 use weir_guest_sdk::{edit_field, edit_field_text, field, lookup, set_field, trusted};
 
 #[derive(Arbitrary, Debug)]
@@ -62,10 +62,18 @@ fuzz_target!(|input: Input| {
             assert_eq!(trusted, Some(checked), "trusted read of {path:?}");
         }
         if let Ok(checked) = &set {
-            assert_eq!(trusted_set.ok().as_ref(), Some(checked), "trusted set of {path:?}");
+            assert_eq!(
+                trusted_set.ok().as_ref(),
+                Some(checked),
+                "trusted set of {path:?}"
+            );
         }
         if let Ok(checked) = edit_field_text(body, path, wrap) {
-            assert_eq!(trusted_edited.ok(), Some(checked), "trusted edit of {path:?}");
+            assert_eq!(
+                trusted_edited.ok(),
+                Some(checked),
+                "trusted edit of {path:?}"
+            );
         }
     }
     // What a helper takes is JSON by the grammar (a lone surrogate escape in

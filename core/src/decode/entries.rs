@@ -113,7 +113,8 @@ impl<'a> Elements<'a> {
         }
     }
 
-    /// The element that started at `start` ended at `end`.
+    /// The element [`Elements::next_start`] gave ended at `end`: the walk
+    /// goes on from there (until it is told, the next call ends it).
     pub(super) fn ended_at(&mut self, end: usize) {
         self.at = Some(end);
     }
