@@ -86,7 +86,8 @@ struct Args {
     unsampled_traceparent: bool,
     /// The node's process id: its CPU time (user + system, all threads) is
     /// read from /proc at the start and the end of the measured window and
-    /// reported as `node_cpu_ticks` (clock ticks), next to `ok_requests`;
+    /// reported as `node_cpu_ticks` (clock ticks), next to `ok_requests`,
+    /// and by kind of thread, user and system apart (`node_cpu_by_thread`);
     /// and its memory: the peak RSS since it started (`VmHWM`), and its RSS
     /// at the start and the end of the window and every 10 s in between
     /// (a soak's growth).
@@ -94,9 +95,6 @@ struct Args {
     node_pid: Option<u32>,
 }
 
-/// A process's CPU time so far, in clock ticks (utime + stime of
-/// /proc/<pid>/stat; its fields 14 and 15, counted after the command name,
-/// which may hold spaces, in parentheses).
 /// A size in KiB from /proc/<pid>/status (`VmHWM`, `VmRSS`).
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -107,18 +105,89 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
 }
 
+/// A process's CPU time so far, in clock ticks (utime + stime of
+/// /proc/<pid>/stat; its fields 14 and 15, counted after the command name,
+/// which may hold spaces, in parentheses).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .context("/proc/<pid>/stat without a command name")?;
-    // Fields 3.. follow the name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short /proc/<pid>/stat")?.parse()?)
-    };
-    Ok(field(11)? + field(12)?)
+    let (user, system) = user_and_system(after_name)?;
+    Ok(user + system)
+}
+
+/// utime and stime of a `stat` line's fields after the command name (the
+/// 12th and 13th of them: fields 14 and 15 of the whole line).
+fn user_and_system(after_name: &str) -> anyhow::Result<(u64, u64)> {
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut next =
+        || -> anyhow::Result<u64> { Ok(fields.next().context("short /proc stat line")?.parse()?) };
+    Ok((next()?, next()?))
+}
+
+/// CPU time by kind of thread: (user, system) clock ticks of each.
+#[derive(Clone, Copy, Default)]
+struct ThreadCpu {
+    runtime: (u64, u64),
+    librdkafka: (u64, u64),
+    other: (u64, u64),
+}
+
+impl ThreadCpu {
+    /// What was spent from `before` to `self`.
+    fn since(self, before: ThreadCpu) -> ThreadCpu {
+        let d = |a: (u64, u64), b: (u64, u64)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1));
+        ThreadCpu {
+            runtime: d(self.runtime, before.runtime),
+            librdkafka: d(self.librdkafka, before.librdkafka),
+            other: d(self.other, before.other),
+        }
+    }
+
+    fn json(self) -> String {
+        let kind = |(user, system): (u64, u64)| format!("{{\"user\":{user},\"system\":{system}}}");
+        format!(
+            "{{\"runtime\":{},\"librdkafka\":{},\"other\":{}}}",
+            kind(self.runtime),
+            kind(self.librdkafka),
+            kind(self.other)
+        )
+    }
+}
+
+/// The node's CPU time so far by kind of thread, in clock ticks, user and
+/// system apart: the runtime's workers (`tokio-*`: the request path, from
+/// the socket to the producer's queue), librdkafka's (`rdk:*`: batching,
+/// compressing and sending records, and their acknowledgements) and the
+/// rest. Where a node's CPU goes between its own code and the Kafka client,
+/// and between user space and the kernel, without a profiler. (A thread
+/// that ended within the window takes its time with it; the process total
+/// keeps it.)
+fn cpu_by_thread(pid: u32) -> anyhow::Result<ThreadCpu> {
+    let mut cpu = ThreadCpu::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        let (name, after_name) = stat
+            .split_once(" (")
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .context("/proc/<pid>/task/<tid>/stat without a command name")?;
+        let (user, system) = user_and_system(after_name)?;
+        let slot = if name.starts_with("tokio") {
+            &mut cpu.runtime
+        } else if name.starts_with("rdk:") {
+            &mut cpu.librdkafka
+        } else {
+            &mut cpu.other
+        };
+        slot.0 += user;
+        slot.1 += system;
+    }
+    Ok(cpu)
 }
 
 #[derive(Default)]
@@ -267,6 +336,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = args.node_pid.map(cpu_ticks).transpose()?;
+    let threads_before = args.node_pid.map(cpu_by_thread).transpose()?;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     // The node's RSS at the start of the window and every 10 s after.
@@ -284,11 +354,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = args.node_pid.map(cpu_ticks).transpose()?;
+    let threads_after = args.node_pid.map(cpu_by_thread).transpose()?;
     let peak_rss_kib = args
         .node_pid
         .map(|pid| status_kib(pid, "VmHWM"))
         .transpose()?;
     let node_cpu_ticks = cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b));
+    let node_threads = threads_before.zip(threads_after).map(|(b, a)| a.since(b));
 
     let mut total = Tally::default();
     for worker in workers {
@@ -368,6 +440,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut node_cpu = node_cpu_ticks
             .map(|ticks| format!(",\"node_cpu_ticks\":{ticks}"))
             .unwrap_or_default();
+        if let Some(threads) = node_threads {
+            node_cpu.push_str(&format!(",\"node_cpu_by_thread\":{}", threads.json()));
+        }
         node_cpu.push_str(&quiet_json);
         if let (Some(peak), Some(first), Some(last)) =
             (peak_rss_kib, rss_kib.first(), rss_kib.last())
