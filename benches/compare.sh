@@ -43,6 +43,13 @@
 # BASE_BIN=<a weir binary> compares against that binary instead (e.g. a
 # build of this tree with one change undone), with the same tables.
 #
+# PERF=<dir> records a CPU profile of each variant's node over its measured
+# window (`perf record -g`, on core 1) into <dir>/<variant>.<time>.data:
+#   ROUNDS=1 PERF=var/perf benches/compare.sh filters
+#   perf report -i var/perf/four_chained.*.data --no-children
+# (perf costs the node a few percent; take figures from runs without it.
+# With WEIR_FILTER_PERFMAP=1 in the environment, guests' functions have names.)
+#
 # Two ratios per variant, each the median of the per-round ratios to the
 # first variant: events/s, and the node's own CPU time per request (utime +
 # stime of all its threads over the measured window, divided by the requests
@@ -50,7 +57,9 @@
 # node is not always the bottleneck: the load generator and the broker share
 # the other core, and their noise moves events/s; it moves the node's CPU
 # per request far less, so that column is the steadier measure of what a
-# variant costs the node.
+# variant costs the node. A second table splits that CPU by thread (the
+# runtime's workers, which run the request path; librdkafka's) and into
+# user and kernel time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
@@ -138,10 +147,16 @@ EOF
   ready 127.0.0.1:19090 || { echo "$name: the node did not become ready" >&2; cat "$work/node.log" >&2; exit 1; }
   # The load generator reads the node's CPU time at the ends of its
   # measured window (not its warm-up second or its tail).
-  local line
+  local line profiler=""
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    taskset -c 1 perf record -q -g -F 999 -p "$node" -o "$PERF/${name// /_}${run_suffix:-}.$(date +%s).data" 2>/dev/null &
+    profiler=$!
+  fi
   line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency "${CONNS:-64}" \
     --batch 50 --event-bytes "${EVENT_BYTES:-400}" --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
   line="${line%\}},\"clk_tck\":$(getconf CLK_TCK)}"
+  if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" 2>/dev/null || true; fi
   kill "$node"; wait "$node" 2>/dev/null || true
   name="$name${run_suffix:-}"
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
@@ -281,6 +296,16 @@ for name in names:
     cpu_ratio = statistics.median(cpu(b) / cpu(r) for r, b in zip(rs, base))
     failed = sum(r["non_2xx"] + r["errors"] for r in rs)
     print(f"{name:<16} {med('events_per_s'):>10.0f} {ratio:>6.3f} {med('p50_ms'):>7.1f} {med('p99_ms'):>7.1f} {failed:>7} {statistics.median(cpu(r) for r in rs):>16.1f} {cpu_ratio:>6.3f} {statistics.median(rss(r) for r in rs):>12.1f}")
+# Where that CPU went: the runtime's threads (the request path) and
+# librdkafka's, user and kernel apart (weir-load reads /proc/<pid>/task).
+if all("node_cpu_by_thread" in r for r in base):
+    kinds = [("runtime", "user"), ("runtime", "system"), ("librdkafka", "user"), ("librdkafka", "system"), ("other", "user"), ("other", "system")]
+    per_req = lambda r, k, m: r["node_cpu_by_thread"][k][m] / r["clk_tck"] * 1e6 / max(r["ok_requests"], 1)
+    label = {"runtime": "rt", "librdkafka": "rdk", "other": "other", "user": "user", "system": "sys"}
+    print(f"\n{'node CPU µs/req':<16} " + " ".join(f"{label[k] + ' ' + label[m]:>10}" for k, m in kinds) + "  (medians; rt = the runtime's workers, the request path; rdk = librdkafka's threads)")
+    for name in names:
+        rs = runs[name]
+        print(f"{name:<16} " + " ".join(f"{statistics.median(per_req(r, k, m) for r in rs):>10.1f}" for k, m in kinds))
 quiet = [n for n in names if "quiet_p50_ms" in runs[n][0]]
 if quiet:
     print(f"\n{'quiet tenant':<22} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} {'failed':>7}  (medians; its own connection, 20 requests/s)")
