@@ -4,7 +4,8 @@
 //! string, and named fields), `require-fields` and `tag-bots`, at batch
 //! sizes 1, 50 and 500; and one instantiation alone. The same filters in
 //! Python (componentize-py) and JavaScript (jco) beside them: pass-through,
-//! Python's `tag-bots` and JavaScript's `require-fields`.
+//! Python's `tag-bots` and JavaScript's `require-fields`. And `redact-pii`'s
+//! own code compiled natively, the floor under its Wasm figure.
 //! (Every guest is fuel-metered: see `weir::pipeline::filter::host`.)
 //! Needs the components of `scripts/build-filters.sh`.
 
@@ -178,6 +179,28 @@ fn filters(c: &mut Criterion) {
             })
         });
     }
+    // The floor under `redact_pii_fields`: the filter's own code compiled
+    // for this machine instead of Wasm, on the same events, with no host
+    // around it (no instance, no copies in or out, no checks of what it
+    // hands back). What a Wasm guest could at best come down to.
+    let fields = ["email".to_owned(), "props.note".to_owned()];
+    let owned = owned(50);
+    let masked = owned
+        .iter()
+        .filter_map(|(_, body)| redact_pii::redact_event(body, Some(&fields), "***"))
+        .count();
+    assert_eq!(masked, 50, "every event has something to mask");
+    let mut group = c.benchmark_group("filter_native/redact_pii_fields");
+    group.throughput(Throughput::Elements(50));
+    group.bench_function(BenchmarkId::from_parameter(50), |b| {
+        b.iter(|| {
+            owned
+                .iter()
+                .filter_map(|(_, body)| redact_pii::redact_event(body, Some(&fields), "***"))
+                .count()
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, filters);
