@@ -193,27 +193,36 @@ pub fn redact<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
     let (text_3, phones) = mask_phones(&text_2, mask);
     match emails + addresses + phones {
         0 => (Cow::Borrowed(text), 0),
-        n => (Cow::Owned(text_3), n),
+        n => (Cow::Owned(text_3.into_owned()), n),
     }
 }
 
 /// Finds the next span (start, end) to mask at or after a byte offset.
 type FindSpan = fn(&[u8], usize) -> Option<(usize, usize)>;
 
-/// `text` with every span `find` reports masked, and how many.
-fn mask_spans(text: &str, mask: &str, find: FindSpan) -> (String, usize) {
+/// `text` with every span `find` reports masked, and how many (`text`
+/// itself, not a copy, when there is none: most strings pass every kind).
+fn mask_spans<'t>(text: &'t str, mask: &str, find: FindSpan) -> (Cow<'t, str>, usize) {
     let bytes = text.as_bytes();
+    let Some(mut span) = find(bytes, 0) else {
+        return (Cow::Borrowed(text), 0);
+    };
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut count) = (0, 0);
-    while let Some((start, end)) = find(bytes, copied) {
+    loop {
+        let (start, end) = span;
         step(end - copied);
         out.push_str(&text[copied..start]);
         out.push_str(mask);
         copied = end;
         count += 1;
+        match find(bytes, copied) {
+            Some(next) => span = next,
+            None => break,
+        }
     }
     out.push_str(&text[copied..]);
-    (out, count)
+    (Cow::Owned(out), count)
 }
 
 /// The next e-mail address at or after `from`: around an `@`, a local part
@@ -280,7 +289,12 @@ fn ipv4_at(text: &[u8], from: usize) -> Option<(usize, usize)> {
     }
 }
 
-fn mask_phones(text: &str, mask: &str) -> (String, usize) {
+fn mask_phones<'t>(text: &'t str, mask: &str) -> (Cow<'t, str>, usize) {
+    // Every phone number starts at, and every date has, an ASCII digit.
+    step(text.len());
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return (Cow::Borrowed(text), 0);
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut count = 0;
@@ -330,7 +344,7 @@ fn mask_phones(text: &str, mask: &str) -> (String, usize) {
         out.push(chars[i]);
         i += 1;
     }
-    (out, count)
+    (Cow::Owned(out), count)
 }
 
 /// Whether `chars` starts with a date `yyyy-mm-dd` that is not the start
