@@ -2,7 +2,8 @@
 # End-to-end comparisons with the load generator, every variant in one run
 # so the ratios are comparable on a noisy machine:
 #
-#   benches/compare.sh filters     # no filter vs. pass-through vs. the four examples chained,
+#   benches/compare.sh filters     # no filter vs. pass-through vs. four pass-through chained
+#                                  # (the host's share of a chain) vs. the four examples chained,
 #                                  # and pass-through in Python and in JavaScript (not with BASE)
 #   benches/compare.sh spool       # no spool vs. a spool idle vs. spooling everything (Kafka away)
 #   benches/compare.sh quotas      # per-node rate limits vs. region-wide ones (a redis-server
@@ -176,7 +177,15 @@ $(filter tag_bots "'{\"field\": \"user_agent\", \"action\": \"tag\"}'")
 $(filter redact_pii "'{\"fields\": [\"props.email\"]}'")
 $(filter sample "'{\"rate\": 1.0}'")"
     }
-    order=(v_none v_pass v_four)
+    # The host's share of a chain: four fresh instances, four copies in
+    # and out, no guest work to speak of.
+    v_four_pass() {
+      run "four pass-through" "$(filter pass_through "''")
+$(filter pass_through "''")
+$(filter pass_through "''")
+$(filter pass_through "''")"
+    }
+    order=(v_none v_pass v_four_pass v_four)
     if [ -z "${BASE:-}" ]; then
       # Python and JavaScript, compiled once into the filter cache first
       # (a node would wait out its readiness deadline compiling them).
