@@ -68,6 +68,7 @@ mode="${1:-filters}"
 duration="${DURATION:-10}"
 rounds="${ROUNDS:-3}"
 if [ "$mode" = soak ]; then duration="${DURATION:-600}"; rounds=1; fi
+if [ -n "${PERF:-}" ] && ! command -v perf >/dev/null; then echo "PERF: perf is not installed" >&2; exit 2; fi
 port=19092
 work="$(mktemp -d)"
 pids=()
@@ -157,7 +158,7 @@ EOF
   line="$(taskset -c 1 target/release/weir-load --target 127.0.0.1:18080 --key load --concurrency "${CONNS:-64}" \
     --batch 50 --event-bytes "${EVENT_BYTES:-400}" --duration "$duration" --node-pid "$node" ${LOAD_ARGS:-} --json | tail -1)"
   line="${line%\}},\"clk_tck\":$(getconf CLK_TCK)}"
-  if [ -n "$profiler" ]; then kill -INT "$profiler"; wait "$profiler" 2>/dev/null || true; fi
+  if [ -n "$profiler" ]; then kill -INT "$profiler" 2>/dev/null || true; wait "$profiler" 2>/dev/null || true; fi
   kill "$node"; wait "$node" 2>/dev/null || true
   name="$name${run_suffix:-}"
   printf '%s\t%s\n' "$name" "$line" >>"$work/results"
