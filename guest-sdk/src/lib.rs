@@ -224,7 +224,7 @@ pub mod trusted {
     /// equal to the whole path, else the dotted path; of a repeated key,
     /// the last copy. `Ok(None)` when it is missing.
     pub fn get_text<'a>(body: &'a [u8], path: &str) -> Result<Option<&'a str>, serde_json::Error> {
-        let Some(at) = crate::walk::find(body, path).map_err(crate::walk::NotJson::error)? else {
+        let Some(at) = crate::walk::find(body, path).map_err(crate::walk::not_json)? else {
             return Ok(None);
         };
         // (A value starts and ends at an ASCII byte: on characters.)

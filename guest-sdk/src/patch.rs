@@ -130,7 +130,7 @@ fn rewrite(
                 .map(|(key, raw)| (key, span(object, raw)))
                 .collect()
         }
-        Read::Trust => crate::walk::entries(object).map_err(crate::walk::NotJson::error)?,
+        Read::Trust => crate::walk::entries(object).map_err(crate::walk::not_json)?,
     };
     let (head, tail) = match rest.split_once('.') {
         Some((head, tail)) => (head, Some(tail)),

@@ -3,15 +3,12 @@
 //! The node checks every body before a filter sees it: a client's events
 //! when the upload is decoded, a filter's replacement before the next
 //! filter of the chain gets it. A reader of such text need not check again
-//! what it skips: a string is skipped from quote or backslash to the next,
-//! a nested value by counting its own kind of bracket outside strings, a
-//! number or literal up to its delimiter. What is checked comes free: the
-//! structure it walks and every escape it meets (a bad escape is where
-//! JSON readers disagree). serde_json's checking walk was half of the
-//! guests' time in a four-filter chain (perf with `WEIR_FILTER_PERFMAP`).
-//! Per call of 50 events (criterion, `benches/benches/filters.rs`):
-//! require-fields 72.1 → 60.1 µs, tag-bots 57.6 → 51.0, redact-pii on two
-//! named fields 228 → 196.
+//! what it skips (the steps are `weir_json_walk`'s, which the node's split
+//! takes too); what is checked comes free: the structure it walks and every
+//! escape it meets. serde_json's checking walk was half of the guests' time
+//! in a four-filter chain (perf with `WEIR_FILTER_PERFMAP`). Per call of 50
+//! events (criterion, `benches/benches/filters.rs`): require-fields 72.1 →
+//! 60.1 µs, tag-bots 57.6 → 51.0, redact-pii on two named fields 228 → 196.
 //!
 //! Text that is not JSON is never a panic or an endless loop: the walk
 //! stops with an error where it finds the text is not as JSON would have
@@ -20,14 +17,11 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-/// Text that is not JSON where the walk noticed it: the byte offset.
-#[derive(Debug)]
-pub(crate) struct NotJson(pub usize);
+use weir_json_walk::{skip_ws, string_end, value_end, NotJson};
 
-impl NotJson {
-    pub fn error(self) -> serde_json::Error {
-        serde::de::Error::custom(format!("not JSON at byte {}", self.0))
-    }
+/// Text that is not JSON where the walk noticed it, as the SDK's error.
+pub(crate) fn not_json(NotJson(at): NotJson) -> serde_json::Error {
+    serde::de::Error::custom(format!("not JSON at byte {at}"))
 }
 
 /// A pull reader over JSON text: the caller says at each value whether to
@@ -91,22 +85,7 @@ impl<'a> Walk<'a> {
     pub fn skip_value(&mut self) -> Result<Range<usize>, NotJson> {
         self.skip_ws();
         let start = self.at;
-        self.at = match self.text.get(start) {
-            Some(b'"') => string_end(self.text, start)?,
-            Some(b'{' | b'[') => nested_end(self.text, start)?,
-            Some(_) => {
-                // A number or a literal: up to the next delimiter.
-                let len = self.text[start..]
-                    .iter()
-                    .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                    .unwrap_or(self.text.len() - start);
-                if len == 0 {
-                    return Err(NotJson(start));
-                }
-                start + len
-            }
-            None => return Err(NotJson(start)),
-        };
+        self.at = value_end(self.text, start)?;
         Ok(start..self.at)
     }
 
@@ -120,9 +99,7 @@ impl<'a> Walk<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
-            self.at += 1;
-        }
+        self.at = skip_ws(self.text, self.at);
     }
 }
 
@@ -209,85 +186,6 @@ fn find_in(
         }
     }
     Ok(by_whole.or(by_path))
-}
-
-/// Where the object or array opening at `open` ends. In JSON, braces and
-/// brackets are each balanced outside strings, so counting the opening
-/// kind alone finds its end.
-fn nested_end(text: &[u8], open: usize) -> Result<usize, NotJson> {
-    let (opening, closing) = match text[open] {
-        b'{' => (b'{', b'}'),
-        _ => (b'[', b']'),
-    };
-    let mut depth = 0usize;
-    let mut at = open;
-    loop {
-        at = find_any(text, at, [b'"', opening, closing]).ok_or(NotJson(text.len()))?;
-        match text[at] {
-            b'"' => {
-                at = string_end(text, at)?;
-                continue;
-            }
-            b if b == opening => depth += 1,
-            _ => {
-                depth -= 1;
-                if depth == 0 {
-                    return Ok(at + 1);
-                }
-            }
-        }
-        at += 1;
-    }
-}
-
-/// Where the string whose opening quote is at `open` ends (after its
-/// closing quote). Its escapes are checked: JSON has eight one-letter
-/// ones and `\u` with four hex digits.
-fn string_end(text: &[u8], open: usize) -> Result<usize, NotJson> {
-    let mut at = open + 1;
-    loop {
-        at = find_any(text, at, [b'"', b'\\', b'"']).ok_or(NotJson(text.len()))?;
-        if text[at] == b'"' {
-            return Ok(at + 1);
-        }
-        at += match text.get(at + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-            Some(b'u')
-                if text
-                    .get(at + 2..at + 6)
-                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
-            {
-                6
-            }
-            _ => return Err(NotJson(at)),
-        };
-    }
-}
-
-/// The first byte at or after `at` that is one of `wanted`, eight bytes at
-/// a time: a guest has no SIMD search (and memchr's word-at-a-time one
-/// measured slower here), and every turn of a loop costs it fuel.
-fn find_any(text: &[u8], mut at: usize, wanted: [u8; 3]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let splat = wanted.map(|b| ONES * u64::from(b));
-    while let Some(chunk) = text.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().ok()?);
-        // A zero byte of `word ^ splat` is a wanted byte. The lowest flag
-        // is exact (a borrow only flags bytes above a true zero).
-        let found = splat
-            .iter()
-            .map(|s| {
-                let x = word ^ s;
-                x.wrapping_sub(ONES) & !x & HIGHS
-            })
-            .fold(0, |a, b| a | b);
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    Some(at + text.get(at..)?.iter().position(|b| wanted.contains(b))?)
 }
 
 #[cfg(test)]

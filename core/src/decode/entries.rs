@@ -4,17 +4,20 @@
 //!
 //! `split` reads three fields of every event (`id`, `ts`, `ip`). sonic-rs's
 //! object iterator, even unchecked, parses every key and makes a lazy value
-//! of every entry (about 3,900 instructions for a 400-byte event). Here a
-//! string is skipped from quote or backslash to the next (memchr, as
-//! `check_depth` skips them), a nested value by counting its own kind of
-//! bracket outside strings, and only the three values are read, from their
-//! text. Measured with `benches/instructions.sh`: 1,679,315 → 1,642,853
-//! instructions per 50-event request (−2.2%).
+//! of every entry (about 3,900 instructions for a 400-byte event). Here
+//! strings, nested values and numbers are skipped as `weir_json_walk` skips
+//! them (memchr from quote or backslash to the next, brackets counted
+//! outside strings; the guest SDK walks a filter's events the same way),
+//! and only the three values are read, from their text. Measured with
+//! `benches/instructions.sh`: 1,679,315 → 1,642,853 instructions per
+//! 50-event request (−2.2%).
 //!
 //! The text must be JSON (decode's checked parse read it): that is what
 //! makes skipping without checking right. Text that is not JSON is never
 //! a panic or an endless loop, only an early end (`None`). The fuzz target
 //! `decode_split` holds the fields read to serde_json's.
+
+use weir_json_walk::{skip_ws, string_end, value_end};
 
 /// The entries of the object `text` (starting with `{`): each key's text
 /// between its quotes (escapes as written) and its value's text. `None` in
@@ -122,7 +125,7 @@ impl<'a> Elements<'a> {
 
 /// Where the value at `at` of `text` ends.
 pub(super) fn value_end_in(text: &str, at: usize) -> Option<usize> {
-    value_end(text.as_bytes(), at)
+    value_end(text.as_bytes(), at).ok()
 }
 
 enum Entry {
@@ -148,7 +151,7 @@ fn entry(bytes: &[u8], at: usize, first: bool) -> Entry {
     if bytes.get(at) != Some(&b'"') {
         return Entry::Broken;
     }
-    let Some(key_end) = string_end(bytes, at) else {
+    let Ok(key_end) = string_end(bytes, at) else {
         return Entry::Broken;
     };
     let colon = skip_ws(bytes, key_end);
@@ -157,78 +160,12 @@ fn entry(bytes: &[u8], at: usize, first: bool) -> Entry {
     }
     let start = skip_ws(bytes, colon + 1);
     match value_end(bytes, start) {
-        Some(end) => Entry::Found {
+        Ok(end) => Entry::Found {
             key: at + 1..key_end - 1,
             value: start..end,
             end,
         },
-        None => Entry::Broken,
-    }
-}
-
-fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
-        at += 1;
-    }
-    at
-}
-
-/// Where the value at `at` ends.
-fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
-    match bytes.get(at)? {
-        b'"' => string_end(bytes, at),
-        b'{' | b'[' => nested_end(bytes, at),
-        _ => {
-            // A number or a literal: up to the next delimiter.
-            let len = bytes[at..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(bytes.len() - at);
-            (len > 0).then_some(at + len)
-        }
-    }
-}
-
-/// Where the object or array opening at `open` ends. In JSON, braces and
-/// brackets are each balanced outside strings, so counting the opening
-/// kind alone finds its end (and memchr finds the next one quickly).
-fn nested_end(bytes: &[u8], open: usize) -> Option<usize> {
-    let (opening, closing) = match bytes.get(open)? {
-        b'{' => (b'{', b'}'),
-        _ => (b'[', b']'),
-    };
-    let mut depth = 0usize;
-    let mut at = open;
-    loop {
-        at += memchr::memchr3(b'"', opening, closing, bytes.get(at..)?)?;
-        match bytes[at] {
-            b'"' => {
-                at = string_end(bytes, at)?;
-                continue;
-            }
-            b if b == opening => depth += 1,
-            _ => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(at + 1);
-                }
-            }
-        }
-        at += 1;
-    }
-}
-
-/// Where the string whose opening quote is at `open` ends (after its
-/// closing quote): from quote or backslash to the next, as `check_depth`
-/// skips strings.
-fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
-    let mut at = open + 1;
-    loop {
-        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
-        match bytes[at] {
-            b'"' => return Some(at + 1),
-            _ => at += 2,
-        }
+        Err(_) => Entry::Broken,
     }
 }
 
